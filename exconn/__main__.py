@@ -1,0 +1,3 @@
+from exconn.cli import main
+
+raise SystemExit(main())

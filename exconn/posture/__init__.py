@@ -1,0 +1,1 @@
+"""Observing mail domains on the network: MX, MTA-STS, TLS-RPT, DANE and an SMTP probe."""

@@ -1,0 +1,204 @@
+"""The command line: a thin layer over functions a script can call.
+
+Exit codes: 0 clean, 1 findings at or above --fail-on, 2 usage or input error. Nothing that a user
+can cause ends in a traceback: every error is one line naming what went wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from exconn import __version__
+from exconn.errors import ExconnError, InputError, UsageError
+from exconn.model import Organization
+from exconn.render import Format, RunInfo, render, rules_markdown
+from exconn.rules.base import Context, Severity, all_rules, evaluate
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors already; keep its one-line message, drop the usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _severity(text: str) -> Severity:
+    try:
+        return Severity.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_audit_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="audit connectors from Export-Clixml files (or a live server) and propose fixes",
+        description="Read Exchange exports (files or folders), evaluate every rule, print the findings.",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="Export-Clixml files or snapshot folders")
+    p.add_argument("--offline", action="store_true", help="promise no network use at all")
+    p.add_argument("--format", type=Format, choices=list(Format), default=Format.TABLE)
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
+    p.add_argument(
+        "--fail-on",
+        type=_severity,
+        default=Severity.HIGH,
+        metavar="SEVERITY",
+        help="exit 1 when a finding reaches this severity (critical|high|medium|low|info; default high)",
+    )
+    p.add_argument("--fix-out", metavar="DIR", help="write remediation.ps1 and rollback.ps1 here")
+    p.add_argument("--posture", metavar="FILE", help="replay a posture saved by `exconn posture --save`")
+    _add_live_options(p)
+    p.set_defaults(func=run_audit)
+
+
+def _add_live_options(p: argparse.ArgumentParser) -> None:
+    try:
+        from exconn.sources.psrp_cli import add_connection_options
+    except ImportError:
+        return
+    add_connection_options(p, required=False)
+
+
+def _load_org(args: argparse.Namespace) -> Organization:
+    servers = getattr(args, "server", None) or []
+    if servers and args.paths:
+        raise UsageError("give either export PATHs or --server, not both")
+    if servers:
+        if args.offline:
+            raise UsageError("--offline promises no network use; it cannot be combined with --server")
+        from exconn.sources.psrp_cli import collect_organization
+
+        return collect_organization(args)
+    if not args.paths:
+        raise UsageError("nothing to audit: give export files or folders (or --server HOST)")
+    from exconn.sources.files import load
+
+    return load(args.paths)
+
+
+def _load_posture(args: argparse.Namespace) -> dict[str, object]:
+    if not args.posture:
+        return {}
+    from exconn.posture.facts import load_posture
+
+    return {p.domain: p for p in load_posture(Path(args.posture))}
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    now = dt.datetime.now(dt.UTC)
+    org = _load_org(args)
+    posture = _load_posture(args)
+    ctx = Context(org=org, now=now, posture=posture, offline=not posture)
+    report = evaluate(ctx)
+    info = RunInfo(generated_at=now, sources=org.sources, fail_on=args.fail_on, offline=args.offline)
+    _emit(render(report, org, info, args.format), args.output)
+    if args.fix_out:
+        from exconn.remediate.script import write_fix
+
+        written = write_fix(report, org.sources, Path(args.fix_out), generated_at=now)
+        print(f"exconn: wrote {', '.join(str(w) for w in written)}", file=sys.stderr)
+    worst = report.worst()
+    return EXIT_FINDINGS if worst is not None and worst >= args.fail_on else EXIT_OK
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        return
+    target = Path(output)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+    except OSError as exc:
+        raise InputError(output, f"cannot write: {exc.strerror}") from None
+
+
+def run_rules(args: argparse.Namespace) -> int:
+    rules = all_rules()
+    if args.format == "markdown":
+        sys.stdout.write(rules_markdown(rules))
+    elif args.format == "json":
+        doc = [
+            {
+                "id": r.id,
+                "title": r.title,
+                "severity": r.severity.label,
+                "rationale": r.rationale,
+                "references": list(r.references),
+                "remediation": r.remediation,
+                "needs_posture": r.needs_posture,
+            }
+            for r in rules
+        ]
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        from tabulate import tabulate
+
+        rows = [[r.id, r.severity.label, r.title] for r in rules]
+        sys.stdout.write(tabulate(rows, headers=["Rule", "Severity", "Title"]) + "\n")
+    return EXIT_OK
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
+        prog="exconn",
+        description="Is mail between your Exchange servers and the internet really protected by TLS?",
+    )
+    parser.add_argument("--version", action="version", version=f"exconn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_audit_parser(sub)
+    r = sub.add_parser("rules", help="list the rules (markdown: the generated rule reference)")
+    r.add_argument("--format", choices=["table", "markdown", "json"], default="table")
+    r.set_defaults(func=run_rules)
+    try:
+        from exconn.posture.cli import add_posture_parser
+    except ImportError:
+        pass
+    else:
+        add_posture_parser(sub)
+    try:
+        from exconn.sources.psrp_cli import add_collect_parser
+    except ImportError:
+        pass
+    else:
+        add_collect_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except ExconnError as exc:
+        print(f"exconn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("exconn: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `exconn audit ... | head`: the reader left; not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(
+            f"exconn: internal error: {type(exc).__name__}: {exc} (run with --debug and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE

@@ -1,0 +1,388 @@
+"""The reviewable fix: `remediation.ps1` and `rollback.ps1` from a report's findings.
+
+Both scripts do nothing without `-Apply` (every change runs with `-WhatIf`), read each object
+before changing it and skip the change when any value differs from the export, and count
+changes, skips and failures. Fixes aimed at the same object are merged into one command, because
+Exchange validates the combination of parameters at write time: two separate commands could each
+be invalid on their own (e.g. TlsAuthLevel before RequireTLS).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from exconn import __version__
+from exconn.model import TlsAuthLevel
+from exconn.remediate import pwsh
+from exconn.rules.base import Finding, Fix, NewCommand, ParamChange, Report, SetCommand
+from exconn.rules.helpers import same_value
+
+BOM = "\ufeff"
+_LINE_BREAKS = ("\r", "\n", "\u2028", "\u2029", "\u0085")
+_TLS_STRENGTH: list[pwsh.PsValue] = [
+    None,
+    TlsAuthLevel.ENCRYPTION_ONLY,
+    TlsAuthLevel.CERTIFICATE_VALIDATION,
+    TlsAuthLevel.DOMAIN_VALIDATION,
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedChange:
+    """One command of the script, with the findings it fixes and how conflicts were settled."""
+
+    command: Fix
+    findings: tuple[Finding, ...]
+    notes: tuple[str, ...] = ()
+
+
+def _is_list(value: pwsh.PsValue) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def _items(value: pwsh.PsValue) -> list[str]:
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        return []  # a flags value of None, or an unset list
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return [str(value.value) if isinstance(value, enum.Enum) else str(value)]
+
+
+def _tls_rank(value: pwsh.PsValue) -> int:
+    text = str(value.value if isinstance(value, enum.Enum) else value).lower()
+    names = [str(v.value if isinstance(v, enum.Enum) else v).lower() for v in _TLS_STRENGTH]
+    return names.index(text) if text in names else -1
+
+
+def _merge_param(name: str, wanted: list[tuple[ParamChange, Finding]]) -> tuple[ParamChange, str | None]:
+    """One value for a parameter several findings change; findings arrive most severe first."""
+    first, owner = wanted[0]
+    if all(same_value(c.new, first.new) for c, _ in wanted):
+        return first, None
+    ids = ", ".join(f.rule.id for _, f in wanted)
+    if all(_is_list(c.new) or isinstance(c.new, str) for c, _ in wanted) and any(
+        _is_list(c.new) for c, _ in wanted
+    ):
+        # Each fix is "the observed list plus/minus something": apply every addition and removal.
+        base = _items(first.observed)
+        seen = {b.lower() for b in base}
+        removed: set[str] = set()
+        added: list[str] = []
+        for change, _ in wanted:
+            new_items = _items(change.new)
+            new_lower = {n.lower() for n in new_items}
+            removed |= {b.lower() for b in base if b.lower() not in new_lower}
+            for item in new_items:
+                if item.lower() not in seen:
+                    seen.add(item.lower())
+                    added.append(item)
+        merged = [b for b in base if b.lower() not in removed] + added
+        value: pwsh.PsValue = merged if merged else "None"
+        return ParamChange(name, value, first.observed), f"{name}: combined the changes of {ids}"
+    if name == "TlsAuthLevel":
+        strongest = max(wanted, key=lambda cw: _tls_rank(cw[0].new))
+        return strongest[0], f"TlsAuthLevel: the strongest level asked for by {ids} wins"
+    return first, f"{name}: {ids} disagree; kept the value of {owner.rule.id} (most severe)"
+
+
+def _unique(findings: Iterable[Finding]) -> tuple[Finding, ...]:
+    # Findings hold unhashable observed values (lists): dedupe by identity.
+    seen: dict[int, Finding] = {}
+    for f in findings:
+        seen.setdefault(id(f), f)
+    return tuple(seen.values())
+
+
+def plan_changes(report: Report) -> list[PlannedChange]:
+    """Every fix of the report, merged per object, in the order of the first finding asking for it."""
+    order: list[tuple[str, str, str]] = []
+    sets: dict[tuple[str, str, str], list[tuple[SetCommand, Finding]]] = {}
+    news: dict[tuple[str, str, str], list[tuple[NewCommand, Finding]]] = {}
+    for finding in report.findings:
+        for fix in finding.fix:
+            if isinstance(fix, SetCommand):
+                key = ("set", fix.cmdlet, fix.identity.lower())
+                if key not in sets:
+                    order.append(key)
+                sets.setdefault(key, []).append((fix, finding))
+            else:
+                key = ("new", fix.cmdlet, fix.name.lower())
+                if key not in news:
+                    order.append(key)
+                news.setdefault(key, []).append((fix, finding))
+    planned: list[PlannedChange] = []
+    for key in order:
+        if key[0] == "new":
+            # The same object created by two findings: the first (most severe) definition wins.
+            group = news[key]
+            planned.append(PlannedChange(group[0][0], _unique(f for _, f in group)))
+            continue
+        sgroup = sets[key]
+        by_param: dict[str, list[tuple[ParamChange, Finding]]] = {}
+        for cmd, finding in sgroup:
+            for change in cmd.changes:
+                by_param.setdefault(change.name.lower(), []).append((change, finding))
+        changes: list[ParamChange] = []
+        notes: list[str] = []
+        for wanted in by_param.values():
+            change, note = _merge_param(wanted[0][0].name, wanted)
+            changes.append(change)
+            if note:
+                notes.append(note)
+        head = sgroup[0][0]
+        planned.append(
+            PlannedChange(
+                SetCommand(head.cmdlet, head.identity, tuple(changes), singleton=head.singleton),
+                _unique(f for _, f in sgroup),
+                tuple(notes),
+            )
+        )
+    return planned
+
+
+# --- PowerShell text ----------------------------------------------------------------------------
+
+_PRELUDE = r"""
+$whatIf = -not $Apply
+$changed = 0
+$skipped = 0
+$failed = 0
+
+function ConvertTo-ExconnText {
+    # $null, '' and an empty list all mean "not set"; flags ('Tls, BasicAuth') and lists compare
+    # as sorted items, so the order Exchange prints them in does not matter.
+    param($Value)
+    if ($null -eq $Value) { return '' }
+    $items = foreach ($item in @($Value)) { ([string]$item) -split ',\s*' }
+    return ((@($items | Where-Object { $_ -ne '' }) | Sort-Object) -join ',')
+}
+
+function Test-ExconnSame {
+    param($Current, $Expected)
+    return (ConvertTo-ExconnText $Current) -eq (ConvertTo-ExconnText $Expected)
+}
+""".strip("\n").splitlines()
+
+
+def _summary(what: str) -> list[str]:
+    return [
+        "",
+        "$mode = if ($Apply) { 'applied' } else { 'previewed with -WhatIf (run again with -Apply)' }",
+        f"Write-Host ({pwsh.quote('exconn ' + what + ': {0} change(s) {1}, {2} skipped, {3} failed')}"
+        " -f $changed, $mode, $skipped, $failed)",
+        "if ($failed -gt 0) { exit 1 }",
+    ]
+
+
+def _noun(cmdlet: str) -> str:
+    return cmdlet.split("-", 1)[1]
+
+
+def _get(cmd: Fix) -> str:
+    if isinstance(cmd, NewCommand):
+        return pwsh.command(f"Get-{_noun(cmd.cmdlet)}", [("Identity", cmd.name)])
+    params: list[tuple[str, pwsh.PsValue]] = [] if cmd.singleton else [("Identity", cmd.identity)]
+    return pwsh.command(f"Get-{_noun(cmd.cmdlet)}", params)
+
+
+def _label(cmd: Fix) -> str:
+    if isinstance(cmd, NewCommand):
+        return f"{cmd.cmdlet} {cmd.name}"
+    return cmd.cmdlet if cmd.singleton else f"{cmd.cmdlet} {cmd.identity}"
+
+
+def _values(cmd: Fix) -> list[str]:
+    if isinstance(cmd, NewCommand):
+        return [cmd.name, *(item for _, v in cmd.parameters for item in _items(v))]
+    return [cmd.identity, *(item for c in cmd.changes for v in (c.new, c.observed) for item in _items(v))]
+
+
+def _set_block(cmd: SetCommand, *, rollback: bool) -> list[str]:
+    """Read the object, compare each parameter with what we expect, then change it or skip it."""
+    label = _label(cmd)
+    expect = [(c.name, c.new if rollback else c.observed) for c in cmd.changes]
+    run = cmd.render_rollback() if rollback else cmd.render()
+    lines = [
+        "try {",
+        f"    $current = {_get(cmd)} -ErrorAction Stop",
+        "    $drift = @()",
+    ]
+    for name, value in expect:
+        pwsh.parameter(name)  # refuses anything that is not a plain parameter name
+        lines.append(
+            f"    if (-not (Test-ExconnSame $current.{name} {pwsh.literal(value)})) "
+            f"{{ $drift += {pwsh.quote(name)} }}"
+        )
+    since = "remediation" if rollback else "export"
+    lines += [
+        "    if ($drift.Count -gt 0) {",
+        f"        Write-Warning ({pwsh.quote(f'Skipped {label}: changed since the {since}: ')}"
+        " + ($drift -join ', '))",
+        "        $skipped++",
+        "    } else {",
+        f"        {run} -ErrorAction Stop -WhatIf:$whatIf",
+        "        $changed++",
+        "    }",
+        "} catch {",
+        f"    Write-Warning ({pwsh.quote(f'Failed: {label}: ')} + $_.Exception.Message)",
+        "    $failed++",
+        "}",
+    ]
+    return lines
+
+
+def _new_block(cmd: NewCommand, *, rollback: bool) -> list[str]:
+    label = _label(cmd)
+    if rollback:
+        exists, absent = "$null -eq $existing", f"Skipped {label}: it no longer exists"
+        run = cmd.render_rollback()
+    else:
+        exists, absent = "$null -ne $existing", f"Skipped {label}: it already exists"
+        run = cmd.render()
+    return [
+        "try {",
+        f"    $existing = {_get(cmd)} -ErrorAction SilentlyContinue",
+        f"    if ({exists}) {{",
+        f"        Write-Warning {pwsh.quote(absent)}",
+        "        $skipped++",
+        "    } else {",
+        f"        {run} -ErrorAction Stop -WhatIf:$whatIf",
+        "        $changed++",
+        "    }",
+        "} catch {",
+        f"    Write-Warning ({pwsh.quote(f'Failed: {label}: ')} + $_.Exception.Message)",
+        "    $failed++",
+        "}",
+    ]
+
+
+def _finding_comment(f: Finding) -> str:
+    return pwsh.comment(
+        f"{f.rule.id} ({f.severity.label}) {f.rule.title}: {f.target.kind} {f.target.identity}: {f.message}"
+    )
+
+
+def _change_lines(change: PlannedChange, index: int, total: int, *, rollback: bool) -> list[str]:
+    cmd = change.command
+    verb = "Undo" if rollback else "Change"
+    lines = ["", pwsh.comment(f"--- {verb} {index}/{total}: {_label(cmd)}")]
+    lines += [_finding_comment(f) for f in change.findings]
+    lines += [pwsh.comment("merged: " + note) for note in change.notes]
+    if any(ch in v for v in _values(cmd) for ch in _LINE_BREAKS):
+        # A line break inside a value would survive quoting but not the CRLF conversion: refuse it.
+        return [*lines, pwsh.comment("Not written: a value contains a line break. Make this change by hand.")]
+    try:
+        if isinstance(cmd, SetCommand):
+            block = _set_block(cmd, rollback=rollback)
+        else:
+            block = _new_block(cmd, rollback=rollback)
+    except pwsh.UnsafeValue as exc:
+        return [*lines, pwsh.comment(f"Not written: {exc}. Make this change by hand.")]
+    return lines + block
+
+
+def _header(
+    *, kind: str, report: Report, sources: Sequence[str], generated_at: dt.datetime, changes: int
+) -> list[str]:
+    purpose = {
+        "remediation": "Fixes the connector TLS findings exconn reported",
+        "rollback": "Restores the values remediation.ps1 changed, in reverse order",
+    }[kind]
+    lines = [
+        "<#",
+        ".SYNOPSIS",
+        f"    {purpose}: {changes} change(s) for {len(report.findings)} finding(s).",
+        ".DESCRIPTION",
+        f"    Generated by exconn {__version__} at {generated_at.isoformat()} from "
+        f"{len(sources)} source(s), {len(report.findings)} finding(s):",
+    ]
+    lines += ["    " + line for s in sources for line in pwsh.comment(s).splitlines()]
+    lines += [
+        "    Without -Apply every change runs with -WhatIf and nothing is modified.",
+        "    Before each change the object is read again; if any value differs from the one "
+        + ("the remediation set" if kind == "rollback" else "observed in the export")
+        + ",",
+        "    the change is skipped with a warning. Failures are counted and summarised at the end.",
+        ".PARAMETER Apply",
+        "    Make the changes. Without it every command runs with -WhatIf.",
+        ".EXAMPLE",
+        f"    .\\{kind}.ps1",
+        ".EXAMPLE",
+        f"    .\\{kind}.ps1 -Apply",
+        "#>",
+        "[CmdletBinding()]",
+        "param([switch]$Apply)",
+        "",
+    ]
+    return lines
+
+
+def _unfixed(report: Report) -> list[str]:
+    left = [f for f in report.findings if not f.fix]
+    if not left:
+        return []
+    lines = ["", pwsh.comment("Findings without an automatic fix (see each rule's remediation):")]
+    for f in left:
+        lines.append(_finding_comment(f))
+        lines.append(pwsh.comment("    remediation: " + f.rule.remediation))
+    return lines
+
+
+def render_scripts(
+    report: Report, org_sources: Sequence[str], *, generated_at: dt.datetime
+) -> tuple[str, str]:
+    """The text (LF line endings, no BOM) of remediation.ps1 and rollback.ps1."""
+    planned = plan_changes(report)
+    total = len(planned)
+    fix_lines = _header(
+        kind="remediation", report=report, sources=org_sources, generated_at=generated_at, changes=total
+    )
+    fix_lines += _PRELUDE
+    for i, change in enumerate(planned, 1):
+        fix_lines += _change_lines(change, i, total, rollback=False)
+    fix_lines += _unfixed(report)
+    fix_lines += _summary("remediation")
+
+    undo_lines = _header(
+        kind="rollback", report=report, sources=org_sources, generated_at=generated_at, changes=total
+    )
+    undo_lines += _PRELUDE
+    for i, change in reversed(list(enumerate(planned, 1))):
+        undo_lines += _change_lines(change, i, total, rollback=True)
+    undo_lines += _summary("rollback")
+    return "\n".join(fix_lines) + "\n", "\n".join(undo_lines) + "\n"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """UTF-8 with BOM (Windows PowerShell 5.1 reads BOM-less files as ANSI), CRLF, via rename."""
+    data = (BOM + text.replace("\r\n", "\n").replace("\n", "\r\n")).encode("utf-8")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_fix(
+    report: Report, org_sources: Sequence[str], out_dir: Path, *, generated_at: dt.datetime
+) -> list[Path]:
+    """Write remediation.ps1 and rollback.ps1 into `out_dir`; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fix_text, undo_text = render_scripts(report, org_sources, generated_at=generated_at)
+    written = []
+    for name, text in (("remediation.ps1", fix_text), ("rollback.ps1", undo_text)):
+        path = out_dir / name
+        _write_atomically(path, text)
+        written.append(path)
+    return written

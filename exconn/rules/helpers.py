@@ -1,0 +1,378 @@
+"""Small judgements shared by the connector rules: reachability, certificates, TlsDomain, fixes.
+
+Everything here is a pure function of the model; rules decide what a result means.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from exconn.model import (
+    UNKNOWN,
+    AuthMechanism,
+    CertificateName,
+    CertificateNameStatus,
+    ExchangeCertificate,
+    Maybe,
+    Organization,
+    PermissionGroups,
+    ReceiveConnector,
+    SendConnector,
+    TransportConfig,
+    flag_names,
+)
+from exconn.remediate.pwsh import PsValue
+from exconn.rules.base import ParamChange, SetCommand, Severity
+from exconn.rules.emulation import Fidelity, emulate, tls_domain_matches
+
+__all__ = [
+    "EXO_TLS_DOMAIN",
+    "CertLookup",
+    "CertVerdict",
+    "Reachability",
+    "Scope",
+    "certificate_matches",
+    "certificates_for_fqdn",
+    "certificates_of_server",
+    "expired",
+    "find_by_name",
+    "flags_value",
+    "is_anonymous_smtp",
+    "is_exo_host",
+    "is_lab_domain",
+    "normalize_dn",
+    "receive_reach",
+    "same_server",
+    "same_value",
+    "send_reach",
+    "set_fix",
+    "smart_host_tls_domain",
+    "tls_domain_matches",
+    "tls_domain_problem",
+    "transport_config",
+]
+
+# What the Hybrid Configuration Wizard puts in TlsDomain of "Outbound to Office 365".
+EXO_TLS_DOMAIN = "mail.protection.outlook.com"
+_EXO_SUFFIX = "." + EXO_TLS_DOMAIN
+
+# Names that never resolve on the internet (RFC 6761, RFC 8375, ICANN's .internal) or that admins
+# use for test set-ups: a connector scoped only to these cannot carry internet mail.
+_LAB_TLDS = frozenset(
+    {"local", "lan", "internal", "intranet", "corp", "home", "localdomain", "localhost", "test",
+     "example", "invalid", "private"}
+)  # fmt: skip
+_LAB_LABELS = frozenset({"lab", "test"})
+_PUBLIC_PORTS = frozenset({25, 587})
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+class Scope(enum.IntEnum):
+    LAB = 0
+    SCOPED = 1
+    INTERNET = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Reachability:
+    """Who a connector talks to. Unknown inputs are assumed the worst and listed in `assumed`."""
+
+    scope: Scope
+    enabled: bool
+    assumed: tuple[str, ...] = ()
+
+    def severity(self, default: Severity, *, scoped_steps: int = 1) -> Severity:
+        """The rule's default applies to an enabled internet connector; less reach, less severity."""
+        steps = {Scope.INTERNET: 0, Scope.SCOPED: scoped_steps, Scope.LAB: 2}[self.scope]
+        return default.lowered(steps + (0 if self.enabled else 2))
+
+    def describe(self) -> str:
+        what = {
+            Scope.INTERNET: "reachable from/to the internet",
+            Scope.SCOPED: "scoped to specific domains or addresses",
+            Scope.LAB: "scoped to lab or internal-only names",
+        }[self.scope]
+        text = ("enabled" if self.enabled else "disabled") + " connector " + what
+        if self.assumed:
+            text += " (" + ", ".join(self.assumed) + " not exported: assumed the worst)"
+        return text
+
+
+def is_lab_domain(domain: str) -> bool:
+    """Single-label names, reserved/private TLDs, and `lab.`/`test.` sub-trees."""
+    labels = domain.lower().strip().rstrip(".").lstrip("*.").split(".")
+    if len(labels) < 2:
+        return True
+    if labels[-1] in _LAB_TLDS or ".".join(labels[-2:]) == "home.arpa":
+        return True
+    return any(label in _LAB_LABELS for label in labels[:-2])
+
+
+def send_reach(c: SendConnector) -> Reachability:
+    assumed: list[str] = []
+    enabled = True
+    if c.enabled is UNKNOWN:
+        assumed.append("Enabled")
+    else:
+        enabled = c.enabled
+    if c.address_spaces is UNKNOWN:
+        assumed.append("AddressSpaces")
+        scope = Scope.INTERNET
+    elif any(s.is_internet for s in c.address_spaces):
+        scope = Scope.INTERNET
+    else:
+        domains = [s.domain for s in c.address_spaces if s.domain]
+        scope = Scope.LAB if domains and all(is_lab_domain(d) for d in domains) else Scope.SCOPED
+    return Reachability(scope, enabled, tuple(assumed))
+
+
+def receive_reach(c: ReceiveConnector) -> Reachability:
+    """INTERNET: listens on a public SMTP port (25/587) to every remote address."""
+    assumed: list[str] = []
+    enabled = True
+    if c.enabled is UNKNOWN:
+        assumed.append("Enabled")
+    else:
+        enabled = c.enabled
+    if c.bindings is UNKNOWN:
+        assumed.append("Bindings")
+        public_port = True
+    else:
+        public_port = any(b.port in _PUBLIC_PORTS for b in c.bindings)
+    if c.remote_ip_ranges is UNKNOWN:
+        assumed.append("RemoteIPRanges")
+        everyone = True
+    else:
+        everyone = any(r.is_everything for r in c.remote_ip_ranges)
+    scope = Scope.INTERNET if public_port and everyone else Scope.SCOPED
+    return Reachability(scope, enabled, tuple(assumed))
+
+
+def is_anonymous_smtp(c: ReceiveConnector) -> bool | None:
+    """Accepts anonymous mail on :25 (the MX-facing shape); None when the export lacks the inputs."""
+    if c.permission_groups is UNKNOWN or c.bindings is UNKNOWN:
+        return None
+    return bool(c.permission_groups & PermissionGroups.ANONYMOUS_USERS) and any(
+        b.port == 25 for b in c.bindings
+    )
+
+
+def flags_value(value: AuthMechanism | PermissionGroups) -> PsValue:
+    """A flags enum as Set-ReceiveConnector takes it: `@('Tls','BasicAuth')`, or `'None'`."""
+    names = flag_names(value)
+    return names if names else "None"
+
+
+# --- TlsDomain -----------------------------------------------------------------------------------
+
+
+def tls_domain_problem(value: str) -> str | None:
+    """Why a TlsDomain cannot name a certificate, or None when it is usable."""
+    text = value.strip().lower().rstrip(".")
+    if text == "*":
+        return "is a bare `*`, which names no domain"
+    body = text[2:] if text.startswith("*.") else text
+    if not body or not all(_LABEL.match(label) for label in body.split(".")):
+        return f"is not a domain name ({value!r})"
+    return None
+
+
+def is_exo_host(host: str) -> bool:
+    return host.strip().lower().rstrip(".").endswith(_EXO_SUFFIX)
+
+
+def smart_host_tls_domain(smart_hosts: Sequence[str]) -> str | None:
+    """The TlsDomain that names every smart host, or None (IP literals, hosts across domains)."""
+    hosts = [h.strip().lower().rstrip(".") for h in smart_hosts if h.strip()]
+    if not hosts or any(h.startswith("[") or not re.search(r"[a-z]", h) for h in hosts):
+        return None
+    if all(is_exo_host(h) for h in hosts):
+        return EXO_TLS_DOMAIN
+    found = emulate(hosts)
+    return found.tls_domain if found.fidelity is not Fidelity.NO_NAME_CHECK else None
+
+
+# --- certificates --------------------------------------------------------------------------------
+
+
+def _split_dn(dn: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for ch in dn:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            current.append(ch)
+            escaped = True
+        elif ch == '"':
+            current.append(ch)
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def normalize_dn(dn: str) -> str:
+    """`CN=a, O=B` and `cn=a,o=b` compare equal (Exchange compares X.500 names, not strings)."""
+    rdns = []
+    for part in _split_dn(dn):
+        key, sep, value = part.partition("=")
+        rdns.append(f"{key.strip().upper()}{sep}{' '.join(value.split()).casefold()}")
+    return ",".join(r for r in rdns if r)
+
+
+def same_server(a: str, b: str) -> bool:
+    """`EX01` and `ex01.contoso.com` are the same server."""
+    return a.strip().lower().split(".")[0] == b.strip().lower().split(".")[0]
+
+
+def certificates_of_server(
+    org: Organization, server: Maybe[str | None]
+) -> tuple[ExchangeCertificate, ...] | None:
+    """The exported certificates of `server`; None when none of its certificates were exported.
+
+    An export that does not say which server a certificate is from (one-server exports) is
+    taken to cover every server.
+    """
+    if not org.certificates:
+        return None
+    located = [c for c in org.certificates if c.server is not UNKNOWN and c.server is not None]
+    if not located or server is UNKNOWN or server is None:
+        return org.certificates
+    mine = tuple(
+        c
+        for c in org.certificates
+        if c.server is UNKNOWN or c.server is None or same_server(c.server, server)
+    )
+    return mine if any(c in located for c in mine) else None
+
+
+def certificate_matches(cert: ExchangeCertificate, name: CertificateName) -> bool | None:
+    """Does `cert` carry the issuer and subject that TlsCertificateName names? None: cannot tell."""
+    if name.subject is None:
+        return False
+    if cert.subject is UNKNOWN or (name.issuer is not None and cert.issuer is UNKNOWN):
+        return None
+    if normalize_dn(cert.subject) != normalize_dn(name.subject):
+        return False
+    return name.issuer is None or (
+        cert.issuer is not UNKNOWN and normalize_dn(cert.issuer) == normalize_dn(name.issuer)
+    )
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    # X.509 wildcards (RFC 6125 §6.4.3) stand for exactly one left-most label.
+    p, h = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if p.startswith("*."):
+        head, _, rest = h.partition(".")
+        return bool(head) and rest == p[2:]
+    return p == h
+
+
+def certificates_for_fqdn(
+    certs: Iterable[ExchangeCertificate], fqdn: str
+) -> tuple[list[ExchangeCertificate], list[ExchangeCertificate]]:
+    """(certificates naming `fqdn` and enabled for SMTP, those naming it whose services are unknown)."""
+    sure: list[ExchangeCertificate] = []
+    maybe: list[ExchangeCertificate] = []
+    for cert in certs:
+        names: tuple[str, ...] = cert.certificate_domains if cert.certificate_domains is not UNKNOWN else ()
+        if not names and cert.subject is not UNKNOWN:
+            names = tuple(
+                v.split("=", 1)[1].strip()
+                for v in _split_dn(cert.subject)
+                if v.strip().upper().startswith("CN=")
+            )
+        if not any(_host_matches(n, fqdn) for n in names):
+            continue
+        if cert.services is UNKNOWN:
+            maybe.append(cert)
+        elif "SMTP" in {s.upper() for s in cert.services}:
+            sure.append(cert)
+    return sure, maybe
+
+
+class CertVerdict(enum.Enum):
+    FOUND = "found"
+    MISSING = "missing"
+    CANNOT_TELL = "cannot-tell"
+
+
+@dataclass(frozen=True, slots=True)
+class CertLookup:
+    verdict: CertVerdict
+    certificates: tuple[ExchangeCertificate, ...]
+    reason: str
+
+
+def find_by_name(certs: Sequence[ExchangeCertificate], name: CertificateName) -> CertLookup:
+    """The certificates TlsCertificateName selects among `certs` (one server's)."""
+    if name.status is not CertificateNameStatus.OK:
+        return CertLookup(CertVerdict.MISSING, (), f"TlsCertificateName {name.raw!r} is {name.status.value}")
+    results = [(c, certificate_matches(c, name)) for c in certs]
+    found = tuple(c for c, ok in results if ok)
+    if found:
+        return CertLookup(CertVerdict.FOUND, found, "")
+    if any(ok is None for _, ok in results):
+        return CertLookup(CertVerdict.CANNOT_TELL, (), "some exported certificates lack Subject/Issuer")
+    return CertLookup(CertVerdict.MISSING, (), f"no exported certificate has issuer+subject {name.raw!r}")
+
+
+def expired(cert: ExchangeCertificate, now: dt.datetime) -> bool | None:
+    if cert.not_after is UNKNOWN:
+        return None
+    return cert.not_after < now
+
+
+def transport_config(org: Organization) -> TransportConfig | None:
+    return org.transport_configs[0] if org.transport_configs else None
+
+
+# --- fixes ---------------------------------------------------------------------------------------
+
+
+def same_value(a: PsValue, b: PsValue) -> bool:
+    """Equal as Exchange compares them: case-insensitive, lists as sets, `$null` = empty list."""
+
+    def norm(v: PsValue) -> object:
+        if isinstance(v, enum.Enum):
+            return str(v.value).lower()
+        if isinstance(v, str):
+            return v.lower()
+        if v is None or isinstance(v, bool | int):
+            return v
+        return sorted(str(x).lower() for x in v) or None
+
+    return norm(a) == norm(b)
+
+
+def set_fix(
+    cmdlet: str,
+    identity: str,
+    changes: Iterable[tuple[str, PsValue, Maybe[PsValue]]],
+    *,
+    singleton: bool = False,
+) -> SetCommand | None:
+    """A Set-* command for the parameters whose value changes; None when nothing changes or an
+    observed value is unknown (the script must compare it before changing, and restore it after)."""
+    params: list[ParamChange] = []
+    for name, new, observed in changes:
+        if observed is UNKNOWN:
+            return None
+        if isinstance(observed, list | tuple) and not observed:
+            observed = None  # Exchange reads an empty multi-valued property back as $null
+        if not same_value(new, observed):
+            params.append(ParamChange(name, new, observed))
+    if not params:
+        return None
+    return SetCommand(cmdlet, identity, tuple(params), singleton=singleton)

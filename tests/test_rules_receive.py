@@ -1,0 +1,322 @@
+"""Receive connector rules: each fires, stays quiet, and says when it cannot judge."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import replace
+from typing import Any
+
+from exconn.model import (
+    UNKNOWN,
+    AddressSpace,
+    AuthMechanism,
+    Binding,
+    CertificateName,
+    CertificateNameStatus,
+    ExchangeCertificate,
+    ExchangeServer,
+    IPRange,
+    Organization,
+    PermissionGroups,
+    ReceiveConnector,
+    SendConnector,
+    Source,
+    TransportConfig,
+    TransportRole,
+)
+from exconn.rules import receive
+from exconn.rules.base import Context, Report, Rule, Severity, evaluate
+from tests.test_remediation import assert_report_fixes_valid
+
+NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+SRC = Source("test.xml")
+EVERYTHING = IPRange(
+    "0.0.0.0-255.255.255.255", ipaddress.ip_address("0.0.0.0"), ipaddress.ip_address("255.255.255.255")
+)
+PRINTERS = IPRange("10.0.5.0/24", ipaddress.ip_address("10.0.5.0"), ipaddress.ip_address("10.0.5.255"))
+A = AuthMechanism
+P = PermissionGroups
+DEFAULT_AUTH = A.TLS | A.INTEGRATED | A.BASIC_AUTH | A.BASIC_AUTH_REQUIRE_TLS | A.EXCHANGE_SERVER
+FRONTEND_ID = "EX01\\Default Frontend EX01"
+
+
+def frontend(**kw: Any) -> ReceiveConnector:
+    """Exchange 2019's Default Frontend connector, as installed."""
+    base = ReceiveConnector(
+        FRONTEND_ID,
+        "Default Frontend EX01",
+        SRC,
+        server="EX01",
+        enabled=True,
+        auth_mechanism=DEFAULT_AUTH,
+        permission_groups=P.ANONYMOUS_USERS | P.EXCHANGE_SERVERS | P.EXCHANGE_LEGACY_SERVERS,
+        bindings=(Binding("0.0.0.0", 25, "0.0.0.0:25"), Binding("::", 25, "[::]:25")),
+        remote_ip_ranges=(EVERYTHING,),
+        require_tls=False,
+        domain_secure_enabled=True,
+        transport_role=TransportRole.FRONTEND,
+        fqdn="mail.contoso.com",
+        tls_certificate_name=None,
+        tls_domain_capabilities=(),
+        extended_protection_policy="None",
+        comment=None,
+    )
+    return replace(base, **kw)
+
+
+def client(**kw: Any) -> ReceiveConnector:
+    base = frontend(
+        identity="EX01\\Client Frontend EX01",
+        name="Client Frontend EX01",
+        auth_mechanism=A.TLS | A.INTEGRATED | A.BASIC_AUTH | A.BASIC_AUTH_REQUIRE_TLS,
+        permission_groups=P.EXCHANGE_USERS,
+        bindings=(Binding("0.0.0.0", 587, "0.0.0.0:587"),),
+        domain_secure_enabled=False,
+    )
+    return replace(base, **kw)
+
+
+def cert(**kw: Any) -> ExchangeCertificate:
+    base = ExchangeCertificate(
+        "CD" * 20,
+        SRC,
+        server="EX01.contoso.com",
+        subject="CN=mail.contoso.com, O=Contoso",
+        issuer="CN=Issuing CA",
+        not_before=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+        not_after=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        certificate_domains=("mail.contoso.com", "autodiscover.contoso.com"),
+        services=frozenset({"IIS", "SMTP"}),
+        status="Valid",
+    )
+    return replace(base, **kw)
+
+
+def run(rule: Rule, *connectors: ReceiveConnector, **org: Any) -> Report:
+    o = Organization(receive_connectors=connectors, **org)
+    report = evaluate(Context(o, NOW), [rule])
+    assert not [s for s in report.skipped if "internal error" in s.reason]
+    assert_report_fixes_valid(o, report)
+    return report
+
+
+def fired(report: Report) -> list[tuple[str, Severity]]:
+    return [(f.target.identity, f.severity) for f in report.findings]
+
+
+def cannot(report: Report) -> list[str]:
+    return [s.target.identity for s in report.skipped if s.target]
+
+
+def test_every_receive_rule_is_quiet_on_default_connectors() -> None:
+    for r in (
+        receive.no_starttls,
+        receive.basic_auth_without_tls,
+        receive.mx_requires_tls,
+        receive.domain_secure_receive_list,
+        receive.receive_certificate_missing,
+        receive.receive_certificate_expired,
+    ):
+        report = run(r, frontend(), client(), certificates=(cert(),))
+        assert report.findings == () and report.skipped == (), r.id
+
+
+# EXC-R001 ---------------------------------------------------------------------------------------
+
+
+def test_r001_internet_facing_without_tls() -> None:
+    report = run(receive.no_starttls, frontend(auth_mechanism=A.INTEGRATED | A.EXCHANGE_SERVER))
+    assert fired(report) == [(FRONTEND_ID, Severity.CRITICAL)]
+    assert report.findings[0].fix[0].render() == (
+        "Set-ReceiveConnector -Identity 'EX01\\Default Frontend EX01'"
+        " -AuthMechanism @('Tls','Integrated','ExchangeServer')"
+    )
+
+
+def test_r001_lower_for_scoped_relay_and_disabled_and_from_none() -> None:
+    relay = frontend(identity="EX01\\Relay", auth_mechanism=A.NONE, remote_ip_ranges=(PRINTERS,))
+    off = frontend(identity="EX01\\Off", auth_mechanism=A.NONE, enabled=False)
+    report = run(receive.no_starttls, relay, off)
+    assert dict(fired(report)) == {"EX01\\Relay": Severity.HIGH, "EX01\\Off": Severity.MEDIUM}
+    assert "-AuthMechanism @('Tls')" in report.findings[0].fix[0].render()
+
+
+def test_r001_quiet_and_cannot_judge() -> None:
+    assert run(receive.no_starttls, frontend(), client(auth_mechanism=A.INTEGRATED)).findings == ()
+    report = run(receive.no_starttls, frontend(permission_groups=UNKNOWN))
+    assert report.findings == () and cannot(report) == [FRONTEND_ID]
+
+
+# EXC-R002 ---------------------------------------------------------------------------------------
+
+
+def test_r002_basic_auth_before_tls() -> None:
+    report = run(receive.basic_auth_without_tls, client(auth_mechanism=A.BASIC_AUTH))
+    assert fired(report) == [("EX01\\Client Frontend EX01", Severity.HIGH)]
+    assert (
+        report.findings[0]
+        .fix[0]
+        .render()
+        .endswith("-AuthMechanism @('Tls','BasicAuth','BasicAuthRequireTLS')")
+    )
+
+
+def test_r002_quiet_and_cannot_judge() -> None:
+    assert run(receive.basic_auth_without_tls, client(), frontend(auth_mechanism=A.TLS)).findings == ()
+    assert cannot(run(receive.basic_auth_without_tls, client(auth_mechanism=UNKNOWN))) == [
+        "EX01\\Client Frontend EX01"
+    ]
+
+
+# EXC-R003 ---------------------------------------------------------------------------------------
+
+
+def test_r003_public_mx_requires_tls() -> None:
+    report = run(receive.mx_requires_tls, frontend(require_tls=True))
+    assert fired(report) == [(FRONTEND_ID, Severity.MEDIUM)]
+    assert report.findings[0].fix[0].render().endswith("-RequireTLS:$false")
+
+
+def test_r003_fix_also_clears_extended_protection() -> None:
+    report = run(receive.mx_requires_tls, frontend(require_tls=True, extended_protection_policy="Require"))
+    assert "-ExtendedProtectionPolicy 'None'" in report.findings[0].fix[0].render()
+    report = run(receive.mx_requires_tls, frontend(require_tls=True, extended_protection_policy=UNKNOWN))
+    assert fired(report) == [(FRONTEND_ID, Severity.MEDIUM)] and report.findings[0].fix == ()
+
+
+def test_r003_quiet_for_partner_scoped_and_cannot_judge() -> None:
+    partner = frontend(identity="EX01\\Partner", require_tls=True, remote_ip_ranges=(PRINTERS,))
+    assert run(receive.mx_requires_tls, partner, client(require_tls=True)).findings == ()
+    assert cannot(run(receive.mx_requires_tls, frontend(require_tls=UNKNOWN))) == [FRONTEND_ID]
+
+
+# EXC-R004 ---------------------------------------------------------------------------------------
+
+
+def _secured_send() -> SendConnector:
+    return SendConnector(
+        "Woodgrove",
+        "Woodgrove",
+        SRC,
+        enabled=True,
+        address_spaces=(AddressSpace("SMTP", "woodgrovebank.com", 1, "SMTP:woodgrovebank.com;1"),),
+        domain_secure_enabled=True,
+    )
+
+
+def test_r004_partner_not_in_receive_list() -> None:
+    cfg = TransportConfig("Transport Settings", SRC, ("woodgrovebank.com",), ())
+    report = run(
+        receive.domain_secure_receive_list,
+        frontend(),
+        send_connectors=(_secured_send(),),
+        transport_configs=(cfg,),
+    )
+    assert fired(report) == [(FRONTEND_ID, Severity.MEDIUM)]
+    assert (
+        report.findings[0].fix[0].render()
+        == "Set-TransportConfig -TLSReceiveDomainSecureList @('woodgrovebank.com')"
+    )
+    caps = frontend(
+        tls_domain_capabilities=(
+            "fabrikam.com:AcceptOorgProtocol",
+            "mail.protection.outlook.com:AcceptCloudServicesMail",
+        )
+    )
+    report = run(receive.domain_secure_receive_list, caps, transport_configs=(cfg,))
+    assert "fabrikam.com" in report.findings[0].message and "outlook" not in report.findings[0].message
+
+
+def test_r004_quiet_and_cannot_judge() -> None:
+    listed = TransportConfig("Transport Settings", SRC, (), ("WoodgroveBank.com",))
+    secured = (_secured_send(),)
+    assert (
+        run(
+            receive.domain_secure_receive_list,
+            frontend(),
+            send_connectors=secured,
+            transport_configs=(listed,),
+        ).findings
+        == ()
+    )
+    assert run(receive.domain_secure_receive_list, frontend()).findings == ()  # no partner at all
+    assert cannot(run(receive.domain_secure_receive_list, frontend(), send_connectors=secured)) == [
+        FRONTEND_ID
+    ]
+    assert cannot(run(receive.domain_secure_receive_list, frontend(domain_secure_enabled=UNKNOWN))) == [
+        FRONTEND_ID
+    ]
+
+
+# EXC-R005 / EXC-R006 ----------------------------------------------------------------------------
+
+NAMED = CertificateName(
+    "<I>CN=Issuing CA<S>CN=mail.contoso.com, O=Contoso",
+    "CN=Issuing CA",
+    "CN=mail.contoso.com, O=Contoso",
+    "mail.contoso.com",
+    CertificateNameStatus.OK,
+)
+
+
+def test_r005_named_certificate_missing_on_that_server() -> None:
+    on_other = cert(server="EX02")
+    mine = cert(server="EX01", subject="CN=other.contoso.com")
+    report = run(
+        receive.receive_certificate_missing,
+        frontend(tls_certificate_name=NAMED),
+        certificates=(on_other, mine),
+    )
+    assert fired(report) == [(FRONTEND_ID, Severity.HIGH)]
+
+
+def test_r005_no_certificate_for_fqdn_with_smtp() -> None:
+    iis_only = cert(services=frozenset({"IIS"}))
+    report = run(receive.receive_certificate_missing, frontend(), certificates=(iis_only,))
+    assert fired(report) == [(FRONTEND_ID, Severity.HIGH)]
+    wildcard = cert(certificate_domains=("*.contoso.com",))
+    assert run(receive.receive_certificate_missing, frontend(), certificates=(wildcard,)).findings == ()
+
+
+def test_r005_null_fqdn_uses_the_server_fqdn() -> None:
+    server = ExchangeServer("EX01", "EX01", SRC, fqdn="ex01.contoso.com")
+    c = frontend(fqdn=None)
+    report = run(receive.receive_certificate_missing, c, certificates=(cert(),), servers=(server,))
+    assert "ex01.contoso.com" in report.findings[0].message
+    assert cannot(run(receive.receive_certificate_missing, c, certificates=(cert(),))) == [FRONTEND_ID]
+
+
+def test_r005_quiet_and_cannot_judge() -> None:
+    ok = frontend(tls_certificate_name=NAMED)
+    assert run(receive.receive_certificate_missing, ok, certificates=(cert(),)).findings == ()
+    assert run(receive.receive_certificate_missing, frontend(auth_mechanism=A.NONE)).findings == ()
+    assert cannot(run(receive.receive_certificate_missing, ok)) == [FRONTEND_ID]  # nothing exported
+    assert cannot(run(receive.receive_certificate_missing, ok, certificates=(cert(server="EX02"),))) == [
+        FRONTEND_ID
+    ]
+    assert cannot(
+        run(receive.receive_certificate_missing, frontend(), certificates=(cert(services=UNKNOWN),))
+    ) == [FRONTEND_ID]
+
+
+def test_r006_expired_certificate() -> None:
+    old = cert(not_after=dt.datetime(2025, 5, 31, tzinfo=dt.UTC))
+    report = run(
+        receive.receive_certificate_expired, frontend(tls_certificate_name=NAMED), certificates=(old,)
+    )
+    assert fired(report) == [(FRONTEND_ID, Severity.HIGH)] and "2025-05-31" in report.findings[0].message
+    renewed = cert(thumbprint="EF" * 20, not_after=dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
+    assert run(receive.receive_certificate_expired, frontend(), certificates=(old, renewed)).findings == ()
+
+
+def test_r006_uses_ctx_now_and_cannot_judge() -> None:
+    c = frontend()
+    o = Organization(receive_connectors=(c,), certificates=(cert(),))
+    later = evaluate(
+        Context(o, dt.datetime(2030, 1, 1, tzinfo=dt.UTC)), [receive.receive_certificate_expired]
+    )
+    assert [f.rule.id for f in later.findings] == ["EXC-R006"]
+    assert cannot(run(receive.receive_certificate_expired, c, certificates=(cert(not_after=UNKNOWN),))) == [
+        FRONTEND_ID
+    ]

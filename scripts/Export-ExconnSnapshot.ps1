@@ -1,0 +1,184 @@
+<#
+.SYNOPSIS
+    Exports the Exchange transport configuration that exconn audits into one folder (read-only).
+
+.DESCRIPTION
+    Run inside the Exchange Management Shell (Exchange 2016/2019/SE) or in a session connected to
+    Exchange Online. The script only runs Get-* cmdlets: it changes nothing, needs no module beyond
+    the session's own cmdlets, asks for no credentials and writes nothing outside -OutputFolder.
+
+    Exchange Server session (detected by Get-SendConnector being available):
+        Get-ExchangeServer, Get-SendConnector, Get-ReceiveConnector, Get-AcceptedDomain,
+        Get-TransportConfig, Get-ExchangeCertificate -Server <each server>
+    Exchange Online session (detected by Get-InboundConnector without Get-SendConnector):
+        Get-InboundConnector, Get-OutboundConnector, Get-AcceptedDomain
+
+    Each cmdlet writes <Cmdlet>.xml with Export-Clixml (certificates: Get-ExchangeCertificate-<SERVER>.xml).
+    A cmdlet that fails is recorded in manifest.json and does not stop the others. manifest.json
+    records the organisation, the Exchange build, the UTC time, and every cmdlet run with its output
+    file, object count and errors. Give the whole folder to exconn: exconn audit <folder>
+
+.PARAMETER OutputFolder
+    Folder to write to; created if missing. Existing files of the same names are overwritten.
+
+.PARAMETER Server
+    Exchange servers whose receive connectors and certificates to export. Default: every server
+    Get-ExchangeServer returns (Edge servers excluded: run the script on the Edge itself).
+
+.EXAMPLE
+    .\Export-ExconnSnapshot.ps1 -OutputFolder C:\Temp\exconn
+    Exports everything from every Exchange server of the organisation.
+
+.EXAMPLE
+    .\Export-ExconnSnapshot.ps1 -OutputFolder C:\Temp\exconn -Server EX01, EX02
+    Limits receive connectors and certificates to EX01 and EX02.
+
+.EXAMPLE
+    Connect-ExchangeOnline; .\Export-ExconnSnapshot.ps1 -OutputFolder .\exo
+    Exports the Exchange Online inbound and outbound connectors and accepted domains.
+
+.NOTES
+    Windows PowerShell 5.1 compatible. Read-only. Files are written with Export-Clixml -Depth 3
+    -Encoding Unicode (UTF-16LE, Windows PowerShell's default; exconn reads UTF-8 too) and the
+    manifest as UTF-8 without BOM. Private keys are never exported: Get-ExchangeCertificate
+    returns public certificate data only. Part of exconn; format "exconn-snapshot" version 1.
+#>
+[CmdletBinding()]
+param(
+    [Parameter(Mandatory)]
+    [string]$OutputFolder,
+
+    [string[]]$Server
+)
+
+Set-StrictMode -Version 2.0
+$ErrorActionPreference = 'Continue'
+$ScriptVersion = '1.0'
+
+if (-not (Test-Path -LiteralPath $OutputFolder)) {
+    New-Item -ItemType Directory -Path $OutputFolder -Force | Out-Null
+}
+$OutputFolder = (Resolve-Path -LiteralPath $OutputFolder).ProviderPath
+$commands = New-Object System.Collections.ArrayList
+
+function Invoke-Export {
+    <# Runs one Get-* cmdlet, exports its output to $File (when given), records the run in the manifest. #>
+    param(
+        [Parameter(Mandatory)][string]$Cmdlet,
+        [hashtable]$Parameters = @{},
+        [string]$File,
+        [string]$TargetServer
+    )
+    $entry = [ordered]@{
+        cmdlet = $Cmdlet
+        server = $(if ($TargetServer) { $TargetServer } else { $null })
+        file   = $null
+        count  = 0
+        errors = @()
+    }
+    $errorsSeen = @()
+    $objects = @()
+    $callErrors = $null
+    try {
+        # -ErrorVariable keeps non-terminating errors (one server unreachable...) for the manifest;
+        # terminating ones land in catch. Either way the next cmdlet still runs.
+        $objects = @(& $Cmdlet @Parameters -ErrorAction Continue -ErrorVariable callErrors)
+    }
+    catch {
+        $errorsSeen += $_.Exception.Message
+    }
+    if ($callErrors) { $errorsSeen += @($callErrors | ForEach-Object { $_.ToString() }) }
+    $entry.count = $objects.Count
+    if ($File -and $objects.Count -gt 0) {
+        try {
+            $objects | Export-Clixml -LiteralPath (Join-Path $OutputFolder $File) -Depth 3 -Encoding Unicode -ErrorAction Stop
+            $entry.file = $File
+        }
+        catch {
+            $errorsSeen += "Export-Clixml ${File}: $($_.Exception.Message)"
+        }
+    }
+    $entry.errors = @($errorsSeen)
+    [void]$script:commands.Add($entry)
+    $label = $Cmdlet + $(if ($TargetServer) { " -Server $TargetServer" } else { '' })
+    if ($errorsSeen.Count -gt 0) { Write-Warning "${label}: $($errorsSeen -join '; ')" }
+    else { Write-Verbose "${label}: $($objects.Count) object(s)" }
+    return , $objects
+}
+
+$isOnPremises = [bool](Get-Command -Name Get-SendConnector -ErrorAction SilentlyContinue)
+$isOnline = (-not $isOnPremises) -and [bool](Get-Command -Name Get-InboundConnector -ErrorAction SilentlyContinue)
+if (-not $isOnPremises -and -not $isOnline) {
+    throw 'No Exchange cmdlets found: run this in the Exchange Management Shell or after Connect-ExchangeOnline.'
+}
+
+$organization = $null
+$orgConfig = Invoke-Export -Cmdlet 'Get-OrganizationConfig'
+if ($orgConfig.Count -gt 0) { $organization = [string]$orgConfig[0].Name }
+
+$build = $null
+$serverBuilds = @()
+if ($isOnPremises) {
+    $exchangeServers = Invoke-Export -Cmdlet 'Get-ExchangeServer' -File 'Get-ExchangeServer.xml'
+    foreach ($s in $exchangeServers) {
+        $serverBuilds += [ordered]@{ name = [string]$s.Name; build = [string]$s.AdminDisplayVersion; role = [string]$s.ServerRole }
+    }
+    if ($serverBuilds.Count -gt 0) {
+        # "Version 15.2 (Build 1544.4)": the newest build in the organisation.
+        $build = ($serverBuilds | Sort-Object -Property @{ Expression = { $_.build } } -Descending | Select-Object -First 1).build
+    }
+    if (-not $Server) {
+        $Server = @($exchangeServers | Where-Object { -not $_.IsEdgeServer } | ForEach-Object { [string]$_.Name })
+    }
+
+    [void](Invoke-Export -Cmdlet 'Get-SendConnector' -File 'Get-SendConnector.xml')
+
+    # One file for every server's receive connectors: each object carries its own Server property.
+    $receive = New-Object System.Collections.ArrayList
+    foreach ($s in $Server) {
+        $found = Invoke-Export -Cmdlet 'Get-ReceiveConnector' -Parameters @{ Server = $s } -TargetServer $s
+        foreach ($o in $found) { [void]$receive.Add($o) }
+    }
+    if ($receive.Count -gt 0) {
+        try {
+            $receive | Export-Clixml -LiteralPath (Join-Path $OutputFolder 'Get-ReceiveConnector.xml') -Depth 3 -Encoding Unicode -ErrorAction Stop
+            foreach ($entry in $commands) {
+                if ($entry.cmdlet -eq 'Get-ReceiveConnector' -and $entry.count -gt 0) { $entry.file = 'Get-ReceiveConnector.xml' }
+            }
+        }
+        catch {
+            [void]$commands.Add([ordered]@{ cmdlet = 'Export-Clixml'; server = $null; file = 'Get-ReceiveConnector.xml'; count = 0; errors = @($_.Exception.Message) })
+        }
+    }
+
+    [void](Invoke-Export -Cmdlet 'Get-AcceptedDomain' -File 'Get-AcceptedDomain.xml')
+    [void](Invoke-Export -Cmdlet 'Get-TransportConfig' -File 'Get-TransportConfig.xml')
+    foreach ($s in $Server) {
+        [void](Invoke-Export -Cmdlet 'Get-ExchangeCertificate' -Parameters @{ Server = $s } -TargetServer $s -File "Get-ExchangeCertificate-$s.xml")
+    }
+}
+else {
+    [void](Invoke-Export -Cmdlet 'Get-InboundConnector' -File 'Get-InboundConnector.xml')
+    [void](Invoke-Export -Cmdlet 'Get-OutboundConnector' -File 'Get-OutboundConnector.xml')
+    [void](Invoke-Export -Cmdlet 'Get-AcceptedDomain' -File 'Get-AcceptedDomain.xml')
+}
+
+$manifest = [ordered]@{
+    format            = 'exconn-snapshot'
+    version           = 1
+    environment       = $(if ($isOnPremises) { 'ExchangeServer' } else { 'ExchangeOnline' })
+    organization      = $organization
+    exchangeBuild     = $build
+    servers           = @($serverBuilds)
+    createdUtc        = (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
+    computerName      = $env:COMPUTERNAME
+    powerShellVersion = $PSVersionTable.PSVersion.ToString()
+    scriptVersion     = $ScriptVersion
+    commands          = @($commands)
+}
+# UTF-8 without BOM: Set-Content/Out-File in 5.1 cannot write that, .NET can.
+$json = ConvertTo-Json -InputObject $manifest -Depth 5
+[System.IO.File]::WriteAllText((Join-Path $OutputFolder 'manifest.json'), $json, (New-Object System.Text.UTF8Encoding($false)))
+
+$failed = @($commands | Where-Object { $_.errors.Count -gt 0 })
+Write-Host "exconn snapshot written to $OutputFolder ($($commands.Count) cmdlet runs, $($failed.Count) with errors)."

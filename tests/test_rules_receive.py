@@ -228,6 +228,14 @@ def test_r004_partner_not_in_receive_list() -> None:
     assert "fabrikam.com" in report.findings[0].message and "outlook" not in report.findings[0].message
 
 
+def test_r004_partner_from_send_domain_secure_list() -> None:
+    """A domain secured outbound is a domain-security partner inbound too, without a send connector."""
+    cfg = TransportConfig("Transport Settings", SRC, ("contoso.com", "tailspin.com"), ("tailspin.com",))
+    report = run(receive.domain_secure_receive_list, frontend(), transport_configs=(cfg,))
+    assert fired(report) == [(FRONTEND_ID, Severity.MEDIUM)]
+    assert "contoso.com" in report.findings[0].message and "tailspin" not in report.findings[0].message
+
+
 def test_r004_quiet_and_cannot_judge() -> None:
     listed = TransportConfig("Transport Settings", SRC, (), ("WoodgroveBank.com",))
     secured = (_secured_send(),)

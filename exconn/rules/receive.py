@@ -183,6 +183,9 @@ def domain_secure_receive_list(ctx: Context) -> Result:
     for s in ctx.org.send_connectors:
         if s.domain_secure_enabled is True and s.address_spaces is not UNKNOWN:
             partners |= {a.domain for a in s.address_spaces if a.domain}
+    # A domain secured outbound (TLSSendDomainSecureList) is a domain-security partner inbound too.
+    if config is not None and config.tls_send_domain_secure_list is not UNKNOWN:
+        partners |= {d.lower().rstrip(".") for d in config.tls_send_domain_secure_list}
     for c in ctx.org.receive_connectors:
         if c.domain_secure_enabled is UNKNOWN or c.bindings is UNKNOWN:
             yield _missing(c, "DomainSecureEnabled/Bindings")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 # Modules that declare rules; imported lazily so `import exconn` stays cheap.
-RULE_MODULES = ("exconn.rules.send", "exconn.rules.receive")
+RULE_MODULES = ("exconn.rules.send", "exconn.rules.receive", "exconn.rules.exo")
 
 
 def load_all() -> None:

@@ -1,0 +1,1 @@
+"""Reading PowerShell CLIXML (Export-Clixml) into generic PowerShell objects."""

@@ -1,0 +1,284 @@
+"""DNS for the posture probes: one resolver, UDP with TCP fallback, answers as data.
+
+Every lookup returns a `Lookup` (an attempt): `ok` with records, `nodata`, `nxdomain`, or `error` with a
+`ProbeError` (`dns-timeout`, `dns-servfail`, `dnssec-invalid`, ...). A failure is never reported as an
+absence. Queries carry the DO bit and ask for AD (RFC 6840 §5.7) so that a validating resolver says
+whether it vouched for an answer; `Lookup.authenticated` and `Lookup.server` record that.
+
+No resolver is built at import time: callers build one with `make_resolver` and pass it in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdata
+import dns.rdatatype
+import dns.resolver
+
+from exconn.posture.errors import ProbeError
+
+DEFAULT_PORT = 53
+
+#: What the SMTP probe and the policy fetch use to turn a host name into addresses.
+AddressResolver = Callable[[str], list[str]]
+
+
+class ResolverAddressError(ValueError):
+    """`--resolver` was not `ADDR`, `ADDR:PORT` or `[V6ADDR]:PORT`."""
+
+
+def parse_resolver_address(text: str) -> tuple[str, int]:
+    """Parse `ADDR[:PORT]` (IPv6 as `[ADDR]:PORT` or bare) into an (address, port) pair."""
+    text = text.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ResolverAddressError(f"bad resolver address {text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ResolverAddressError(f"bad resolver address {text!r}")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ResolverAddressError(f"bad resolver address {text!r}: not an IP address") from None
+    port = DEFAULT_PORT
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ResolverAddressError(f"bad resolver address {text!r}: bad port {port_text!r}")
+        port = int(port_text)
+    return str(address), port
+
+
+def make_resolver(address: str | None = None, *, timeout: float = 5.0) -> dns.resolver.Resolver:
+    """A resolver that sends every query to `address` (`ADDR[:PORT]`), or to the system's resolvers.
+
+    dnspython retries over TCP when a UDP answer is truncated. `timeout` bounds each lookup as a whole
+    (its `lifetime`). Raises `ResolverAddressError` for a malformed address.
+    """
+    if address is None:
+        resolver = dns.resolver.Resolver(configure=True)
+    else:
+        host, port = parse_resolver_address(address)
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = [host]
+        resolver.port = port
+    resolver.lifetime = timeout
+    resolver.timeout = max(timeout / 2, 0.5)
+    resolver.use_edns(0, dns.flags.DO, 1232)
+    resolver.flags = dns.flags.RD | dns.flags.AD
+    resolver.cache = None
+    return resolver
+
+
+def describe_resolver(resolver: dns.resolver.Resolver) -> str:
+    """`addr:port` of the resolver's first nameserver (for "which resolver vouched")."""
+    servers = resolver.nameservers
+    if not servers:
+        return "?"
+    first = str(servers[0])
+    return f"[{first}]:{resolver.port}" if ":" in first else f"{first}:{resolver.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """One DNS question and what came back."""
+
+    name: str
+    rdtype: str
+    status: str  # "ok" | "nodata" | "nxdomain" | "error"
+    records: tuple[dns.rdata.Rdata, ...] = ()
+    authenticated: bool = False  # AD bit in the answer
+    server: str | None = None  # the resolver that answered
+    error: ProbeError | None = None
+    errors: tuple[ProbeError, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def missing(self) -> bool:
+        """No such records (NODATA or NXDOMAIN): a real absence, not a failure."""
+        return self.status in ("nodata", "nxdomain")
+
+
+def _server_of(answer: dns.resolver.Answer) -> str:
+    nameserver = str(getattr(answer, "nameserver", "?"))
+    port = getattr(answer, "port", DEFAULT_PORT)
+    return f"[{nameserver}]:{port}" if ":" in nameserver else f"{nameserver}:{port}"
+
+
+def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str, *, check_bogus: bool = True) -> Lookup:
+    """Resolve `name`/`rdtype`; classify the result. Never raises for DNS trouble.
+
+    With `check_bogus` (the default), a SERVFAIL is asked again with the CD bit: if the answer then
+    comes back, the resolver refused it because DNSSEC validation failed (`dnssec-invalid`), not
+    because the servers are unreachable (`dns-servfail`).
+    """
+    try:
+        answer = resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False)
+    except dns.resolver.NXDOMAIN as exc:
+        authenticated = False
+        responses: dict[object, dns.message.Message] = exc.kwargs.get("responses") or {}
+        for response in responses.values():
+            authenticated = bool(response.flags & dns.flags.AD)
+        return Lookup(
+            name, rdtype, "nxdomain", authenticated=authenticated, server=describe_resolver(resolver)
+        )
+    except dns.resolver.LifetimeTimeout as exc:
+        return _failed(name, rdtype, ProbeError("dns-timeout", f"{rdtype} {name}: no answer in time ({exc})"))
+    except dns.resolver.NoNameservers as exc:
+        error = ProbeError("dns-servfail", f"{rdtype} {name}: {_servfail_detail(exc)}")
+        if check_bogus and _resolves_with_cd(resolver, name, rdtype):
+            error = ProbeError(
+                "dnssec-invalid",
+                f"{rdtype} {name}: the validating resolver {describe_resolver(resolver)} returned SERVFAIL, "
+                "and the records resolve with checking disabled (CD): DNSSEC validation failed (bogus)",
+            )
+        return _failed(name, rdtype, error)
+    except dns.resolver.NoResolverConfiguration as exc:
+        return _failed(name, rdtype, ProbeError("dns-error", f"no resolver configured: {exc}"))
+    except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong) as exc:
+        return _failed(name, rdtype, ProbeError("dns-error", f"{rdtype} {name}: bad name: {exc}"))
+    except dns.exception.DNSException as exc:
+        return _failed(name, rdtype, ProbeError("dns-error", f"{rdtype} {name}: {type(exc).__name__}: {exc}"))
+    response = answer.response
+    authenticated = bool(response.flags & dns.flags.AD)
+    server = _server_of(answer)
+    if answer.rrset is None:
+        return Lookup(name, rdtype, "nodata", authenticated=authenticated, server=server)
+    return Lookup(name, rdtype, "ok", tuple(answer.rrset), authenticated, server)
+
+
+def _failed(name: str, rdtype: str, error: ProbeError) -> Lookup:
+    return Lookup(name, rdtype, "error", error=error, errors=(error,))
+
+
+def _servfail_detail(exc: dns.resolver.NoNameservers) -> str:
+    text = str(exc)
+    if "SERVFAIL" in text:
+        return "SERVFAIL from the resolver"
+    return text
+
+
+def _resolves_with_cd(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> bool:
+    if not resolver.nameservers:
+        return False
+    query = dns.message.make_query(name, rdtype, want_dnssec=True)
+    query.flags |= dns.flags.CD
+    try:
+        response = dns.query.udp(
+            query, str(resolver.nameservers[0]), timeout=resolver.timeout, port=resolver.port
+        )
+    except (dns.exception.DNSException, OSError):
+        return False
+    return response.rcode() == dns.rcode.NOERROR
+
+
+def txt_strings(record: dns.rdata.Rdata) -> str:
+    """The strings of one TXT record, concatenated (RFC 8461 §3.1, RFC 8460 §3), decoded leniently."""
+    strings: tuple[bytes, ...] = getattr(record, "strings", ())
+    return b"".join(strings).decode("utf-8", errors="replace")
+
+
+def resolve_addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[str], list[ProbeError]]:
+    """A then AAAA for `host` through `resolver`; errors for lookups that failed (not for absences)."""
+    addresses: list[str] = []
+    errors: list[ProbeError] = []
+    for rdtype in ("A", "AAAA"):
+        result = lookup(resolver, host, rdtype)
+        if result.ok:
+            addresses.extend(str(getattr(r, "address", "")) for r in result.records)
+        elif result.error is not None:
+            errors.append(result.error)
+    return addresses, errors
+
+
+def address_resolver(resolver: dns.resolver.Resolver) -> AddressResolver:
+    """The resolution function handed to the probes: addresses of a host through our resolver.
+
+    Raises `LookupError` (with the DNS error in its message) when the host has no address.
+    """
+
+    def resolve(host: str) -> list[str]:
+        addresses, errors = resolve_addresses(resolver, host)
+        if not addresses:
+            if errors:
+                raise LookupError("; ".join(e.detail for e in errors))
+            raise LookupError(f"{host}: no A or AAAA records")
+        return addresses
+
+    return resolve
+
+
+@dataclass(frozen=True, slots=True)
+class MxLookup:
+    """The MX hosts of a domain, after RFC 7505 and RFC 5321 §5.1."""
+
+    status: str  # "ok" | "null" (RFC 7505) | "implicit" (RFC 5321 §5.1) | "none" | "nxdomain" | "error"
+    records: tuple[tuple[str, int], ...] = ()  # (host, preference), sorted by preference
+    authenticated: bool = False
+    errors: tuple[ProbeError, ...] = ()
+
+
+def normalise_host(name: str) -> str:
+    return name.rstrip(".").lower()
+
+
+def lookup_mx(resolver: dns.resolver.Resolver, domain: str) -> MxLookup:
+    """The mail exchangers of `domain`.
+
+    - One MX with preference 0 and exchange "." is a null MX (RFC 7505): the domain accepts no mail.
+    - No MX records (NODATA): the domain itself is the implicit MX with preference 0 when it has an
+      A or AAAA record (RFC 5321 §5.1); without one, status "none".
+    - NXDOMAIN: status "nxdomain". SERVFAIL/timeout: status "error", never an absence.
+    """
+    result = lookup(resolver, domain, "MX")
+    if result.status == "error":
+        return MxLookup("error", errors=result.errors)
+    if result.status == "nxdomain":
+        return MxLookup("nxdomain", authenticated=result.authenticated)
+    if result.ok:
+        records = sorted(
+            (
+                (normalise_host(str(getattr(r, "exchange", ""))), int(getattr(r, "preference", 0)))
+                for r in result.records
+            ),
+            key=lambda hp: (hp[1], hp[0]),
+        )
+        if any(host == "" for host, _ in records):
+            if len(records) == 1 and records[0][1] == 0:
+                return MxLookup("null", tuple(records), result.authenticated)
+            return MxLookup(
+                "ok",
+                tuple((h, p) for h, p in records if h),
+                result.authenticated,
+                (
+                    ProbeError(
+                        "mx-invalid",
+                        'a null MX (".") must be the only MX record, with preference 0 (RFC 7505 §3)',
+                    ),
+                ),
+            )
+        return MxLookup("ok", tuple(records), result.authenticated)
+    # NODATA: RFC 5321 §5.1 implicit MX, when the domain has an address.
+    addresses, errors = resolve_addresses(resolver, domain)
+    if addresses:
+        return MxLookup("implicit", ((normalise_host(domain), 0),), result.authenticated)
+    if errors:
+        return MxLookup("error", errors=tuple(errors))
+    return MxLookup("none", authenticated=result.authenticated)

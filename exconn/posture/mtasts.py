@@ -1,0 +1,358 @@
+"""MTA-STS (RFC 8461): TXT discovery, the HTTPS policy fetch, and the policy's syntax, to the letter.
+
+- §3.1 discovery: TXT at `_mta-sts.<domain>`; the strings of one record are concatenated; records not
+  beginning `v=STSv1;` are discarded; not exactly one left means no policy; `id` is 1-32 letters/digits.
+- §3.3 fetch: `https://mta-sts.<domain>/.well-known/mta-sts.txt`, the policy host resolved through *our*
+  resolver, TLS with SNI and a certificate valid for the policy host, HTTP 3xx never followed, only 200,
+  `text/plain`, at most 64 KiB read incrementally, and one deadline for the whole fetch.
+- §3.2 policy: LF or CRLF lines, `key: value`; version/mode/max_age once (the first of a repeated key
+  wins), `mx` repeated and required unless mode is `none`, max_age 0-31557600, unknown keys ignored.
+- §4.1 matching: an `mx` pattern `*.example.com` covers exactly one extra label.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.client
+import re
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+
+import dns.resolver
+
+from exconn.posture import dns as pdns
+from exconn.posture.errors import ProbeError
+from exconn.posture.facts import MtaStsFacts, MtaStsPolicy
+
+POLICY_PATH = "/.well-known/mta-sts.txt"
+MAX_POLICY_BYTES = 64 * 1024
+MAX_AGE_LIMIT = 31557600
+MODES = ("enforce", "testing", "none")
+
+_DELIM = re.compile(r"[ \t]*;[ \t]*")
+_STS_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+_EXT_FIELD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}=[\x21-\x3a\x3c\x3e-\x7e]+")
+_POLICY_LINE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,31}):[ \t]*(.*?)[ \t]*")
+_EXT_VALUE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+_MAX_AGE = re.compile(r"[0-9]{1,10}")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_MX_PATTERN = re.compile(rf"(?:\*\.)?{_LABEL}(?:\.{_LABEL})*")
+
+
+def _invalid(detail: str) -> ProbeError:
+    return ProbeError("sts-policy-invalid", detail)
+
+
+# --- §3.1 the TXT record ------------------------------------------------------------------------
+
+
+def parse_sts_record(record: str) -> tuple[str | None, list[ProbeError]]:
+    """Parse one `v=STSv1; id=...;` record; return its id (None when invalid) and what is wrong."""
+    if not record.startswith("v=STSv1"):
+        return None, [_invalid(f"TXT record {record!r} does not begin with v=STSv1")]
+    fields = _DELIM.split(record[len("v=STSv1") :])
+    errors: list[ProbeError] = []
+    if fields[0] != "":
+        return None, [_invalid(f"TXT record {record!r}: expected ';' after v=STSv1")]
+    fields = fields[1:]
+    if fields and fields[-1] == "":
+        fields = fields[:-1]  # the optional trailing delimiter
+    sts_id: str | None = None
+    saw_id = False
+    for item in fields:
+        if item.startswith("id="):
+            saw_id = True
+            value = item[3:]
+            if not _STS_ID.fullmatch(value):
+                errors.append(
+                    _invalid(f"TXT record id {value!r} is not 1-32 letters and digits (RFC 8461 §3.1)")
+                )
+            elif sts_id is None:
+                sts_id = value
+        elif not _EXT_FIELD.fullmatch(item):
+            errors.append(_invalid(f"TXT record field {item!r} is not name=value (RFC 8461 §3.1)"))
+    if not saw_id:
+        errors.append(_invalid(f"TXT record {record!r} has no id field (RFC 8461 §3.1)"))
+    return (sts_id if not errors else None), errors
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    status: str  # "found" | "absent" | "invalid" | "error"
+    record: str | None
+    id: str | None
+    errors: tuple[ProbeError, ...]
+
+
+def discover(resolver: dns.resolver.Resolver, domain: str) -> Discovery:
+    """Look up and judge the `_mta-sts.<domain>` TXT record(s)."""
+    name = f"_mta-sts.{domain}"
+    result = pdns.lookup(resolver, name, "TXT")
+    if result.status == "error":
+        return Discovery("error", None, None, result.errors)
+    if result.missing:
+        return Discovery("absent", None, None, ())
+    records = [pdns.txt_strings(r) for r in result.records]
+    sts = [r for r in records if r.startswith("v=STSv1;")]
+    if not sts:
+        return Discovery("absent", None, None, ())
+    if len(sts) > 1:
+        detail = f"{len(sts)} TXT records at {name} begin with v=STSv1; RFC 8461 §3.1: no policy applies"
+        return Discovery("invalid", sts[0], None, (_invalid(detail),))
+    sts_id, errors = parse_sts_record(sts[0])
+    if errors:
+        return Discovery("invalid", sts[0], None, tuple(errors))
+    return Discovery("found", sts[0], sts_id, ())
+
+
+# --- §3.2 the policy ----------------------------------------------------------------------------
+
+
+def parse_policy(text: str) -> tuple[MtaStsPolicy | None, list[ProbeError]]:
+    """Parse a policy body; the policy is None when anything required is missing or malformed."""
+    if text == "":
+        return None, [_invalid("the policy is empty")]
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines = lines[:-1]  # one final line terminator is allowed
+    errors: list[ProbeError] = []
+    first: dict[str, str] = {}
+    mx: list[str] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        match = _POLICY_LINE.fullmatch(line)
+        if match is None:
+            shown = line if len(line) <= 60 else line[:57] + "..."
+            errors.append(_invalid(f"policy line {number} {shown!r} is not 'key: value' (RFC 8461 §3.2)"))
+            continue
+        key, value = match.group(1), match.group(2)
+        if key == "mx":
+            if _MX_PATTERN.fullmatch(value):
+                mx.append(value.lower())
+            else:
+                errors.append(_invalid(f"policy line {number}: mx {value!r} is not a host name or *.pattern"))
+        elif key in ("version", "mode", "max_age"):
+            first.setdefault(key, value)  # the first of a repeated key wins
+        elif not _EXT_VALUE.fullmatch(value):
+            errors.append(_invalid(f"policy line {number}: value of {key!r} has characters outside VCHAR/SP"))
+    version, mode, max_age_text = first.get("version"), first.get("mode"), first.get("max_age")
+    if version is None:
+        errors.append(_invalid("policy has no version field"))
+    elif version != "STSv1":
+        errors.append(_invalid(f"policy version {version!r} is not STSv1"))
+    if mode is None:
+        errors.append(_invalid("policy has no mode field"))
+    elif mode not in MODES:
+        errors.append(_invalid(f"policy mode {mode!r} is not enforce, testing or none"))
+    max_age = -1
+    if max_age_text is None:
+        errors.append(_invalid("policy has no max_age field"))
+    elif not _MAX_AGE.fullmatch(max_age_text) or int(max_age_text) > MAX_AGE_LIMIT:
+        errors.append(_invalid(f"policy max_age {max_age_text!r} is not an integer 0-{MAX_AGE_LIMIT}"))
+    else:
+        max_age = int(max_age_text)
+    if not mx and mode in ("enforce", "testing"):
+        errors.append(_invalid(f"policy in mode {mode} has no mx field"))
+    if errors or version is None or mode is None:
+        return None, errors
+    return MtaStsPolicy(version=version, mode=mode, mx=tuple(mx), max_age=max_age), []
+
+
+# --- §4.1 matching ------------------------------------------------------------------------------
+
+
+def mx_pattern_matches(pattern: str, host: str) -> bool:
+    """Does an `mx` pattern cover `host`? `*.example.com` matches exactly one label before example.com."""
+    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern.startswith("*."):
+        head, _, tail = host.partition(".")
+        return bool(head) and tail == pattern[2:]
+    return pattern == host
+
+
+def policy_matches(policy: MtaStsPolicy, host: str) -> bool:
+    return any(mx_pattern_matches(p, host) for p in policy.mx)
+
+
+# --- §3.3 the fetch -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch:
+    status: str  # "ok" | "invalid" (the server answered wrongly) | "error" (could not observe)
+    text: str | None
+    errors: tuple[ProbeError, ...]
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a given address, with SNI, certificate name and Host header of the policy host."""
+
+    def __init__(self, host: str, address: str, port: int, *, tls: ssl.SSLContext, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout, context=tls)
+        self._address = address
+        self._tls = tls
+        self.killer: socket.socket | None = None
+
+    def connect(self) -> None:
+        raw = socket.create_connection((self._address, self.port), self.timeout)
+        self.killer = raw.dup()  # same connection: shutting it down unblocks a stuck read
+        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+
+
+@functools.lru_cache(maxsize=8)
+def tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The verifying client context for policy hosts (one per trust store; contexts are thread-safe)."""
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _webpki_error(host: str, exc: ssl.SSLCertVerificationError) -> ProbeError:
+    code = exc.verify_code
+    if code == 10:
+        reason = "certificate expired"
+    elif code == 62:
+        reason = f"certificate not valid for {host}"
+    else:
+        reason = f"certificate not trusted ({exc.verify_message})"
+    return ProbeError("sts-webpki-invalid", f"https://{host}{POLICY_PATH}: {reason}")
+
+
+def fetch_policy(
+    host: str,
+    *,
+    resolve: pdns.AddressResolver,
+    timeout: float,
+    ca_file: str | None = None,
+    port: int = 443,
+) -> Fetch:
+    """GET the policy from `host`, resolved by `resolve`, within `timeout` seconds overall."""
+    url = f"https://{host}{POLICY_PATH}" if port == 443 else f"https://{host}:{port}{POLICY_PATH}"
+    try:
+        addresses = resolve(host)
+    except LookupError as exc:
+        return Fetch("error", None, (ProbeError("sts-policy-fetch-error", f"{url}: cannot resolve: {exc}"),))
+    deadline = time.monotonic() + timeout
+    tls = tls_context(ca_file)
+    last: ProbeError | None = None
+    for address in addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        result = _fetch_from(host, address, port, url, tls=tls, deadline=deadline)
+        if isinstance(result, Fetch):
+            return result
+        last = result
+        if "connect failed" not in result.detail:
+            break  # only a refused/unreachable address is worth trying the next one for
+    error = last or ProbeError("sts-policy-fetch-error", f"{url}: no answer within {timeout:g}s")
+    return Fetch("error", None, (error,))
+
+
+def _fetch_from(
+    host: str, address: str, port: int, url: str, *, tls: ssl.SSLContext, deadline: float
+) -> Fetch | ProbeError:
+    remaining = max(deadline - time.monotonic(), 0.001)
+    conn = _PinnedHTTPSConnection(host, address, port, tls=tls, timeout=remaining)
+    aborted = threading.Event()
+
+    def abort() -> None:
+        aborted.set()
+        if conn.killer is not None:
+            try:
+                conn.killer.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    watchdog = threading.Timer(remaining, abort)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        result = _exchange(conn, url, host)
+        if aborted.is_set():  # the watchdog cut the connection: whatever was read is incomplete
+            return ProbeError("sts-policy-fetch-error", f"{url} ({address}): no complete answer in time")
+        return result
+    except ssl.SSLCertVerificationError as exc:
+        return Fetch("invalid", None, (_webpki_error(host, exc),))
+    except TimeoutError:
+        return ProbeError("sts-policy-fetch-error", f"{url} ({address}): timed out")
+    except (OSError, http.client.HTTPException) as exc:
+        if aborted.is_set():
+            return ProbeError("sts-policy-fetch-error", f"{url} ({address}): no complete answer in time")
+        step = "connect" if conn.sock is None else "TLS/HTTP"
+        return ProbeError("sts-policy-fetch-error", f"{url} ({address}): {step} failed: {exc}")
+    finally:
+        watchdog.cancel()
+        if conn.killer is not None:
+            conn.killer.close()
+        conn.close()
+
+
+def _exchange(conn: _PinnedHTTPSConnection, url: str, host: str) -> Fetch:
+    conn.request("GET", POLICY_PATH, headers={"User-Agent": "exconn-posture", "Accept": "text/plain"})
+    response = conn.getresponse()
+    fetch_error = "sts-policy-fetch-error"
+    if 300 <= response.status < 400:
+        location = response.getheader("Location") or "?"
+        detail = f"{url}: HTTP {response.status} redirect to {location} not followed (RFC 8461 §3.3)"
+        return Fetch("invalid", None, (ProbeError(fetch_error, detail),))
+    if response.status != 200:
+        detail = f"{url}: HTTP {response.status} {response.reason}; only 200 is a policy (RFC 8461 §3.3)"
+        return Fetch("invalid", None, (ProbeError(fetch_error, detail),))
+    length = response.getheader("Content-Length")
+    too_big = ProbeError(fetch_error, f"{url}: policy larger than {MAX_POLICY_BYTES} bytes")
+    if length is not None and length.strip().isdigit() and int(length) > MAX_POLICY_BYTES:
+        return Fetch("invalid", None, (too_big,))
+    body = bytearray()
+    while True:
+        chunk = response.read(4096)
+        if not chunk:
+            break
+        body += chunk
+        if len(body) > MAX_POLICY_BYTES:
+            return Fetch("invalid", None, (too_big,))
+    content_type = response.getheader("Content-Type")
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "text/plain":
+        detail = f"{url}: Content-Type {content_type!r}, the policy must be text/plain (RFC 8461 §3.2)"
+        return Fetch("invalid", None, (_invalid(detail),))
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return Fetch("invalid", None, (_invalid(f"{url}: the policy is not UTF-8 text"),))
+    return Fetch("ok", text, ())
+
+
+# --- all of it for one domain -------------------------------------------------------------------
+
+
+def check_mta_sts(
+    domain: str,
+    *,
+    resolver: dns.resolver.Resolver,
+    timeout: float,
+    ca_file: str | None = None,
+    port: int = 443,
+    resolve: pdns.AddressResolver | None = None,
+) -> MtaStsFacts:
+    """Discovery, fetch and parse for `domain`; every name is resolved through `resolver`."""
+    found = discover(resolver, domain)
+    if found.status != "found":
+        return MtaStsFacts(status=found.status, record=found.record, errors=found.errors)
+    fetched = fetch_policy(
+        f"mta-sts.{domain}",
+        resolve=resolve or pdns.address_resolver(resolver),
+        timeout=timeout,
+        ca_file=ca_file,
+        port=port,
+    )
+    if fetched.text is None:
+        return MtaStsFacts(status=fetched.status, record=found.record, id=found.id, errors=fetched.errors)
+    policy, errors = parse_policy(fetched.text)
+    if policy is None:
+        return MtaStsFacts(status="invalid", record=found.record, id=found.id, errors=tuple(errors))
+    return MtaStsFacts(status="valid", record=found.record, id=found.id, policy=policy)

@@ -1,0 +1,197 @@
+"""Observe many domains concurrently: MX, MTA-STS, TLS-RPT, the SMTP probe per MX, then DANE.
+
+`scan_domains` runs `scan_domain` for each domain on a bounded thread pool; one domain's failure (even
+an unexpected exception) becomes that domain's `errors`, never the end of the run. Results keep the
+order of the input. Nothing here builds a client on its own: the resolver is passed in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import dns.resolver
+
+from exconn.posture import dns as pdns
+from exconn.posture.dane import check_dane
+from exconn.posture.errors import ProbeError
+from exconn.posture.facts import (
+    CertificateFacts,
+    DaneFacts,
+    DomainPosture,
+    MtaStsFacts,
+    MxFacts,
+    MxHostFacts,
+    MxRecord,
+    PostureReport,
+    SmtpReplyFacts,
+    TlsRptFacts,
+)
+from exconn.posture.mtasts import check_mta_sts, policy_matches
+from exconn.posture.smtp import MxProbe, probe_mx
+from exconn.posture.tlsrpt import check_tlsrpt
+
+DEFAULT_CONCURRENCY = 32
+MAX_MX_HOSTS = 10  # a domain with more MX hosts gets the first ten (by preference) probed
+
+
+@dataclass(frozen=True, slots=True)
+class ScanOptions:
+    timeout: float = 10.0
+    ca_file: str | None = None
+    smtp: bool = True
+    smtp_port: int = 25
+    https_port: int = 443
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def normalise_domain(text: str) -> str:
+    return text.strip().rstrip(".").lower()
+
+
+def scan_domain(domain: str, *, resolver: dns.resolver.Resolver, options: ScanOptions) -> DomainPosture:
+    """Everything exconn observes about one domain. Never raises."""
+    domain = normalise_domain(domain)
+    observed_at = now_iso()
+    try:
+        return _scan(domain, observed_at, resolver, options)
+    except Exception as exc:  # one domain never stops the run: an unforeseen failure is data too
+        error = ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
+        return DomainPosture(
+            domain=domain,
+            observed_at=observed_at,
+            mx=MxFacts(status="error", errors=(error,)),
+            mta_sts=MtaStsFacts(status="error", errors=(error,)),
+            tlsrpt=TlsRptFacts(status="error", errors=(error,)),
+            dane=DaneFacts(status="error", errors=(error,)),
+            errors=(error,),
+        )
+
+
+def _scan(
+    domain: str, observed_at: str, resolver: dns.resolver.Resolver, options: ScanOptions
+) -> DomainPosture:
+    found = pdns.lookup_mx(resolver, domain)
+    mx = MxFacts(
+        status=found.status,
+        records=tuple(MxRecord(h, p) for h, p in found.records),
+        authenticated=found.authenticated,
+        errors=found.errors,
+    )
+    resolve = pdns.address_resolver(resolver)
+    mta_sts = check_mta_sts(
+        domain,
+        resolver=resolver,
+        timeout=options.timeout,
+        ca_file=options.ca_file,
+        port=options.https_port,
+        resolve=resolve,
+    )
+    tlsrpt = check_tlsrpt(domain, resolver=resolver)
+    hosts = list(dict.fromkeys(mx.hosts))[:MAX_MX_HOSTS]
+    mx_hosts: list[MxHostFacts] = []
+    chains: dict[str, Sequence[bytes] | None] = {}
+    names: dict[str, bool | None] = {}
+    for host in hosts:
+        policy_match = policy_matches(mta_sts.policy, host) if mta_sts.policy is not None else None
+        if not options.smtp:
+            mx_hosts.append(MxHostFacts(host=host, policy_match=policy_match, probe="skipped"))
+            continue
+        addresses, dns_errors = pdns.resolve_addresses(resolver, host)
+        if not addresses:
+            errors = tuple(dns_errors) or (ProbeError("dns-no-address", f"{host} has no A or AAAA record"),)
+            mx_hosts.append(MxHostFacts(host=host, policy_match=policy_match, probe="error", errors=errors))
+            continue
+        probe = probe_mx(
+            host,
+            addresses=addresses,
+            port=options.smtp_port,
+            timeout=options.timeout,
+            ca_file=options.ca_file,
+        )
+        mx_hosts.append(host_facts(probe, policy_match))
+        if probe.certificate is not None:
+            chains[host] = probe.certificate.chain_der
+            names[host] = probe.certificate.name_matches
+    dane = (
+        check_dane(hosts, resolver=resolver, chains=chains, name_matches=names)
+        if hosts
+        else DaneFacts(status="not-applicable")
+    )
+    return DomainPosture(
+        domain=domain,
+        observed_at=observed_at,
+        mx=mx,
+        mta_sts=mta_sts,
+        tlsrpt=tlsrpt,
+        dane=dane,
+        mx_hosts=tuple(mx_hosts),
+    )
+
+
+def host_facts(probe: MxProbe, policy_match: bool | None) -> MxHostFacts:
+    """Normalise an SMTP probe into the posture's per-MX facts."""
+    cert = probe.certificate
+    reply = probe.plaintext_mail_from
+    return MxHostFacts(
+        host=probe.host,
+        policy_match=policy_match,
+        probe="done" if probe.banner is not None else "error",
+        address=probe.address,
+        port=probe.port,
+        banner=str(probe.banner) if probe.banner is not None else None,
+        starttls=probe.starttls_offered,
+        tls_established=probe.tls_established if probe.starttls_offered else None,
+        tls_version=probe.tls_version,
+        cipher=probe.cipher,
+        certificate=(
+            CertificateFacts(
+                subject=cert.subject,
+                sans=cert.sans,
+                issuer=cert.issuer,
+                not_before=cert.not_before,
+                not_after=cert.not_after,
+                trusted=cert.trusted,
+                name_matches=cert.name_matches,
+                expired=cert.expired,
+            )
+            if cert is not None
+            else None
+        ),
+        plaintext_mail_from=(
+            SmtpReplyFacts(code=reply.code, text=reply.text, enhanced=reply.enhanced) if reply else None
+        ),
+        plaintext_mail=str(probe.plaintext_mail) if reply is not None else None,
+        errors=probe.errors,
+    )
+
+
+def scan_domains(
+    domains: Sequence[str],
+    *,
+    resolver: dns.resolver.Resolver,
+    options: ScanOptions | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: Callable[[DomainPosture], None] | None = None,
+) -> PostureReport:
+    """Scan `domains` with at most `concurrency` at a time; results in input order."""
+    options = options or ScanOptions()
+    started = now_iso()
+    unique = list(dict.fromkeys(normalise_domain(d) for d in domains if d.strip()))
+    if not unique:
+        return PostureReport(observed_at=started, domains=())
+
+    def one(domain: str) -> DomainPosture:
+        result = scan_domain(domain, resolver=resolver, options=options)
+        if progress is not None:
+            progress(result)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(unique)))) as pool:
+        results = tuple(pool.map(one, unique))
+    return PostureReport(observed_at=started, domains=results)

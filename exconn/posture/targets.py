@@ -1,0 +1,154 @@
+"""Which domains `exconn audit` observes, and observing them.
+
+Ours: the Authoritative accepted domains of the export that can exist on the internet, or exactly the
+domains of `--domains FILE` (each must be an accepted domain: the inbound rules judge accepted
+domains). Partners: the domains of the SMTP address spaces of scoped send connectors, plus
+`--partners FILE` (e.g. the top recipient domains from message tracking). Files hold one domain a
+line; `#` starts a comment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from publicsuffixlist import PublicSuffixList
+
+from exconn.errors import InputError, UsageError
+from exconn.model import UNKNOWN, Organization
+from exconn.posture import dns as pdns
+from exconn.posture.facts import DomainPosture
+from exconn.posture.scan import ScanOptions, scan_domains
+from exconn.rules.world import accepted_names, our_observable_domains
+
+DEFAULT_TIMEOUT = 10.0
+_LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Exchange Online's routing domains: the hybrid connector's target, Microsoft's posture, not a partner's.
+_EXO_ROUTING_SUFFIX = ".mail.onmicrosoft.com"
+
+
+def is_domain_name(text: str) -> bool:
+    """A fully qualified host name of LDH labels (RFC 1123), at least two labels, A-labels for IDNs."""
+    name = text.lower().rstrip(".")
+    labels = name.split(".")
+    return 1 < len(labels) and len(name) <= 253 and all(_LDH_LABEL.match(label) for label in labels)
+
+
+@cache
+def _psl() -> PublicSuffixList:
+    # accept_unknown=False: a TLD the list does not know (.local, .test, .corp) is not public.
+    return PublicSuffixList(accept_unknown=False)
+
+
+def is_public(domain: str) -> bool:
+    """Can the domain exist on the internet, below a public suffix (and not be one itself)?"""
+    return is_domain_name(domain) and _psl().privatesuffix(domain.lower().rstrip(".")) is not None
+
+
+def read_domain_file(path: str) -> list[str]:
+    """Domains from a file, one a line, `#` comments; an invalid line is an error naming file and line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not UTF-8 text (one domain a line expected)") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror}") from None
+    domains: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        if not is_domain_name(entry):
+            shown = entry if entry.isprintable() else repr(entry)
+            raise InputError(path, f"line {number}: not a domain name: {shown[:80]}")
+        domains.append(entry.lower().rstrip("."))
+    return list(dict.fromkeys(domains))
+
+
+def our_domains(org: Organization, domains_file: str | None) -> list[str]:
+    if domains_file is None:
+        return [d for d in our_observable_domains(org) if is_public(d)]
+    chosen = read_domain_file(domains_file)
+    accepted = accepted_names(org)
+    for domain in chosen:
+        if domain not in accepted:
+            raise InputError(
+                domains_file, f"{domain} is not an accepted domain of the export (inbound checks need one)"
+            )
+    return chosen
+
+
+def partner_domains(org: Organization, partners_file: str | None, *, ours: list[str]) -> list[str]:
+    found: list[str] = []
+    for c in org.send_connectors:
+        if c.address_spaces is UNKNOWN or c.cloud_services_mail_enabled is True:
+            continue
+        found += [
+            s.domain for s in c.address_spaces if s.domain and not s.domain.endswith(_EXO_ROUTING_SUFFIX)
+        ]
+    for o in org.outbound_connectors:
+        if o.recipient_domains is not UNKNOWN:
+            found += [d.strip().lower().removeprefix("*.").rstrip(".") for d in o.recipient_domains]
+    excluded = set(ours) | accepted_names(org)
+    partners = [d for d in found if d not in excluded and is_public(d)]
+    if partners_file is not None:
+        # Listed on purpose: observed even under a suffix the public list does not know.
+        partners += [d for d in read_domain_file(partners_file) if d not in excluded]
+    return list(dict.fromkeys(partners))
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkOptions:
+    """What `--resolver`, `--ca-file`, `--timeout` (and the hidden test ports) mean for `exconn posture`."""
+
+    resolver: str | None = None
+    ca_file: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    smtp_port: int = 25
+    https_port: int = 443
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> NetworkOptions:
+        timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
+        if timeout <= 0:
+            raise UsageError("--timeout must be more than 0 seconds")
+        if args.ca_file is not None and not Path(args.ca_file).is_file():
+            raise InputError(args.ca_file, "CA file not found")
+        return cls(
+            resolver=args.resolver,
+            ca_file=args.ca_file,
+            timeout=timeout,
+            smtp_port=args.smtp_port if args.smtp_port is not None else 25,
+            https_port=args.https_port if args.https_port is not None else 443,
+        )
+
+
+def observe(org: Organization, args: argparse.Namespace) -> dict[str, DomainPosture]:
+    """Observe our domains and the partners' (the posture scan, with `exconn posture`'s options)."""
+    options = NetworkOptions.from_args(args)
+    ours = our_domains(org, args.domains)
+    domains = [*ours, *partner_domains(org, args.partners, ours=ours)]
+    if not domains:
+        return {}
+    try:
+        resolver = pdns.make_resolver(options.resolver, timeout=options.timeout)
+    except pdns.ResolverAddressError as exc:
+        raise UsageError(str(exc)) from None
+    except Exception as exc:  # e.g. no /etc/resolv.conf: the user's machine, not a bug
+        raise UsageError(f"cannot set up a resolver: {exc}") from None
+    report = scan_domains(
+        domains,
+        resolver=resolver,
+        options=ScanOptions(
+            timeout=options.timeout,
+            ca_file=options.ca_file,
+            smtp_port=options.smtp_port,
+            https_port=options.https_port,
+        ),
+    )
+    return {p.domain: p for p in report.domains}

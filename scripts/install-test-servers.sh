@@ -1,0 +1,43 @@
+#!/bin/sh
+# Install the real servers the posture tests start on loopback (tests/servers/): Knot (authoritative,
+# signs the test zones), Unbound (validating resolver), nginx (MTA-STS policy hosts).
+# Idempotent: installs only what is missing. Needs root (or sudo) on Debian/Ubuntu.
+set -eu
+
+PACKAGES="knot knot-dnsutils unbound nginx-light"
+
+missing=""
+for pkg in $PACKAGES; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $pkg"
+    fi
+done
+# nginx from another package (nginx, nginx-core, nginx-full) is as good as nginx-light.
+case "$missing" in
+    *nginx-light*)
+        if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then
+            missing=$(echo "$missing" | sed 's/ nginx-light//')
+        fi
+        ;;
+esac
+
+if [ -z "$missing" ]; then
+    echo "test servers already installed: $PACKAGES"
+    exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+echo "installing:$missing"
+$SUDO apt-get update -qq
+# The tests start their own instances; keep the packages' system services from starting on install.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+# shellcheck disable=SC2086
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,426 @@
+"""Domain posture against real servers on loopback: Knot + Unbound, nginx, aiosmtpd (see conftest.py).
+
+Every rule of issue 3 has a domain of its own under `.test`; `conftest.DOMAINS` says which.
+"""
+
+from __future__ import annotations
+
+import time
+
+import dns.resolver
+import pytest
+
+from exconn.posture import dns as pdns
+from exconn.posture.dane import check_dane_host
+from exconn.posture.facts import DomainPosture, MtaStsFacts
+from exconn.posture.mtasts import check_mta_sts
+from exconn.posture.scan import ScanOptions, scan_domain, scan_domains
+from exconn.posture.tlsrpt import check_tlsrpt
+from tests.conftest import PostureEnv
+
+pytestmark = pytest.mark.servers
+
+
+def sts(env: PostureEnv, resolver: dns.resolver.Resolver, domain: str, timeout: float = 5.0) -> MtaStsFacts:
+    return check_mta_sts(domain, resolver=resolver, timeout=timeout, ca_file=env.ca_file, port=env.https_port)
+
+
+def scan(
+    env: PostureEnv, resolver: dns.resolver.Resolver, domain: str, *, smtp: bool = True, timeout: float = 5.0
+) -> DomainPosture:
+    options = ScanOptions(
+        timeout=timeout, ca_file=env.ca_file, smtp=smtp, smtp_port=env.smtp_port, https_port=env.https_port
+    )
+    return scan_domain(domain, resolver=resolver, options=options)
+
+
+def types(errors: object) -> set[str]:
+    return {e.type for e in errors}  # type: ignore[attr-defined]
+
+
+# --- MTA-STS: valid ----------------------------------------------------------------------------
+
+
+def test_mta_sts_valid_enforce(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    facts = sts(posture_env, posture_resolver, "good.test")
+    assert facts.status == "valid", facts.errors
+    assert facts.id == "20240101000000"
+    assert facts.record == "v=STSv1; id=20240101000000;"
+    assert facts.policy is not None
+    assert (facts.policy.mode, facts.policy.mx, facts.policy.max_age) == (
+        "enforce",
+        ("mx.good.test",),
+        604800,
+    )
+
+
+def test_mta_sts_testing_and_none(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    testing = sts(posture_env, posture_resolver, "testing.test")
+    none = sts(posture_env, posture_resolver, "none.test")
+    assert testing.policy is not None and testing.policy.mode == "testing"
+    assert testing.policy.mx == ("*.testing.test",)
+    assert none.status == "valid" and none.policy is not None
+    assert none.policy.mode == "none" and none.policy.mx == ()
+
+
+def test_mta_sts_txt_strings_concatenated(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    facts = sts(posture_env, posture_resolver, "split.test")
+    assert facts.status == "valid"
+    assert facts.record == "v=STSv1; id=split1;" and facts.id == "split1"
+
+
+def test_mta_sts_crlf_policy(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    facts = sts(posture_env, posture_resolver, "crlf.test")
+    assert facts.status == "valid" and facts.policy is not None and facts.policy.mx == ("mx.good.test",)
+
+
+def test_mta_sts_repeated_keys(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    facts = sts(posture_env, posture_resolver, "repeat.test")
+    assert facts.status == "valid" and facts.policy is not None
+    assert facts.policy.mode == "testing" and facts.policy.max_age == 100
+    assert facts.policy.mx == ("a.repeat.test", "b.repeat.test")
+
+
+# --- MTA-STS: absent, invalid, error -----------------------------------------------------------
+
+
+def test_mta_sts_absent(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    facts = sts(posture_env, posture_resolver, "nosts.test")
+    assert facts.status == "absent" and facts.errors == () and facts.record is None
+
+
+def test_mta_sts_records_not_beginning_v_stsv1_discarded(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    facts = sts(posture_env, posture_resolver, "notsts.test")
+    assert facts.status == "absent"
+
+
+def test_mta_sts_two_records_no_policy(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    facts = sts(posture_env, posture_resolver, "twotxt.test")
+    assert facts.status == "invalid" and facts.policy is None
+    assert "2 TXT records" in facts.errors[0].detail
+
+
+def test_mta_sts_bad_id(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    facts = sts(posture_env, posture_resolver, "badid.test")
+    assert facts.status == "invalid" and facts.id is None
+    assert types(facts.errors) == {"sts-policy-invalid"}
+    assert "bad-id!" in facts.errors[0].detail
+
+
+@pytest.mark.parametrize(
+    ("domain", "error_type", "fragment"),
+    [
+        ("redirect.test", "sts-policy-fetch-error", "HTTP 301 redirect"),
+        ("big.test", "sts-policy-fetch-error", "larger than 65536"),
+        ("ctype.test", "sts-policy-invalid", "text/html"),
+        ("notfound.test", "sts-policy-fetch-error", "HTTP 404"),
+        ("badmode.test", "sts-policy-invalid", "mode 'strict'"),
+        ("maxage.test", "sts-policy-invalid", "max_age '31557601'"),
+        ("stsnomx.test", "sts-policy-invalid", "no mx"),
+        ("badline.test", "sts-policy-invalid", "not 'key: value'"),
+        ("webexpired.test", "sts-webpki-invalid", "expired"),
+        ("webwrongname.test", "sts-webpki-invalid", "not valid for mta-sts.webwrongname.test"),
+        ("webuntrusted.test", "sts-webpki-invalid", "not trusted"),
+    ],
+)
+def test_mta_sts_invalid(
+    posture_env: PostureEnv,
+    posture_resolver: dns.resolver.Resolver,
+    domain: str,
+    error_type: str,
+    fragment: str,
+) -> None:
+    facts = sts(posture_env, posture_resolver, domain)
+    assert facts.status == "invalid"
+    assert facts.policy is None
+    assert facts.id is not None  # discovery was fine; the fetch or the policy was not
+    assert any(e.type == error_type and fragment in e.detail for e in facts.errors), facts.errors
+
+
+def test_mta_sts_redirect_target_is_a_valid_policy(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    # the redirect points at good.test's policy: following it would have produced "valid"
+    facts = sts(posture_env, posture_resolver, "redirect.test")
+    assert "mta-sts.good.test" in facts.errors[0].detail and facts.status == "invalid"
+
+
+@pytest.mark.parametrize("domain", ["silent.test", "drip.test"])
+def test_mta_sts_hostile_policy_host_ends_within_timeout(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver, domain: str
+) -> None:
+    started = time.monotonic()
+    facts = sts(posture_env, posture_resolver, domain, timeout=1.5)
+    elapsed = time.monotonic() - started
+    assert facts.status == "error"
+    assert types(facts.errors) == {"sts-policy-fetch-error"}
+    assert elapsed < 1.5 + 1.0, elapsed  # one deadline for the whole fetch (+ DNS on loopback)
+
+
+def test_mta_sts_policy_host_without_address(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    facts = sts(posture_env, posture_resolver, "nopolicyhost.test")
+    assert facts.status == "error"
+    assert "cannot resolve" in facts.errors[0].detail
+
+
+def test_mta_sts_policy_host_resolved_by_our_resolver_only(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    # The system resolver knows nothing of .test: a valid result proves the policy host's address came
+    # from the resolver we passed in.
+    import socket
+
+    with pytest.raises(OSError):
+        socket.getaddrinfo("mta-sts.good.test", 443)
+    assert sts(posture_env, posture_resolver, "good.test").status == "valid"
+
+
+def test_mta_sts_servfail_is_error_not_absent(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    facts = sts(posture_env, posture_resolver, "bogus.test")
+    assert facts.status == "error"
+    assert types(facts.errors) == {"dnssec-invalid"}
+
+
+def test_dns_timeout_is_error_not_absent(posture_env: PostureEnv) -> None:
+    resolver = pdns.make_resolver(posture_env.silent_resolver, timeout=1.0)
+    started = time.monotonic()
+    posture = scan(posture_env, resolver, "good.test", timeout=1.0)
+    assert time.monotonic() - started < 8
+    assert posture.mx.status == "error" and types(posture.mx.errors) == {"dns-timeout"}
+    assert posture.mta_sts.status == "error" and types(posture.mta_sts.errors) == {"dns-timeout"}
+    assert posture.tlsrpt.status == "error" and types(posture.tlsrpt.errors) == {"dns-timeout"}
+
+
+# --- TLS-RPT -----------------------------------------------------------------------------------
+
+
+def test_tlsrpt_valid(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    good = check_tlsrpt("good.test", resolver=posture_resolver)
+    two = check_tlsrpt("testing.test", resolver=posture_resolver)
+    assert good.status == "valid" and good.rua == ("mailto:tlsrpt@good.test",)
+    assert two.status == "valid"
+    assert two.rua == ("mailto:a@testing.test", "https://reports.testing.test/tlsrpt")
+
+
+@pytest.mark.parametrize(
+    ("domain", "status", "fragment"),
+    [
+        ("nosts.test", "absent", None),
+        ("tworpt.test", "invalid", "2 TXT records"),
+        ("badrua.test", "invalid", "scheme 'ftp'"),
+        ("norua.test", "invalid", "no rua"),
+        ("bogus.test", "error", "SERVFAIL"),
+    ],
+)
+def test_tlsrpt_not_valid(
+    posture_env: PostureEnv,
+    posture_resolver: dns.resolver.Resolver,
+    domain: str,
+    status: str,
+    fragment: str | None,
+) -> None:
+    facts = check_tlsrpt(domain, resolver=posture_resolver)
+    assert facts.status == status
+    if fragment is None:
+        assert facts.errors == ()
+    else:
+        assert any(fragment in e.detail for e in facts.errors), facts.errors
+
+
+# --- MX ----------------------------------------------------------------------------------------
+
+
+def test_mx_null(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    posture = scan(posture_env, posture_resolver, "nullmx.test")
+    assert posture.mx.status == "null" and posture.mx.null_mx
+    assert posture.mx_hosts == () and posture.dane.status == "not-applicable"
+    assert posture.to_json()["mx"] == [{"host": "", "preference": 0}]
+
+
+def test_mx_implicit_fallback(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    posture = scan(posture_env, posture_resolver, "implicit.test")
+    assert posture.mx.status == "implicit"
+    assert posture.mx.hosts == ("implicit.test",)
+    assert posture.mx_hosts[0].starttls is True and posture.mx_hosts[0].tls_established is True
+
+
+def test_mx_none_and_nxdomain(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    assert pdns.lookup_mx(posture_resolver, "noaddr.test").status == "none"
+    missing = scan(posture_env, posture_resolver, "doesnotexist.test")
+    assert missing.mx.status == "nxdomain"
+    assert missing.mta_sts.status == "absent"  # NXDOMAIN of _mta-sts is an absence, not an error
+
+
+def test_mx_servfail_is_error(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    posture = scan(posture_env, posture_resolver, "bogus.test")
+    assert posture.mx.status == "error" and posture.mx.records == ()
+    assert types(posture.mx.errors) <= {"dns-servfail", "dnssec-invalid"} and posture.mx.errors
+
+
+def test_mx_ordered_and_lower_case(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    found = pdns.lookup_mx(posture_resolver, "WILD.test.")
+    assert found.records == (("mx.wild.test", 10), ("a.b.wild.test", 20), ("wild.test", 30))
+    assert found.authenticated
+
+
+# --- policy match per MX -----------------------------------------------------------------------
+
+
+def test_policy_match_exactly_one_label(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    posture = scan(posture_env, posture_resolver, "wild.test", smtp=False)
+    matches = {h.host: h.policy_match for h in posture.mx_hosts}
+    assert matches == {"mx.wild.test": True, "a.b.wild.test": False, "wild.test": False}
+    assert all(h.probe == "skipped" for h in posture.mx_hosts)
+
+
+# --- DANE --------------------------------------------------------------------------------------
+
+
+def test_dane_valid_3_1_1(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    posture = scan(posture_env, posture_resolver, "good.test")
+    assert posture.dane.status == "valid"
+    host = posture.dane.hosts[0]
+    assert host.matched is True and host.validated_by == posture_env.resolver
+    assert [(t.usage, t.selector, t.matching) for t in host.tlsa] == [(3, 1, 1)]
+    assert host.tlsa[0].data == posture_env.certs["mx.good.test"].tlsa_data(1, 1)
+
+
+def test_dane_ta_2_0_1(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    posture = scan(posture_env, posture_resolver, "daneta.test")
+    assert posture.dane.status == "valid" and posture.dane.hosts[0].matched is True
+
+
+def test_dane_tlsa_not_matching(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    posture = scan(posture_env, posture_resolver, "tlsabad.test")
+    assert posture.dane.status == "invalid"
+    host = posture.dane.hosts[0]
+    assert host.matched is False and types(host.errors) == {"tlsa-invalid"}
+
+
+def test_dane_no_usable_records(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    posture = scan(posture_env, posture_resolver, "unusable.test")
+    host = posture.dane.hosts[0]
+    assert host.status == "invalid" and host.tlsa[0].usable is False
+    assert "no usable TLSA" in host.errors[0].detail
+
+
+def test_dane_without_smtp_is_unverified(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    posture = scan(posture_env, posture_resolver, "good.test", smtp=False)
+    assert posture.dane.status == "unverified" and posture.dane.hosts[0].matched is None
+
+
+def test_dane_unsigned_zone_no_judgement(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    posture = scan(posture_env, posture_resolver, "dane.insecure.test")
+    host = posture.dane.hosts[0]
+    assert host.status == "insecure" and host.matched is None and host.validated_by is None
+    assert host.tlsa and host.errors == ()  # the records are seen, but not judged without AD
+    assert posture.mx.authenticated is False
+
+
+def test_dane_bogus_is_dnssec_invalid(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    posture = scan(posture_env, posture_resolver, "danebogus.test")
+    assert posture.dane.status == "error"
+    assert types(posture.dane.hosts[0].errors) == {"dnssec-invalid"}
+
+
+def test_dane_absent_securely(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    host = check_dane_host("mx.nostarttls.test", resolver=posture_resolver)
+    assert host.status == "absent" and host.validated_by == posture_env.resolver
+
+
+def test_dane_needs_a_validating_resolver(posture_env: PostureEnv) -> None:
+    # Knot itself is authoritative, not validating: it never sets AD, so nothing is judged.
+    knot = pdns.make_resolver(posture_env.authoritative, timeout=3.0)
+    host = check_dane_host("mx.good.test", resolver=knot)
+    assert host.status == "insecure" and host.tlsa
+
+
+# --- SMTP per MX -------------------------------------------------------------------------------
+
+
+def test_mx_hosts_from_probe(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    good = scan(posture_env, posture_resolver, "good.test").mx_hosts[0]
+    assert good.probe == "done" and good.policy_match is True
+    assert good.starttls and good.tls_version and good.cipher
+    assert good.certificate is not None and good.certificate.trusted and good.certificate.name_matches
+    assert good.plaintext_mail == "accepted" and good.plaintext_mail_from is not None
+    assert good.plaintext_mail_from.code == 250
+
+
+@pytest.mark.parametrize(
+    ("domain", "check"),
+    [
+        ("nostarttls.test", lambda h: h.starttls is False and "starttls-not-supported" in types(h.errors)),
+        (
+            "requiretls.test",
+            lambda h: h.plaintext_mail == "tls-required" and h.plaintext_mail_from.code == 530,
+        ),
+        ("expired.test", lambda h: h.certificate.expired and "certificate-expired" in types(h.errors)),
+    ],
+)
+def test_mx_hosts_problems(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver, domain: str, check: object
+) -> None:
+    host = scan(posture_env, posture_resolver, domain).mx_hosts[0]
+    assert host.probe == "done"
+    assert check(host)  # type: ignore[operator]
+
+
+# --- many domains ------------------------------------------------------------------------------
+
+
+def test_scan_many_one_failure_does_not_stop_the_others(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    domains = ["good.test", "silent.test", "bogus.test", "nosts.test", "good.test", "nullmx.test"]
+    seen: list[str] = []
+    options = ScanOptions(
+        timeout=2.0, ca_file=posture_env.ca_file, smtp=False, https_port=posture_env.https_port
+    )
+    report = scan_domains(
+        domains,
+        resolver=posture_resolver,
+        options=options,
+        concurrency=3,
+        progress=lambda d: seen.append(d.domain),
+    )
+    assert [d.domain for d in report.domains] == [
+        "good.test",
+        "silent.test",
+        "bogus.test",
+        "nosts.test",
+        "nullmx.test",
+    ]
+    assert sorted(seen) == sorted(d.domain for d in report.domains)
+    statuses = {d.domain: d.mta_sts.status for d in report.domains}
+    assert statuses == {
+        "good.test": "valid",
+        "silent.test": "error",
+        "bogus.test": "error",
+        "nosts.test": "absent",
+        "nullmx.test": "absent",
+    }
+
+
+def test_resolver_is_hermetic(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
+    # Unbound refuses every name outside the test zones: nothing leaves loopback.
+    result = pdns.lookup(posture_resolver, "example.com", "A")
+    assert result.status == "error" and result.records == ()

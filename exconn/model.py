@@ -376,7 +376,8 @@ def kind_of(obj: ModelObject) -> str:
 
 def identity_of(obj: ModelObject) -> str:
     if isinstance(obj, ExchangeCertificate):
-        return obj.thumbprint
+        # Exchange's own Identity for a certificate: the same one can be installed on several servers.
+        return f"{obj.server}\\{obj.thumbprint}" if isinstance(obj.server, str) else obj.thumbprint
     return obj.identity
 
 

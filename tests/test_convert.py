@@ -563,3 +563,18 @@ def test_load_refuses_a_folder_without_exports(tmp_path: Path) -> None:
         load([tmp_path])
     with pytest.raises(InputError, match="no such file or folder"):
         load([tmp_path / "missing.xml"])
+
+
+def test_certificate_server_comes_from_identity_not_session() -> None:
+    """Inside EMS every certificate file carries the session's PSComputerName (ex01 here, even for
+    EX02's certificates); Identity `EX02\\<thumbprint>` names the server it is installed on, and the
+    same certificate on two servers is two objects."""
+    from exconn.model import identity_of
+    from exconn.sources.files import load
+
+    org = load([Path(__file__).parents[1] / "samples" / "fabrikam"])
+    ids = {identity_of(c) for c in org.certificates}
+    thumb = "60B8BDC290617F6DF09558BB2FBE75769C8581F8"
+    assert {f"EX01\\{thumb}", f"EX02\\{thumb}"} <= ids
+    assert {c.server for c in org.certificates} == {"EX01", "EX02"}
+    assert not [s for s in org.skipped if "duplicate" in s.reason]

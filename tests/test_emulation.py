@@ -51,7 +51,9 @@ def test_hosts_under_one_domain_are_looser() -> None:
     e = emulate(["mx1.mail.partner.com", "mx2.mail.partner.com"])
     assert e.tls_domain == "*.mail.partner.com"
     assert e.fidelity is Fidelity.LOOSER
-    assert all(tls_domain_covers_pattern(e.tls_domain, p) for p in ["mx1.mail.partner.com", "mx2.mail.partner.com"])
+    assert all(
+        tls_domain_covers_pattern(e.tls_domain, p) for p in ["mx1.mail.partner.com", "mx2.mail.partner.com"]
+    )
 
 
 def test_exchange_online_pattern() -> None:

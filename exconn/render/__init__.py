@@ -232,7 +232,11 @@ def render_sarif(report: Report, org: Organization, info: RunInfo) -> str:
             "level": _SARIF_LEVEL[f.severity],
             "message": {"text": f"{f.target.kind} {f.target.identity}: {f.message}"},
             "locations": [{"physicalLocation": {"artifactLocation": {"uri": f.source}}}] if f.source else [],
-            "properties": {"severity": f.severity.label, "property": f.property, "observed": plain(f.observed)},
+            "properties": {
+                "severity": f.severity.label,
+                "property": f.property,
+                "observed": plain(f.observed),
+            },
         }
         for f in report.findings
     ]
@@ -272,7 +276,8 @@ def rules_markdown(rules: Sequence[Rule]) -> str:
         out += [
             f"## {r.id}: {r.title}",
             "",
-            f"Default severity: **{r.severity.label}**" + ("; needs domain posture" if r.needs_posture else ""),
+            f"Default severity: **{r.severity.label}**"
+            + ("; needs domain posture" if r.needs_posture else ""),
             "",
             r.rationale,
             "",

@@ -526,9 +526,13 @@ def _certificate(f: _Fields) -> ExchangeCertificate | None:
     if der_error:
         f.note(f"property RawData is not a DER certificate ({der_error}); read from the other properties")
 
-    server: Maybe[str | None] = f.get("PSComputerName", _optional_text)
-    if server is UNKNOWN and "\\" in (identity := f.text("Identity") or ""):
+    # Identity (`EX02\\<thumbprint>`) names the server the certificate is installed on;
+    # PSComputerName is only the server the session ran on, the same for every file of one run.
+    server: Maybe[str | None]
+    if "\\" in (identity := f.text("Identity") or ""):
         server = identity.split("\\", 1)[0]
+    else:
+        server = f.get("PSComputerName", _optional_text)
     subject: Maybe[str] = f.get("Subject", text_of)
     issuer: Maybe[str] = f.get("Issuer", text_of)
     not_before: Maybe[dt.datetime] = f.get("NotBefore", _utc)

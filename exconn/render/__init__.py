@@ -185,7 +185,8 @@ def render_markdown(report: Report, org: Organization, info: RunInfo) -> str:
     ]
     esc = _md_escape
     out.extend(
-        f"| {f.severity.label} | {f.rule.id} | {esc(f.target.kind)} `{esc(f.target.identity)}` | {esc(f.message)} |"
+        f"| {f.severity.label} | {f.rule.id} | {esc(f.target.kind)} `{esc(f.target.identity)}` "
+        f"| {esc(f.message)} |"
         for f in report.findings
     )
     for f in report.findings:

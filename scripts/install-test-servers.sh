@@ -4,7 +4,7 @@
 # Idempotent: installs only what is missing. Needs root (or sudo) on Debian/Ubuntu.
 set -eu
 
-PACKAGES="knot knot-dnsutils unbound nginx-light"
+PACKAGES="knot unbound nginx-light"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -13,12 +13,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from exconn import __version__
 from exconn.errors import ExconnError, InputError, UsageError
 from exconn.model import Organization
+from exconn.posture.cli import add_posture_parser, run_posture
+from exconn.posture.facts import DomainPosture
 from exconn.render import Format, RunInfo, render, rules_markdown
 from exconn.rules.base import Context, Severity, all_rules, evaluate
+from exconn.sources.psrp_cli import add_collect_parser, add_connection_options
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -37,7 +41,7 @@ def _severity(text: str) -> Severity:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _add_audit_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
+def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "audit",
         help="audit connectors from Export-Clixml files (or a live server) and propose fixes",
@@ -57,15 +61,31 @@ def _add_audit_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--fix-out", metavar="DIR", help="write remediation.ps1 and rollback.ps1 here")
     p.add_argument("--posture", metavar="FILE", help="replay a posture saved by `exconn posture --save`")
     _add_live_options(p)
+    _add_network_options(p)
     p.set_defaults(func=run_audit)
 
 
+# Options that make the audit observe the network; none of them may go with --offline or --posture.
+_NETWORK_OPTIONS = ("domains", "partners", "resolver", "ca_file", "timeout", "smtp_port", "https_port")
+
+
+def _add_network_options(p: argparse.ArgumentParser) -> None:
+    """The cross-check's options; --resolver, --ca-file and --timeout mean what they mean for `posture`."""
+    g = p.add_argument_group(
+        "cross-check with the domains' posture (without --offline and --posture)",
+    )
+    g.add_argument("--domains", metavar="FILE", help="observe only these accepted domains (one a line)")
+    g.add_argument("--partners", metavar="FILE", help="more partner domains to observe (one a line)")
+    g.add_argument("--resolver", metavar="ADDR[:PORT]", help="send every DNS query to this server only")
+    g.add_argument("--ca-file", metavar="PEM", help="trust store for HTTPS and SMTP (default: system)")
+    g.add_argument("--timeout", type=float, metavar="S", help="per lookup/fetch/probe (default 10)")
+    g.add_argument("--tlsrpt-rua", metavar="URI", help="rua of the _smtp._tls record --fix-out writes")
+    g.add_argument("--smtp-port", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--https-port", type=int, help=argparse.SUPPRESS)
+
+
 def _add_live_options(p: argparse.ArgumentParser) -> None:
-    try:
-        from exconn.sources.psrp_cli import add_connection_options
-    except ImportError:
-        return
-    add_connection_options(p, required=False)
+    add_connection_options(p, required=False, prefixed=True)
 
 
 def _load_org(args: argparse.Namespace) -> Organization:
@@ -85,19 +105,50 @@ def _load_org(args: argparse.Namespace) -> Organization:
     return load(args.paths)
 
 
-def _load_posture(args: argparse.Namespace) -> dict[str, object]:
-    if not args.posture:
-        return {}
-    from exconn.posture.facts import load_posture
+def _load_posture(args: argparse.Namespace, org: Organization) -> dict[str, DomainPosture] | None:
+    """The posture to cross-check with: replayed (--posture), observed, or None with --offline."""
+    given = [f"--{name.replace('_', '-')}" for name in _NETWORK_OPTIONS if getattr(args, name) is not None]
+    if args.offline and given:
+        raise UsageError(f"--offline promises no network use; it cannot be combined with {', '.join(given)}")
+    if args.posture:
+        if given:
+            raise UsageError(f"--posture replays a saved observation; {', '.join(given)} would observe anew")
+        return _read_posture(args.posture)
+    if args.offline:
+        return None
+    from exconn.posture.targets import observe
 
-    return {p.domain: p for p in load_posture(Path(args.posture))}
+    return observe(org, args)
+
+
+def _read_posture(path: str) -> dict[str, DomainPosture]:
+    from exconn.posture.facts import FactsFormatError, PostureReport
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(path, f"cannot read: {exc.strerror}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(path, f"not a posture file (not JSON: {exc})") from None
+    try:
+        report = PostureReport.from_json(data)
+    except FactsFormatError as exc:
+        raise InputError(path, str(exc)) from None
+    return {p.domain: p for p in report.domains}
 
 
 def run_audit(args: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.UTC)
+    if args.tlsrpt_rua is not None:
+        from exconn.remediate.dns import DnsFixError, check_rua
+
+        try:
+            check_rua(args.tlsrpt_rua)
+        except DnsFixError as exc:
+            raise UsageError(str(exc)) from None
     org = _load_org(args)
-    posture = _load_posture(args)
-    ctx = Context(org=org, now=now, posture=posture, offline=not posture)
+    posture = _load_posture(args, org)
+    ctx = Context(org=org, now=now, posture=posture or {}, offline=posture is None)
     report = evaluate(ctx)
     info = RunInfo(generated_at=now, sources=org.sources, fail_on=args.fail_on, offline=args.offline)
     _emit(render(report, org, info, args.format), args.output)
@@ -105,6 +156,15 @@ def run_audit(args: argparse.Namespace) -> int:
         from exconn.remediate.script import write_fix
 
         written = write_fix(report, org.sources, Path(args.fix_out), generated_at=now)
+        if posture:
+            from exconn.remediate.dns import write_dns
+
+            dns_fix = write_dns(
+                org, posture, Path(args.fix_out), generated_at=now, tlsrpt_rua=args.tlsrpt_rua
+            )
+            written += dns_fix.written
+            for note in dns_fix.notes:
+                print(f"exconn: dns: {note}", file=sys.stderr)
         print(f"exconn: wrote {', '.join(str(w) for w in written)}", file=sys.stderr)
     worst = report.worst()
     return EXIT_FINDINGS if worst is not None and worst >= args.fail_on else EXIT_OK
@@ -156,23 +216,18 @@ def build_parser() -> _Parser:
     )
     parser.add_argument("--version", action="version", version=f"exconn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    # Sub-commands are _Parser too (one-line usage errors); typed as the base class the option
+    # helpers of the posture and PSRP modules take.
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser),
+    )
     _add_audit_parser(sub)
     r = sub.add_parser("rules", help="list the rules (markdown: the generated rule reference)")
     r.add_argument("--format", choices=["table", "markdown", "json"], default="table")
     r.set_defaults(func=run_rules)
-    try:
-        from exconn.posture.cli import add_posture_parser
-    except ImportError:
-        pass
-    else:
-        add_posture_parser(sub)
-    try:
-        from exconn.sources.psrp_cli import add_collect_parser
-    except ImportError:
-        pass
-    else:
-        add_collect_parser(sub)
+    add_posture_parser(sub).set_defaults(func=run_posture)
+    add_collect_parser(sub)
     return parser
 
 

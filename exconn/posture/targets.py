@@ -22,12 +22,10 @@ from exconn.model import UNKNOWN, Organization
 from exconn.posture import dns as pdns
 from exconn.posture.facts import DomainPosture
 from exconn.posture.scan import ScanOptions, scan_domains
-from exconn.rules.world import accepted_names, our_observable_domains
+from exconn.rules.world import accepted_names, is_exo_routing, our_observable_domains
 
 DEFAULT_TIMEOUT = 10.0
 _LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-# Exchange Online's routing domains: the hybrid connector's target, Microsoft's posture, not a partner's.
-_EXO_ROUTING_SUFFIX = ".mail.onmicrosoft.com"
 
 
 def is_domain_name(text: str) -> bool:
@@ -86,11 +84,8 @@ def our_domains(org: Organization, domains_file: str | None) -> list[str]:
 def partner_domains(org: Organization, partners_file: str | None, *, ours: list[str]) -> list[str]:
     found: list[str] = []
     for c in org.send_connectors:
-        if c.address_spaces is UNKNOWN or c.cloud_services_mail_enabled is True:
-            continue
-        found += [
-            s.domain for s in c.address_spaces if s.domain and not s.domain.endswith(_EXO_ROUTING_SUFFIX)
-        ]
+        if c.address_spaces is not UNKNOWN:
+            found += [s.domain for s in c.address_spaces if s.domain and not is_exo_routing(c, s.domain)]
     for o in org.outbound_connectors:
         if o.recipient_domains is not UNKNOWN:
             found += [d.strip().lower().removeprefix("*.").rstrip(".") for d in o.recipient_domains]

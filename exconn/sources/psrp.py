@@ -153,7 +153,7 @@ def check_options(options: ConnectionOptions, host: str = "") -> None:
     if options.auth == "credssp" and importlib.util.find_spec("requests_credssp") is None:
         raise ConnectionFailed(where, CREDSSP_HINT)
     if options.ca_file is not None and not Path(options.ca_file).is_file():
-        raise ConnectionFailed(where, f"--ca-file {options.ca_file} is not a readable file")
+        raise ConnectionFailed(where, f"CA file {options.ca_file} is not a readable file")
     if options.timeout <= 1:
         raise ConnectionFailed(where, "--timeout must be more than 1 second")
 

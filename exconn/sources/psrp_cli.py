@@ -30,8 +30,18 @@ from exconn.sources.psrp import (
 NEEDS_PASSWORD = ("basic", "ntlm", "credssp")
 
 
-def add_connection_options(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """The options that say how to reach Exchange's `/PowerShell` endpoint."""
+def add_connection_options(
+    parser: argparse.ArgumentParser, *, required: bool = True, prefixed: bool = False
+) -> None:
+    """The options that say how to reach Exchange's `/PowerShell` endpoint.
+
+    `prefixed` (for `audit`): the trust store and timeout become --server-ca-file/--server-timeout,
+    because `audit`'s own --ca-file/--timeout are those of the domain observation, and an internal
+    CA trusted for WinRM must not become the only CA trusted for public MX hosts.
+    """
+    ca_flag, timeout_flag = (
+        ("--server-ca-file", "--server-timeout") if prefixed else ("--ca-file", "--timeout")
+    )
     group = parser.add_argument_group("live connection (Exchange remote PowerShell)")
     group.add_argument(
         "--server",
@@ -63,7 +73,10 @@ def add_connection_options(parser: argparse.ArgumentParser, *, required: bool = 
         "--path", default="PowerShell", metavar="PATH", help="endpoint path (default PowerShell)"
     )
     group.add_argument(
-        "--ca-file", metavar="PEM", help="trust this CA (PEM) for the server's HTTPS certificate"
+        ca_flag,
+        dest="server_ca_file",
+        metavar="PEM",
+        help="trust this CA (PEM) for the server's HTTPS certificate",
     )
     group.add_argument(
         "--no-cert-validation",
@@ -71,7 +84,12 @@ def add_connection_options(parser: argparse.ArgumentParser, *, required: bool = 
         help="do not validate the HTTPS certificate (labs only: anyone in the path can read the session)",
     )
     group.add_argument(
-        "--timeout", type=float, default=30.0, metavar="S", help="seconds per request (default 30)"
+        timeout_flag,
+        dest="server_timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds per request (default 30)",
     )
     group.add_argument("--cert-pem", metavar="PEM", help="client certificate for --auth certificate")
     group.add_argument("--cert-key", metavar="PEM", help="client certificate key for --auth certificate")
@@ -94,9 +112,9 @@ def add_collect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 def connection_options(args: argparse.Namespace) -> ConnectionOptions:
     """Options from the command line; the password from the environment or a prompt."""
-    if args.ca_file and args.no_cert_validation:
+    if args.server_ca_file and args.no_cert_validation:
         raise UsageError("--ca-file and --no-cert-validation contradict each other")
-    if (args.ca_file or args.no_cert_validation) and not args.ssl:
+    if (args.server_ca_file or args.no_cert_validation) and not args.ssl:
         raise UsageError("--ca-file and --no-cert-validation only apply with --ssl")
     password: str | None = None
     if args.password_env:
@@ -117,9 +135,9 @@ def connection_options(args: argparse.Namespace) -> ConnectionOptions:
         ssl=bool(args.ssl),
         port=args.port,
         path=args.path,
-        ca_file=args.ca_file,
+        ca_file=args.server_ca_file,
         cert_validation=not args.no_cert_validation,
-        timeout=args.timeout,
+        timeout=args.server_timeout,
         cert_pem=args.cert_pem,
         cert_key_pem=args.cert_key,
     )

@@ -165,3 +165,9 @@ def test_rules_reference_lists_every_rule(capsys: pytest.CaptureFixture[str]) ->
     assert main(["rules", "--format", "json"]) == 0
     rules = json.loads(capsys.readouterr().out)
     assert len({r["id"] for r in rules}) == len(rules) > 15
+
+
+def test_rule_reference_is_generated_from_declarations(capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/RULES.md cannot drift: regenerate with `exconn rules --format markdown > docs/RULES.md`."""
+    assert main(["rules", "--format", "markdown"]) == 0
+    assert capsys.readouterr().out == (ROOT / "docs" / "RULES.md").read_text(encoding="utf-8")

@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from cryptography import x509
@@ -41,6 +41,7 @@ from exconn.model import (
     IPRange,
     Maybe,
     ModelObject,
+    Organization,
     OutboundConnector,
     PermissionGroups,
     ReceiveConnector,
@@ -51,6 +52,8 @@ from exconn.model import (
     TlsAuthLevel,
     TransportConfig,
     TransportRole,
+    identity_of,
+    kind_of,
     parse_flags,
 )
 
@@ -661,3 +664,40 @@ def convert(value: PSValue, *, path: str, index: int, form: str | None = None) -
 def convert_all(values: Iterable[PSValue], *, path: str) -> list[ModelObject | Skipped]:
     """Convert every top-level value of one source, numbering them from 0."""
     return [result for index, value in enumerate(values) for result in convert(value, path=path, index=index)]
+
+
+def assemble(results: Iterable[ModelObject | Skipped], *, sources: Sequence[str]) -> Organization:
+    """One Organization from converted results, whichever source they came from.
+
+    The same object (kind and identity, compared case-insensitively as Exchange does; a
+    certificate's identity includes its server) read twice, e.g. from two overlapping exports, is
+    kept once and the later copy listed as skipped.
+    """
+    kept: dict[tuple[str, str], ModelObject] = {}
+    skipped: list[Skipped] = []
+    for result in results:
+        if isinstance(result, Skipped):
+            skipped.append(result)
+            continue
+        kind = kind_of(result)
+        first = kept.setdefault((kind, identity_of(result).casefold()), result)
+        if first is not result:
+            where = f"{first.source.path} (object #{first.source.index})"
+            skipped.append(
+                Skipped(
+                    result.source, kind, identity_of(result), f"duplicate of the {kind} read from {where}"
+                )
+            )
+    objects = list(kept.values())
+    return Organization(
+        send_connectors=tuple(o for o in objects if isinstance(o, SendConnector)),
+        receive_connectors=tuple(o for o in objects if isinstance(o, ReceiveConnector)),
+        accepted_domains=tuple(o for o in objects if isinstance(o, AcceptedDomain)),
+        transport_configs=tuple(o for o in objects if isinstance(o, TransportConfig)),
+        certificates=tuple(o for o in objects if isinstance(o, ExchangeCertificate)),
+        inbound_connectors=tuple(o for o in objects if isinstance(o, InboundConnector)),
+        outbound_connectors=tuple(o for o in objects if isinstance(o, OutboundConnector)),
+        servers=tuple(o for o in objects if isinstance(o, ExchangeServer)),
+        skipped=tuple(skipped),
+        sources=tuple(sources),
+    )

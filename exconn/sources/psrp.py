@@ -47,21 +47,9 @@ from exconn.clixml.objects import Form, PSObject, PSValue, SecureString
 from exconn.clixml.reader import strip_type_names, unescape
 from exconn.errors import InputError
 from exconn.model import (
-    AcceptedDomain,
-    ExchangeCertificate,
-    ExchangeServer,
-    InboundConnector,
-    ModelObject,
     Organization,
-    OutboundConnector,
-    ReceiveConnector,
-    SendConnector,
-    Skipped,
-    TransportConfig,
-    identity_of,
-    kind_of,
 )
-from exconn.sources.convert import convert
+from exconn.sources.convert import assemble, convert
 
 log = logging.getLogger(__name__)
 
@@ -676,42 +664,13 @@ def to_organization(collection: Collection) -> Organization:
     Each object's source is `psrp://HOST/CMDLET` with form `psrp`. An object read twice (kind and
     identity, certificates per server) is kept once and the copy listed as skipped, as `load` does.
     """
-    kept: dict[tuple[str, ...], ModelObject] = {}
-    skipped: list[Skipped] = []
-    for run, objects in psobjects(collection):
-        path = f"psrp://{run.host}/{run.cmdlet}"
-        for index, obj in enumerate(objects):
-            for result in convert(obj, path=path, index=index, form="psrp"):
-                if isinstance(result, Skipped):
-                    skipped.append(result)
-                    continue
-                key: tuple[str, ...] = (kind_of(result), identity_of(result).casefold())
-                if isinstance(result, ExchangeCertificate):
-                    key = (*key, str(result.server).casefold())
-                first = kept.setdefault(key, result)
-                if first is not result:
-                    kind = kind_of(result)
-                    skipped.append(
-                        Skipped(
-                            result.source,
-                            kind,
-                            identity_of(result),
-                            f"duplicate of the {kind} read from {first.source.path}",
-                        )
-                    )
-    objects_ = list(kept.values())
-    return Organization(
-        send_connectors=tuple(o for o in objects_ if isinstance(o, SendConnector)),
-        receive_connectors=tuple(o for o in objects_ if isinstance(o, ReceiveConnector)),
-        accepted_domains=tuple(o for o in objects_ if isinstance(o, AcceptedDomain)),
-        transport_configs=tuple(o for o in objects_ if isinstance(o, TransportConfig)),
-        certificates=tuple(o for o in objects_ if isinstance(o, ExchangeCertificate)),
-        inbound_connectors=tuple(o for o in objects_ if isinstance(o, InboundConnector)),
-        outbound_connectors=tuple(o for o in objects_ if isinstance(o, OutboundConnector)),
-        servers=tuple(o for o in objects_ if isinstance(o, ExchangeServer)),
-        skipped=tuple(skipped),
-        sources=tuple(collection.endpoints),
+    results = (
+        result
+        for run, objects in psobjects(collection)
+        for index, obj in enumerate(objects)
+        for result in convert(obj, path=f"psrp://{run.host}/{run.cmdlet}", index=index, form="psrp")
     )
+    return assemble(results, sources=collection.endpoints)
 
 
 # --- the snapshot folder -------------------------------------------------------------------------

@@ -138,8 +138,11 @@ def test_r001_lower_for_scoped_relay_and_disabled_and_from_none() -> None:
     relay = frontend(identity="EX01\\Relay", auth_mechanism=A.NONE, remote_ip_ranges=(PRINTERS,))
     off = frontend(identity="EX01\\Off", auth_mechanism=A.NONE, enabled=False)
     report = run(receive.no_starttls, relay, off)
-    assert dict(fired(report)) == {"EX01\\Relay": Severity.HIGH, "EX01\\Off": Severity.MEDIUM}
-    assert "-AuthMechanism @('Tls')" in report.findings[0].fix[0].render()
+    # A relay limited to a LAN range is two steps below the internet connector.
+    assert dict(fired(report)) == {"EX01\\Relay": Severity.MEDIUM, "EX01\\Off": Severity.MEDIUM}
+    relay_finding = next(f for f in report.findings if f.target.identity == "EX01\\Relay")
+    assert "-AuthMechanism @('Tls')" in relay_finding.fix[0].render()
+    assert "old printers" in relay_finding.message
 
 
 def test_r001_quiet_and_cannot_judge() -> None:
@@ -218,14 +221,16 @@ def test_r004_partner_not_in_receive_list() -> None:
         report.findings[0].fix[0].render()
         == "Set-TransportConfig -TLSReceiveDomainSecureList @('woodgrovebank.com')"
     )
+    # TlsDomainCapabilities names certificates granted capabilities (the hybrid
+    # AcceptCloudServicesMail of the real CSS-Exchange export), not domain-security partners.
     caps = frontend(
         tls_domain_capabilities=(
-            "fabrikam.com:AcceptOorgProtocol",
+            "fabrikam.com:AcceptCloudServicesMail",
             "mail.protection.outlook.com:AcceptCloudServicesMail",
         )
     )
-    report = run(receive.domain_secure_receive_list, caps, transport_configs=(cfg,))
-    assert "fabrikam.com" in report.findings[0].message and "outlook" not in report.findings[0].message
+    empty = TransportConfig("Transport Settings", SRC, (), ())
+    assert run(receive.domain_secure_receive_list, caps, transport_configs=(empty,)).findings == ()
 
 
 def test_r004_partner_from_send_domain_secure_list() -> None:
@@ -328,3 +333,18 @@ def test_r006_uses_ctx_now_and_cannot_judge() -> None:
     assert cannot(run(receive.receive_certificate_expired, c, certificates=(cert(not_after=UNKNOWN),))) == [
         FRONTEND_ID
     ]
+
+
+# EXC-R007 ---------------------------------------------------------------------------------------
+
+
+def test_r007_externally_secured_open_to_everyone() -> None:
+    ext = A.TLS | A.EXTERNAL_AUTHORITATIVE
+    open_ = frontend(identity="EX01\\Appliance", auth_mechanism=ext)
+    report = run(receive.externally_secured_open, open_)
+    assert fired(report) == [("EX01\\Appliance", Severity.CRITICAL)]
+    assert report.findings[0].fix == ()
+    # Limited to the appliance's addresses: the documented use, quiet.
+    limited = frontend(identity="EX01\\Appliance", auth_mechanism=ext, remote_ip_ranges=(PRINTERS,))
+    assert run(receive.externally_secured_open, limited, frontend(), client()).findings == ()
+    assert cannot(run(receive.externally_secured_open, frontend(auth_mechanism=UNKNOWN))) == [FRONTEND_ID]

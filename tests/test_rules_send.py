@@ -12,6 +12,7 @@ from exconn.model import (
     CertificateName,
     CertificateNameStatus,
     ExchangeCertificate,
+    InboundConnector,
     Organization,
     SendConnector,
     SmartHostAuthMechanism,
@@ -299,6 +300,11 @@ def test_s004_with_ignore_starttls_is_critical_and_fix_turns_it_off() -> None:
     report = run(send.smart_host_basic_auth, c)
     assert fired(report) == [("Partner", Severity.CRITICAL)]
     assert "-IgnoreSTARTTLS:$false" in report.findings[0].fix[0].render()
+    # Scoped to a lab name, or disabled: the same exposure, on a smaller stage.
+    lab = replace(c, address_spaces=(space("scanners.fabrikam.local"),))
+    assert fired(run(send.smart_host_basic_auth, lab)) == [("Partner", Severity.MEDIUM)]
+    off = replace(c, enabled=False)
+    assert fired(run(send.smart_host_basic_auth, off)) == [("Partner", Severity.MEDIUM)]
 
 
 def test_s004_quiet_and_cannot_judge() -> None:
@@ -395,6 +401,8 @@ def test_s007_quiet_and_cannot_judge() -> None:
 def test_s008_cloud_services_mail() -> None:
     report = run(send.exo_connector_cloud_services, to_exo(cloud_services_mail_enabled=False))
     assert fired(report) == [("Outbound to Office 365", Severity.MEDIUM)]
+    # Microsoft says not to set it by hand: the fix is the Hybrid Configuration Wizard.
+    assert report.findings[0].fix == () and "Hybrid Configuration Wizard" in report.findings[0].message
     assert run(send.exo_connector_cloud_services, to_exo(), smart()).findings == ()
     assert cannot(run(send.exo_connector_cloud_services, to_exo(smart_hosts=UNKNOWN))) == [
         "Outbound to Office 365"
@@ -403,7 +411,20 @@ def test_s008_cloud_services_mail() -> None:
 
 def test_s009_certificate_name() -> None:
     report = run(send.exo_connector_certificate, to_exo(tls_certificate_name=None))
-    assert fired(report) == [("Outbound to Office 365", Severity.MEDIUM)] and report.findings[0].fix == ()
+    assert fired(report) == [("Outbound to Office 365", Severity.LOW)] and report.findings[0].fix == ()
+    # Exchange Online recognising us by IP address needs no certificate name.
+    by_ip = InboundConnector(
+        "Inbound from on-premises",
+        "Inbound from on-premises",
+        SRC,
+        enabled=True,
+        connector_type="OnPremises",
+        sender_ip_addresses=("203.0.113.25",),
+    )
+    quiet = run(
+        send.exo_connector_certificate, to_exo(tls_certificate_name=None), inbound_connectors=(by_ip,)
+    )
+    assert quiet.findings == ()
     assert run(send.exo_connector_certificate, to_exo(), conn()).findings == ()
     assert cannot(run(send.exo_connector_certificate, to_exo(tls_certificate_name=UNKNOWN))) == [
         "Outbound to Office 365"

@@ -22,7 +22,6 @@ from exconn.rules.helpers import (
     find_by_name,
     flags_value,
     is_anonymous_smtp,
-    is_exo_host,
     receive_reach,
     same_server,
     set_fix,
@@ -68,8 +67,15 @@ def no_starttls(ctx: Context) -> Result:
             Target.of(c),
             "AuthMechanism",
             flags_value(c.auth_mechanism),
-            f"Anonymous SMTP on port 25 without Tls: STARTTLS is never offered ({reach.describe()}).",
-            severity=reach.severity(Severity.CRITICAL),
+            f"Anonymous SMTP on port 25 without Tls: STARTTLS is never offered ({reach.describe()})."
+            + (
+                " Test with the devices first: old printers and scanners that see STARTTLS may try"
+                " it, fail and not fall back to plaintext."
+                if reach.scope is not Scope.INTERNET
+                else ""
+            ),
+            # A connector limited to some remote addresses is usually a device relay on the LAN.
+            severity=reach.severity(Severity.CRITICAL, scoped_steps=2),
             fix=_fixes(
                 set_fix(
                     "Set-ReceiveConnector",
@@ -157,14 +163,6 @@ def mx_requires_tls(ctx: Context) -> Result:
         )
 
 
-def _capability_domains(c: ReceiveConnector) -> set[str]:
-    if c.tls_domain_capabilities is UNKNOWN:
-        return set()
-    domains = {entry.split(":", 1)[0].strip().lower().rstrip(".") for entry in c.tls_domain_capabilities}
-    # Exchange Online's names carry cloud capabilities, not domain security.
-    return {d for d in domains if d and not is_exo_host("x." + d)}
-
-
 @rule(
     id="EXC-R004",
     title="Domain-secured receive connector whose partner domain is not in TLSReceiveDomainSecureList",
@@ -178,7 +176,8 @@ def _capability_domains(c: ReceiveConnector) -> set[str]:
 def domain_secure_receive_list(ctx: Context) -> Result:
     config = transport_config(ctx.org)
     # Partners are the domains of domain-secured send connectors (domain security is set up both
-    # ways) and the domains the connector names in TlsDomainCapabilities.
+    # ways). Not TlsDomainCapabilities: those are certificate names granted capabilities (e.g. the
+    # hybrid AcceptCloudServicesMail), not domain-security partners.
     partners: set[str] = set()
     for s in ctx.org.send_connectors:
         if s.domain_secure_enabled is True and s.address_spaces is not UNKNOWN:
@@ -192,7 +191,7 @@ def domain_secure_receive_list(ctx: Context) -> Result:
             continue
         if not c.domain_secure_enabled or not any(b.port == 25 for b in c.bindings):
             continue
-        domains = partners | _capability_domains(c)
+        domains = partners
         if not domains:
             continue
         if config is None or config.tls_receive_domain_secure_list is UNKNOWN:
@@ -291,8 +290,10 @@ def receive_certificate_missing(ctx: Context) -> Result:
     id="EXC-R006",
     title="Receive connector certificate expired",
     severity=Severity.HIGH,
-    rationale="""Exchange does not offer STARTTLS with an expired certificate, so the connector
-        falls back to plaintext for every sender (and to failures for senders that require TLS).""",
+    rationale="""Exchange keeps presenting the expired certificate (event 12016,
+        STARTTLSCertificateExpired): opportunistic senders still encrypt, but every sender that
+        validates (MTA-STS enforce, DANE, Exchange Online and other TLS-enforcing connectors) refuses
+        to deliver, and the connector is one renewal away from losing STARTTLS altogether.""",
     references=[SET_RECEIVE, GET_CERT],
     remediation="none: renew the certificate, enable it for SMTP and update TlsCertificateName.",
 )
@@ -317,7 +318,43 @@ def receive_certificate_expired(ctx: Context) -> Result:
             "TlsCertificateName",
             cert.thumbprint,
             f"The certificate (thumbprint {cert.thumbprint}) expired on "
-            f"{cert.not_after.date() if cert.not_after is not UNKNOWN else '?'}: STARTTLS is not "
-            f"offered ({reach.describe()}).",
+            f"{cert.not_after.date() if cert.not_after is not UNKNOWN else '?'}: senders that validate "
+            f"certificates (MTA-STS, DANE, TLS-enforcing connectors) refuse it ({reach.describe()}).",
             severity=reach.severity(Severity.HIGH),
+        )
+
+
+@rule(
+    id="EXC-R007",
+    title="Externally secured connector open to every remote address",
+    severity=Severity.CRITICAL,
+    rationale="""AuthMechanism ExternalAuthoritative with the ExchangeServers permission group treats
+        every session as an authenticated Exchange server, secured by something outside Exchange
+        (IPsec, a dedicated link). Open to every remote address on a public port, anyone on the
+        internet can relay through the organisation and send as internal senders.""",
+    references=[
+        SET_RECEIVE,
+        "https://learn.microsoft.com/exchange/mail-flow/connectors/receive-connectors",
+    ],
+    remediation="""none: restrict RemoteIPRanges to the partner or appliance addresses the external
+        security really covers (Set-ReceiveConnector -RemoteIPRanges), or remove
+        ExternalAuthoritative; only the admin knows which addresses are meant.""",
+)
+def externally_secured_open(ctx: Context) -> Result:
+    for c in ctx.org.receive_connectors:
+        if c.auth_mechanism is UNKNOWN:
+            yield _missing(c, "AuthMechanism")
+            continue
+        if not c.auth_mechanism & AuthMechanism.EXTERNAL_AUTHORITATIVE:
+            continue
+        reach = receive_reach(c)
+        if reach.scope is not Scope.INTERNET:
+            continue
+        yield Hit(
+            Target.of(c),
+            "RemoteIPRanges",
+            c.remote_ip_ranges,
+            "ExternalAuthoritative on a public port for every remote address: any host is trusted as an "
+            f"Exchange server, so anyone can relay and spoof internal senders ({reach.describe()}).",
+            severity=reach.severity(Severity.CRITICAL),
         )

@@ -242,9 +242,9 @@ def smart_host_basic_auth(ctx: Context) -> Result:
             "SmartHostAuthMechanism",
             "BasicAuth",
             f"Smart host credentials are sent in plaintext {how} ({reach.describe()}).",
-            severity=Severity.CRITICAL
-            if plaintext and reach.enabled
-            else reach.severity(Severity.HIGH, scoped_steps=0),
+            # The smart-host session is the same whatever the address space; only a lab scope or a
+            # disabled connector makes the exposure smaller.
+            severity=reach.severity(Severity.CRITICAL if plaintext else Severity.HIGH, scoped_steps=0),
             fix=_fixes(fix),
         )
 
@@ -413,7 +413,9 @@ def exo_connector_tls(ctx: Context) -> Result:
         Exchange Online treats the organisation's own mail as anonymous internet mail (spam
         filtering, no attribution to the on-premises organisation).""",
     references=[SET_SEND, NEW_SEND],
-    remediation="Set-SendConnector -CloudServicesMailEnabled $true (as the HCW does).",
+    remediation="""none: re-run the Hybrid Configuration Wizard. Microsoft's Set-SendConnector
+        documentation says not to set CloudServicesMailEnabled by hand unless directed to; it also
+        needs the matching OnPremises inbound connector in Exchange Online.""",
 )
 def exo_connector_cloud_services(ctx: Context) -> Result:
     for c in ctx.org.send_connectors:
@@ -427,20 +429,21 @@ def exo_connector_cloud_services(ctx: Context) -> Result:
             Target.of(c),
             "CloudServicesMailEnabled",
             False,
-            "Smart host is Exchange Online but CloudServicesMailEnabled is $false.",
+            "Smart host is Exchange Online but CloudServicesMailEnabled is $false: re-run the Hybrid "
+            "Configuration Wizard rather than setting it by hand.",
             severity=reach.severity(Severity.MEDIUM, scoped_steps=0),
-            fix=_fixes(set_fix("Set-SendConnector", c.identity, [("CloudServicesMailEnabled", True, False)])),
         )
 
 
 @rule(
     id="EXC-S009",
     title="Connector to Exchange Online without TlsCertificateName",
-    severity=Severity.MEDIUM,
-    rationale="""Exchange Online recognises the on-premises organisation by the certificate it
-        presents (the inbound connector's TlsSenderCertificateName). Without TlsCertificateName the
-        connector presents whatever matches its FQDN, and mail may not be attributed to the
-        organisation.""",
+    severity=Severity.LOW,
+    rationale="""Exchange Online recognises the on-premises organisation either by the certificate
+        it presents (the inbound connector's TlsSenderCertificateName) or by its IP addresses.
+        Without TlsCertificateName the connector presents whatever matches its FQDN, so certificate
+        attribution is left to chance; with an IP-restricted OnPremises inbound connector (when
+        exported) this is fine.""",
     references=[SET_SEND, "https://learn.microsoft.com/powershell/module/exchange/set-inboundconnector"],
     remediation="none: set TlsCertificateName to <I>issuer<S>subject of the certificate that "
     "Exchange Online's inbound connector expects.",
@@ -451,7 +454,7 @@ def exo_connector_certificate(ctx: Context) -> Result:
         if bound is None or c.tls_certificate_name is UNKNOWN:
             yield _missing(c, "SmartHosts/CloudServicesMailEnabled/TlsCertificateName")
             continue
-        if not bound or c.tls_certificate_name is not None:
+        if not bound or c.tls_certificate_name is not None or _exo_trusts_our_ips(ctx):
             continue
         reach = send_reach(c)
         yield Hit(
@@ -459,8 +462,20 @@ def exo_connector_certificate(ctx: Context) -> Result:
             "TlsCertificateName",
             None,
             "Connector to Exchange Online presents no named certificate (TlsCertificateName is $null).",
-            severity=reach.severity(Severity.MEDIUM, scoped_steps=0),
+            severity=reach.severity(Severity.LOW, scoped_steps=0),
         )
+
+
+def _exo_trusts_our_ips(ctx: Context) -> bool:
+    """An exported OnPremises inbound connector that recognises us by SenderIPAddresses."""
+    return any(
+        i.connector_type is not UNKNOWN
+        and i.connector_type == "OnPremises"
+        and i.enabled is not False
+        and i.sender_ip_addresses is not UNKNOWN
+        and bool(i.sender_ip_addresses)
+        for i in ctx.org.inbound_connectors
+    )
 
 
 @rule(

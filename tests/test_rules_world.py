@@ -37,6 +37,7 @@ from exconn.model import (
     SmartHostAuthMechanism,
     Source,
     TlsAuthLevel,
+    TransportConfig,
     TransportRole,
 )
 from exconn.posture.errors import ProbeError
@@ -242,6 +243,10 @@ def run(r: Rule, o: Organization, *postures: DomainPosture) -> Report:
     return evaluate(Context(o, NOW, {p.domain: p for p in postures}, offline=False), [r])
 
 
+def ctx_of(o: Organization, *postures: DomainPosture) -> Context:
+    return Context(o, NOW, {p.domain: p for p in postures}, offline=False)
+
+
 def hits(report: Report) -> list[tuple[str, str, Severity]]:
     return [(f.target.kind, f.target.identity, f.severity) for f in report.findings]
 
@@ -255,7 +260,7 @@ def skipped(report: Report) -> list[str]:
 
 
 def new_state(cmd: NewCommand) -> dict[str, Any]:
-    state = {
+    state: dict[str, Any] = {
         "ignorestarttls": False,
         "requiretls": False,
         "tlsauthlevel": None,
@@ -314,7 +319,8 @@ def test_w001_fires_when_an_mx_is_not_in_the_policy() -> None:
     assert hits(report) == [("Domain", "fabrikam.com", Severity.HIGH)]
     message = report.findings[0].message
     assert "mx2.fabrikam.com" in message and "old.fabrikam.com" in message
-    testing = replace(p, mta_sts=replace(p.mta_sts, policy=replace(p.mta_sts.policy, mode="testing")))  # type: ignore[arg-type]
+    assert p.mta_sts.policy is not None
+    testing = replace(p, mta_sts=replace(p.mta_sts, policy=replace(p.mta_sts.policy, mode="testing")))
     assert hits(run(world.policy_covers_mx, org(), testing)) == [("Domain", "fabrikam.com", Severity.MEDIUM)]
 
 
@@ -392,7 +398,8 @@ def test_w003_testing_with_every_mx_passing_proposes_enforce() -> None:
     p = posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing")
     report = run(world.testing_ready_for_enforce, org(), p)
     assert hits(report) == [("Domain", "fabrikam.com", Severity.LOW)]
-    assert world.proposed_policy(p).mode == "enforce" and world.proposed_policy(p).max_age == 604800
+    proposed = world.proposed_policy(ctx_of(org(), p), p)
+    assert proposed.mode == "enforce" and proposed.max_age == 604800
 
 
 def test_w003_quiet_when_an_mx_fails_and_cannot_judge_unprobed() -> None:
@@ -403,7 +410,7 @@ def test_w003_quiet_when_an_mx_fails_and_cannot_judge_unprobed() -> None:
         hosts=(host("mail.fabrikam.com", trusted=False),),
     )
     assert hits(run(world.testing_ready_for_enforce, org(), failing)) == []
-    assert world.proposed_policy(failing).mode == "testing"
+    assert world.proposed_policy(ctx_of(org(), failing), failing).mode == "testing"
     unprobed = posture(
         "fabrikam.com",
         ("mail.fabrikam.com",),
@@ -413,13 +420,82 @@ def test_w003_quiet_when_an_mx_fails_and_cannot_judge_unprobed() -> None:
     assert skipped(run(world.testing_ready_for_enforce, org(), unprobed)) == ["fabrikam.com"]
 
 
+def _two_frontends() -> Organization:
+    """EX01 answers as mail.fabrikam.com with a current certificate, EX02 with an expired one: the
+    probe reaches one of them."""
+    old_name = CertificateName(
+        f"<I>{OLD_CERT.issuer}<S>CN=mail.fabrikam.com",
+        str(OLD_CERT.issuer),
+        "CN=mail.fabrikam.com",
+        "mail.fabrikam.com",
+        CertificateNameStatus.OK,
+    )
+    ex02 = frontend(
+        identity="EX02\\Default Frontend EX02",
+        name="Default Frontend EX02",
+        server="EX02",
+        tls_certificate_name=old_name,
+    )
+    return org(
+        receive_connectors=(frontend(), ex02), certificates=(GOOD_CERT, replace(OLD_CERT, server="EX02"))
+    )
+
+
+def test_w003_no_enforce_while_a_connector_behind_the_mx_fails() -> None:
+    """The probe passed on one server, but EXC-W002 sees an expired certificate on another behind the
+    same MX name: no enforce (rule, proposed policy and DNS file alike)."""
+    o = _two_frontends()
+    p = posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing")
+    assert hits(run(world.mx_served_with_tls, o, p)) == [
+        ("ReceiveConnector", "EX02\\Default Frontend EX02", Severity.MEDIUM)
+    ]
+    assert hits(run(world.testing_ready_for_enforce, o, p)) == []
+    choice = world.mode_choice(ctx_of(o, p), p, tlsrpt_rua="mailto:tls@fabrikam.com")
+    assert choice.mode == "testing" and "EX02\\Default Frontend EX02" in choice.why
+    assert hits(run(world.policy_out_of_date, o, p)) == []  # the testing policy stays as it is
+    # A connector that may answer for the MX but cannot be judged: not every MX is known to pass.
+    unknown = org(receive_connectors=(frontend(), frontend(identity="EX03\\X", fqdn=UNKNOWN)))
+    assert skipped(run(world.testing_ready_for_enforce, unknown, p)) == ["fabrikam.com"]
+    assert world.proposed_mode(ctx_of(unknown, p), p) == "testing"
+
+
+def test_w004_enforce_with_a_failing_connector_behind_a_passing_mx() -> None:
+    o = _two_frontends()
+    report = run(world.enforce_with_failing_mx, o, OURS)
+    assert hits(report) == [("Domain", "fabrikam.com", Severity.HIGH)]  # not critical: EX01 passes
+    assert "EX02\\Default Frontend EX02" in report.findings[0].message
+    assert world.proposed_mode(ctx_of(o, OURS), OURS) == "testing"
+
+
+def test_w003_no_enforce_without_tlsrpt_unless_a_rua_is_given(tmp_path: Path) -> None:
+    p = posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing", tlsrpt="absent")
+    assert hits(run(world.testing_ready_for_enforce, org(), p)) == []
+    ctx = ctx_of(org(), p)
+    choice = world.mode_choice(ctx, p)
+    assert choice.mode == "testing" and "TLS-RPT" in choice.why
+    assert world.proposed_mode(ctx, p, tlsrpt_rua="mailto:tls@fabrikam.com") == "enforce"
+    assert "stays in mode testing" in run(world.mta_sts_without_tlsrpt, org(), p).findings[0].message
+    write_dns(org(), {p.domain: p}, tmp_path / "a", generated_at=NOW)
+    folder = tmp_path / "a" / "dns" / "fabrikam.com"
+    assert b"mode: testing" in (folder / "mta-sts.txt").read_bytes()
+    assert "no valid TLS-RPT record" in (folder / "README.txt").read_text()
+    write_dns(org(), {p.domain: p}, tmp_path / "b", generated_at=NOW, tlsrpt_rua="mailto:tls@fabrikam.com")
+    folder = tmp_path / "b" / "dns" / "fabrikam.com"
+    assert b"mode: enforce" in (folder / "mta-sts.txt").read_bytes()
+    readme = (folder / "README.txt").read_text()
+    assert "publish _smtp._tls.fabrikam.com (step 4) first" in readme
+    # An enforced policy is not downgraded for lack of TLS-RPT.
+    enforced = posture("fabrikam.com", ("mail.fabrikam.com",), tlsrpt="absent")
+    assert world.proposed_mode(ctx_of(org(), enforced), enforced) == "enforce"
+
+
 def test_w004_enforce_with_a_failing_mx_proposes_testing() -> None:
     two = ("mail.fabrikam.com", "mx2.fabrikam.com")
     one_bad = posture("fabrikam.com", two, hosts=(host(two[0]), host(two[1], name_matches=False)))
     report = run(world.enforce_with_failing_mx, org(), one_bad)
     assert hits(report) == [("Domain", "fabrikam.com", Severity.HIGH)]
     assert "does not name mx2.fabrikam.com" in report.findings[0].message
-    assert world.proposed_policy(one_bad).mode == "testing"
+    assert world.proposed_policy(ctx_of(org(), one_bad), one_bad).mode == "testing"
     all_bad = posture("fabrikam.com", two, hosts=(host(two[0], starttls=False), host(two[1], expired=True)))
     assert hits(run(world.enforce_with_failing_mx, org(), all_bad)) == [
         ("Domain", "fabrikam.com", Severity.CRITICAL)
@@ -620,6 +696,88 @@ def test_w009_tls_domain_that_no_longer_covers_the_policy() -> None:
     ) == ["To Contoso"]
 
 
+def _secure_list(*domains: str) -> tuple[TransportConfig, ...]:
+    return (TransportConfig("Transport Settings", SRC, domains, ()),)
+
+
+def test_w008_w009_leave_domain_secured_connectors_without_a_tls_auth_level_fix() -> None:
+    """Exchange refuses TlsAuthLevel with DomainSecureEnabled $true: never propose it there."""
+    opportunistic = send("To Tailspin", "smtp:tailspintoys.com;10", domain_secure_enabled=True)
+    partner = posture("tailspintoys.com")
+    o = org(send_connectors=(INTERNET, opportunistic), transport_configs=_secure_list("contoso.com"))
+    report = run(world.partner_route_opportunistic, o, partner)
+    assert hits(report) == [("SendConnector", "To Tailspin", Severity.HIGH)]
+    f = report.findings[0]
+    assert f.fix == () and "DomainSecureEnabled" in f.message and "TLSSendDomainSecureList" in f.message
+    # Listed: domain security (mutual TLS) already authenticates the partner.
+    listed = replace(o, transport_configs=_secure_list("tailspintoys.com"))
+    assert hits(run(world.partner_route_opportunistic, listed, partner)) == []
+    assert skipped(run(world.partner_route_opportunistic, replace(o, transport_configs=()), partner)) == [
+        "To Tailspin"
+    ]
+    # The internet connector itself domain-secured for the partner: no new connector dropping it.
+    secure_internet = replace(INTERNET, domain_secure_enabled=True)
+    assert (
+        hits(
+            run(
+                world.partner_route_opportunistic,
+                org(send_connectors=(secure_internet,), transport_configs=_secure_list("tailspintoys.com")),
+                partner,
+            )
+        )
+        == []
+    )
+    required = replace(opportunistic, require_tls=True)
+    o = org(send_connectors=(INTERNET, required), transport_configs=_secure_list("contoso.com"))
+    report = run(world.scoped_connector_mismatch, o, partner)
+    assert hits(report) == [("SendConnector", "To Tailspin", Severity.MEDIUM)]
+    assert report.findings[0].fix == () and "refuses TlsAuthLevel" in report.findings[0].message
+    listed = replace(o, transport_configs=_secure_list("tailspintoys.com"))
+    assert hits(run(world.scoped_connector_mismatch, listed, partner)) == []
+
+
+def test_w009_validating_connector_to_a_dane_partner_without_a_public_certificate() -> None:
+    """DANE-EE pins the key; a validating connector queues the mail (454 4.7.5): relax to EncryptionOnly."""
+    dane = posture("litware.com", mode=None, dane="valid", hosts=(host("mx.litware.com", trusted=False),))
+    for level, domain in (
+        (TlsAuthLevel.DOMAIN_VALIDATION, "mx.litware.com"),
+        (TlsAuthLevel.CERTIFICATE_VALIDATION, None),
+    ):
+        to_litware = send(
+            "To Litware", "smtp:litware.com;10", require_tls=True, tls_auth_level=level, tls_domain=domain
+        )
+        o = org(send_connectors=(INTERNET, to_litware))
+        report = run(world.scoped_connector_mismatch, o, dane)
+        assert hits(report) == [("SendConnector", "To Litware", Severity.HIGH)]
+        f = report.findings[0]
+        assert "not publicly trusted" in f.message and "454 4.7.5" in f.message
+        assert "best Exchange Server can do" in f.message
+        expected = "Set-SendConnector -Identity 'To Litware' -TlsAuthLevel 'EncryptionOnly'"
+        assert f.fix[0].render() == expected + (" -TlsDomain $null" if domain else "")
+        assert_valid(o, f.fix)
+        # W010 does not claim the partner dropped its policy.
+        assert hits(run(world.partner_dropped_policy, o, dane)) == []
+    encryption_only = send(
+        "To Litware", "smtp:litware.com;10", require_tls=True, tls_auth_level=TlsAuthLevel.ENCRYPTION_ONLY
+    )
+    assert (
+        hits(run(world.scoped_connector_mismatch, org(send_connectors=(INTERNET, encryption_only)), dane))
+        == []
+    )
+    validating = send(
+        "To Litware",
+        "smtp:litware.com;10",
+        require_tls=True,
+        tls_auth_level=TlsAuthLevel.DOMAIN_VALIDATION,
+        tls_domain="mx.litware.com",
+    )
+    o = org(send_connectors=(INTERNET, validating))
+    trusted = posture("litware.com", mode=None, dane="valid", hosts=(host("mx.litware.com"),))
+    assert hits(run(world.scoped_connector_mismatch, o, trusted)) == []
+    unprobed = posture("litware.com", mode=None, dane="valid", hosts=(host("mx.litware.com", probe="error"),))
+    assert skipped(run(world.scoped_connector_mismatch, o, unprobed)) == ["To Litware"]
+
+
 def test_w010_partner_dropped_its_policy() -> None:
     kept = send(
         "To Contoso",
@@ -757,6 +915,19 @@ def test_dns_keeps_existing_rua_testing_mode_and_refuses_hostile_names(tmp_path:
         write_dns(o, {}, tmp_path, generated_at=NOW, tlsrpt_rua='mailto:a@b.com"; evil')
 
 
+def test_dns_says_create_when_no_mta_sts_record_exists(tmp_path: Path) -> None:
+    none = posture("fabrikam.com", ("mail.fabrikam.com",), mode=None)
+    write_dns(org(), {none.domain: none}, tmp_path / "a", generated_at=NOW)
+    folder = tmp_path / "a" / "dns" / "fabrikam.com"
+    assert "3. Then create the _mta-sts.fabrikam.com TXT record" in (folder / "README.txt").read_text()
+    records = (folder / "records.txt").read_text()
+    assert "CREATE the _mta-sts TXT record" in records and "REPLACE" not in records
+    write_dns(org(), {OURS.domain: OURS}, tmp_path / "b", generated_at=NOW)
+    folder = tmp_path / "b" / "dns" / "fabrikam.com"
+    assert "3. Then replace the _mta-sts.fabrikam.com TXT record" in (folder / "README.txt").read_text()
+    assert "REPLACE any existing _mta-sts TXT record" in (folder / "records.txt").read_text()
+
+
 # --- targets --------------------------------------------------------------------------------------
 
 
@@ -822,7 +993,6 @@ def test_documented_replay_of_the_sample_posture(tmp_path: Path, capsys: pytest.
     }
     assert found == {
         ("EXC-W002", "EX02\\Default Frontend EX02"),
-        ("EXC-W003", "fabrikam.com"),
         ("EXC-W005", "fabrikam.com"),
         ("EXC-W006", "fabrikam.co.uk"),
         ("EXC-W007", "fabrikam.com"),
@@ -832,6 +1002,13 @@ def test_documented_replay_of_the_sample_posture(tmp_path: Path, capsys: pytest.
         ("EXC-W008", "wingtiptoys.com"),
         ("EXC-W009", "To Contoso"),
     }
+    # The probe passed on one server; EX02 behind the same MX has an expired certificate (EXC-W002),
+    # and there is no TLS-RPT (EXC-W005): no enforce.
     assert (fix / "dns" / "fabrikam.com" / "mta-sts.txt").read_bytes() == (
-        b"version: STSv1\r\nmode: enforce\r\nmx: mail.fabrikam.com\r\nmax_age: 604800\r\n"
+        b"version: STSv1\r\nmode: testing\r\nmx: mail.fabrikam.com\r\nmax_age: 86400\r\n"
+    )
+    assert "EX02\\Default Frontend EX02" in (fix / "dns" / "fabrikam.com" / "README.txt").read_text()
+    assert (
+        "3. Then create the _mta-sts.fabrikam.co.uk"
+        in (fix / "dns" / "fabrikam.co.uk" / "README.txt").read_text()
     )

@@ -23,7 +23,8 @@ from exconn import __version__
 from exconn.model import Organization
 from exconn.posture.facts import DomainPosture, MtaStsPolicy
 from exconn.posture.targets import is_domain_name
-from exconn.rules.world import is_ours, mx_problem, proposed_policy, valid_policy
+from exconn.rules.base import Context
+from exconn.rules.world import ModeChoice, is_ours, mode_choice, mx_problem, proposed_policy, valid_policy
 
 TXT_TTL = 3600
 # RFC 8460 §3: mailto: or https: URIs; characters that would end the TXT string, the record's
@@ -72,13 +73,26 @@ def _rua(p: DomainPosture, given: str | None) -> str | None:
     return None
 
 
+def _record_verb(p: DomainPosture) -> str:
+    """What to do with the `_mta-sts` TXT record: replace the one seen, create one where none is."""
+    if p.mta_sts.record is not None:
+        return "replace"
+    return "create" if p.mta_sts.status == "absent" else "create (or replace, if one exists)"
+
+
 def records_text(p: DomainPosture, record_id: str, rua: str | None, generated_at: dt.datetime) -> str:
     d = p.domain
+    if _record_verb(p) == "create":
+        how = [f"; (see README.txt). CREATE the _mta-sts TXT record: {d} publishes none now."]
+    else:
+        how = [
+            "; (see README.txt). REPLACE any existing _mta-sts TXT record: two v=STSv1 records mean",
+            "; no policy at all (RFC 8461 section 3.1).",
+        ]
     lines = [
         f"; exconn {__version__}: DNS records for {d}, generated {generated_at.isoformat()}",
         f"; Publish these only once https://mta-sts.{d}/.well-known/mta-sts.txt serves mta-sts.txt",
-        "; (see README.txt). REPLACE any existing _mta-sts TXT record: two v=STSv1 records mean",
-        "; no policy at all (RFC 8461 section 3.1).",
+        *how,
         f'_mta-sts.{d}. {TXT_TTL} IN TXT "v=STSv1; id={record_id}"',
     ]
     if rua is not None:
@@ -91,7 +105,9 @@ def records_text(p: DomainPosture, record_id: str, rua: str | None, generated_at
     return "\n".join(lines) + "\n"
 
 
-def readme_text(p: DomainPosture, policy: MtaStsPolicy, record_id: str) -> str:
+def readme_text(
+    p: DomainPosture, policy: MtaStsPolicy, record_id: str, choice: ModeChoice | None = None
+) -> str:
     d = p.domain
     current = valid_policy(p)
     was = (
@@ -104,11 +120,13 @@ def readme_text(p: DomainPosture, policy: MtaStsPolicy, record_id: str) -> str:
         "",
         f"Now published: {was}. Proposed: mode {policy.mode}, mx {', '.join(policy.mx)}, "
         f"max_age {policy.max_age}.",
+        *([choice.why] if choice is not None else []),
         "",
         f"1. Serve mta-sts.txt (byte for byte, CRLF line ends) at https://mta-sts.{d}/.well-known/mta-sts.txt",
         f"   with HTTP 200, Content-Type text/plain, no redirect, and a certificate valid for mta-sts.{d}.",
         f"2. Check it: exconn posture {d}   (the policy must be fetched and valid before step 3).",
-        f"3. Then replace the _mta-sts.{d} TXT record with the one in records.txt (new id {record_id}).",
+        f"3. Then {_record_verb(p)} the _mta-sts.{d} TXT record: the one in records.txt "
+        f"(new id {record_id}).",
         "   Senders fetch a policy again only when the id changes; before the file is served, a new id",
         "   would make them fetch the old file and cache it for its max_age.",
         "4. Publish the _smtp._tls record from records.txt if it is not there yet, and read the reports.",
@@ -120,6 +138,11 @@ def readme_text(p: DomainPosture, policy: MtaStsPolicy, record_id: str) -> str:
         ]
     if policy.mode == "enforce":
         steps += ["", "Enforce only after the TLS reports for mode testing have shown no failures."]
+        if p.tlsrpt.status != "valid":
+            steps += [
+                f"No valid TLS-RPT record is published yet: publish _smtp._tls.{d} (step 4) first and keep",
+                "the testing policy until its reports arrive; without TLS-RPT there are no reports.",
+            ]
     return "\n".join(steps) + "\n"
 
 
@@ -141,6 +164,8 @@ def write_dns(
     written: list[Path] = []
     notes: list[str] = []
     record_id = fresh_id(generated_at)
+    # The rules' own view (EXC-W002's receive connectors decide the mode too), at the same instant.
+    ctx = Context(org, generated_at, posture, offline=False)
     for domain in sorted(posture):
         p = posture[domain]
         if not is_ours(org, domain):
@@ -151,7 +176,8 @@ def write_dns(
         if (why := mx_problem(p)) is not None:
             notes.append(f"{domain}: {why}; no DNS files written")
             continue
-        policy = proposed_policy(p)
+        choice = mode_choice(ctx, p, tlsrpt_rua=tlsrpt_rua)
+        policy = proposed_policy(ctx, p, tlsrpt_rua=tlsrpt_rua)
         if not _safe_policy(policy):
             notes.append(f"{domain}: an MX host name is not a plain host name; no DNS files written")
             continue
@@ -160,7 +186,7 @@ def write_dns(
         files: Sequence[tuple[str, bytes]] = (
             ("mta-sts.txt", policy_text(policy)),
             ("records.txt", records_text(p, record_id, _rua(p, tlsrpt_rua), generated_at).encode("utf-8")),
-            ("README.txt", readme_text(p, policy, record_id).encode("utf-8")),
+            ("README.txt", readme_text(p, policy, record_id, choice).encode("utf-8")),
         )
         for name, data in files:
             path = folder / name

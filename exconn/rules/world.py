@@ -50,6 +50,7 @@ from exconn.rules.helpers import (
     flags_value,
     is_anonymous_smtp,
     set_fix,
+    transport_config,
 )
 
 Result = Iterator[Hit | CannotJudge]
@@ -219,20 +220,57 @@ def mx_pattern_for(host: str) -> str:
     return host
 
 
-def proposed_mode(p: DomainPosture) -> str:
-    """The mode EXC-W003/EXC-W004 propose: enforce only once every MX passes; testing while one fails."""
+@dataclass(frozen=True, slots=True)
+class ModeChoice:
+    mode: str  # "enforce" | "testing"
+    why: str  # a sentence for the DNS README
+
+
+def mode_choice(ctx: Context, p: DomainPosture, *, tlsrpt_rua: str | None = None) -> ModeChoice:
+    """The mode EXC-W003/EXC-W004/EXC-W007 and the DNS fix propose for our domain `p`.
+
+    Testing while an MX fails, by the probe or by EXC-W002's view of the receive connectors behind it
+    (the probe reaches one server per MX name). From testing to enforce only when every MX and every
+    connector behind it is known to pass, and TLS reports can show it: a valid TLS-RPT record, or
+    `tlsrpt_rua` (--tlsrpt-rua) for the record the fix writes. An enforced policy stays enforced
+    unless an MX fails.
+    """
+    failing = [
+        f"{h}: {v.reason}"
+        for h in p.mx.hosts
+        if (f := host_facts(p, h)) is not None and (v := host_verdict(f)).passing is False
+    ]
+    connectors = connector_failures(ctx, p)
+    failing += connectors or []
+    if failing:
+        return ModeChoice("testing", f"Mode testing until the MX is fixed: {'; '.join(failing)}.")
     policy = valid_policy(p)
-    verdict = all_hosts_pass(p)
     if policy is not None and policy.mode == "enforce":
-        return "testing" if verdict is False else "enforce"
-    if policy is not None and policy.mode == "testing" and verdict is True:
-        return "enforce"
-    return "testing"
+        return ModeChoice("enforce", "Mode enforce is kept: no MX is known to fail.")
+    if policy is None or policy.mode != "testing":
+        return ModeChoice("testing", "A new policy starts in mode testing.")
+    if all_hosts_pass(p) is not True or connectors is None:
+        return ModeChoice(
+            "testing",
+            "Mode testing: not every MX, or not every receive connector behind it, could be checked.",
+        )
+    if p.tlsrpt.status != "valid" and tlsrpt_rua is None:
+        return ModeChoice(
+            "testing",
+            "Mode testing although every MX passes: there is no valid TLS-RPT record (and no "
+            "--tlsrpt-rua), and enforce is safe only once TLS reports show no failures; without "
+            "TLS-RPT nobody sends any. Publish _smtp._tls first.",
+        )
+    return ModeChoice("enforce", "Mode enforce: every MX and every receive connector behind it passes.")
 
 
-def proposed_policy(p: DomainPosture) -> MtaStsPolicy:
+def proposed_mode(ctx: Context, p: DomainPosture, *, tlsrpt_rua: str | None = None) -> str:
+    return mode_choice(ctx, p, tlsrpt_rua=tlsrpt_rua).mode
+
+
+def proposed_policy(ctx: Context, p: DomainPosture, *, tlsrpt_rua: str | None = None) -> MtaStsPolicy:
     """The policy built from the real MX set (RFC 8461 §3.2), with the mode the findings propose."""
-    mode = proposed_mode(p)
+    mode = proposed_mode(ctx, p, tlsrpt_rua=tlsrpt_rua)
     patterns = sorted(dict.fromkeys(mx_pattern_for(h) for h in p.mx.hosts))
     max_age = MAX_AGE_ENFORCE if mode == "enforce" else MAX_AGE_TESTING
     return MtaStsPolicy(version="STSv1", mode=mode, mx=tuple(patterns), max_age=max_age)
@@ -424,6 +462,47 @@ def _connector_problems(ctx: Context, c: ReceiveConnector, host: str) -> Connect
     return ConnectorProblems(starttls_off, problem, tuple(fixes))
 
 
+def _serving_connectors(
+    org: Organization, host: str
+) -> tuple[list[ReceiveConnector], list[ReceiveConnector]]:
+    """The receive connectors that answer as MX `host`, and those that cannot be told either way."""
+    serving: list[ReceiveConnector] = []
+    undecided: list[ReceiveConnector] = []
+    for c in org.receive_connectors:
+        serves = _serves(org, c, host)
+        if serves is None:
+            undecided.append(c)
+        elif serves:
+            serving.append(c)
+    return serving, undecided
+
+
+def connector_failures(ctx: Context, p: DomainPosture) -> list[str] | None:
+    """EXC-W002's judgement of the receive connectors behind `p`'s Exchange MX hosts, as lines
+    "host: connector: problem" ([]: none found). None: a connector that answers (or may answer) for
+    an MX cannot be judged from the export.
+
+    The probe reaches one server per MX name; the export shows every server behind it, so a policy
+    must not go to enforce while one of them would fail TLS (missing facts never pass).
+    """
+    failures: list[str] = []
+    unknown = False
+    for host in p.mx.hosts:
+        if is_exo_mx(host):
+            continue  # Microsoft's TLS, not our connectors'
+        serving, undecided = _serving_connectors(ctx.org, host)
+        unknown = unknown or bool(undecided)
+        for c in serving:
+            found = _connector_problems(ctx, c, host)
+            if isinstance(found, CannotJudge):
+                unknown = True
+            elif problems := found.describe():
+                failures.append(f"{host}: {c.identity}: " + "; ".join(problems))
+    if failures:
+        return failures
+    return None if unknown else []
+
+
 @rule(
     id="EXC-W002",
     title="MX host served by receive connectors without STARTTLS or a valid certificate for its name",
@@ -481,14 +560,7 @@ def _exchange_mx(ctx: Context, postures: list[DomainPosture], host: str) -> Resu
     enforce = any((pol := valid_policy(p)) is not None and pol.mode == "enforce" for p in postures)
     severity = Severity.HIGH if enforce else Severity.MEDIUM
     domains = ", ".join(p.domain for p in postures)
-    serving: list[ReceiveConnector] = []
-    undecided: list[ReceiveConnector] = []
-    for c in ctx.org.receive_connectors:
-        serves = _serves(ctx.org, c, host)
-        if serves is None:
-            undecided.append(c)
-        elif serves:
-            serving.append(c)
+    serving, undecided = _serving_connectors(ctx.org, host)
     explained = False
     for c in serving:
         found = _connector_problems(ctx, c, host)
@@ -535,8 +607,9 @@ def _exchange_mx(ctx: Context, postures: list[DomainPosture], host: str) -> Resu
     title="MTA-STS in mode testing although every MX passes",
     severity=Severity.LOW,
     rationale="""In mode testing (RFC 8461 §5) senders report failures but still deliver over plaintext
-        or to an impostor, so the policy protects nothing yet. Once every MX passes and the TLS reports
-        show no failures, enforce makes the protection real.""",
+        or to an impostor, so the policy protects nothing yet. Once every MX (and every receive
+        connector behind it) passes and the TLS reports (RFC 8460: a TLS-RPT record is needed) show no
+        failures, enforce makes the protection real.""",
     references=[RFC8461_5, RFC8460_3],
     remediation="""none: a DNS-side fix. Publish the enforce policy from dns/<domain>/mta-sts.txt, then
         the new id from records.txt.""",
@@ -558,15 +631,26 @@ def testing_ready_for_enforce(ctx: Context) -> Result:
         if verdict is None:
             yield CannotJudge(target, "not every MX host could be probed, so we cannot say all pass")
             continue
-        if verdict and all(any(mtasts_pattern_matches(x, h) for x in policy.mx) for h in p.mx.hosts):
-            yield Hit(
-                target,
-                "mta-sts.mode",
-                policy.mode,
-                f"Every MX ({', '.join(p.mx.hosts)}) offers STARTTLS with a trusted certificate for its "
-                "name and matches the policy: switch to mode enforce (max_age "
-                f"{MAX_AGE_ENFORCE}) once the TLS reports for a couple of weeks show no failures.",
+        if not verdict or not all(any(mtasts_pattern_matches(x, h) for x in policy.mx) for h in p.mx.hosts):
+            continue
+        # The probe reached one server per MX name; EXC-W002 judges every connector behind it.
+        connectors = connector_failures(ctx, p)
+        if connectors is None:
+            yield CannotJudge(
+                target, "a receive connector that answers (or may answer) for an MX cannot be judged"
             )
+            continue
+        if connectors or p.tlsrpt.status != "valid":
+            continue  # EXC-W002 / EXC-W005 say what must come first
+        yield Hit(
+            target,
+            "mta-sts.mode",
+            policy.mode,
+            f"Every MX ({', '.join(p.mx.hosts)}) offers STARTTLS with a trusted certificate for its "
+            "name, so do the receive connectors behind it, and the policy matches: switch to mode "
+            f"enforce (max_age {MAX_AGE_ENFORCE}) once the TLS reports for a couple of weeks show no "
+            "failures.",
+        )
 
 
 @rule(
@@ -574,7 +658,8 @@ def testing_ready_for_enforce(ctx: Context) -> Result:
     title="MTA-STS in mode enforce with an MX host that fails TLS",
     severity=Severity.HIGH,
     rationale="""With mode enforce (RFC 8461 §5) a sender must not deliver to an MX that fails STARTTLS or
-        certificate validation; if every MX fails, mail to the domain is deferred and then bounced.
+        certificate validation (seen by the probe, or by EXC-W002 on a receive connector behind the
+        MX); if every MX fails, mail to the domain is deferred and then bounced.
         Until the MX is fixed, mode testing keeps mail flowing while the TLS reports show the failure.""",
     references=[RFC8461_5, RFC8461_8_3],
     remediation="""none: a DNS-side fix. Publish the testing policy from dns/<domain>/mta-sts.txt and then
@@ -600,8 +685,10 @@ def enforce_with_failing_mx(ctx: Context) -> Result:
             verdict = host_verdict(facts) if facts is not None else HostVerdict(None, "not probed")
             if verdict.passing is False:
                 failing.append(f"{host}: {verdict.reason}")
+        # Every MX answering by the probe does not make a failing server behind it pass (EXC-W002).
+        everything = bool(failing) and len(failing) == len(p.mx.hosts)
+        failing += connector_failures(ctx, p) or []
         if failing:
-            everything = len(failing) == len(p.mx.hosts)
             yield Hit(
                 target,
                 "mta-sts.mode",
@@ -642,13 +729,16 @@ def mta_sts_without_tlsrpt(ctx: Context) -> Result:
         if p.tlsrpt.status == "valid":
             continue
         detail = "no _smtp._tls record" if p.tlsrpt.status == "absent" else _errors(p.tlsrpt.errors)
-        yield Hit(
-            target,
-            "tlsrpt",
-            p.tlsrpt.status,
+        text = (
             f"MTA-STS is published but TLS-RPT is {p.tlsrpt.status} ({detail}): nobody reports TLS "
-            f"failures to you. Publish _smtp._tls.{p.domain} (see records.txt).",
+            f"failures to you. Publish _smtp._tls.{p.domain} (see records.txt)."
         )
+        if (policy := valid_policy(p)) is not None and policy.mode == "testing":
+            text += (
+                " Until then (or until --fix-out is given --tlsrpt-rua) the proposed policy stays in "
+                "mode testing: enforce is safe only once TLS reports show no failures."
+            )
+        yield Hit(target, "tlsrpt", p.tlsrpt.status, text)
 
 
 @rule(
@@ -717,7 +807,7 @@ def policy_out_of_date(ctx: Context) -> Result:
         if (why := mx_problem(p)) is not None:
             yield CannotJudge(target, why)
             continue
-        wanted = proposed_policy(p)
+        wanted = proposed_policy(ctx, p)
         if _same_policy(current, wanted):
             continue
         changes = []
@@ -875,13 +965,39 @@ def _settings_fix(c: SendConnector, emu: Emulation) -> Fix | None:
     return set_fix("Set-SendConnector", c.identity, changes)
 
 
+def domain_secured(org: Organization, c: SendConnector, domain: str) -> bool | None:
+    """Does domain security (mutual TLS) cover mail to `domain` on `c`: DomainSecureEnabled and the
+    domain in TLSSendDomainSecureList? Exchange then requires TLS and validates the partner's
+    certificate for the domain itself. None: the export cannot tell."""
+    if c.domain_secure_enabled is UNKNOWN:
+        return None
+    if not c.domain_secure_enabled:
+        return False
+    config = transport_config(org)
+    if config is None or config.tls_send_domain_secure_list is UNKNOWN:
+        return None
+    return domain in {d.lower().rstrip(".") for d in config.tls_send_domain_secure_list}
+
+
+def _domain_secure_text(domain: str) -> str:
+    return (
+        "No Set-SendConnector is proposed: the connector has DomainSecureEnabled $true, and Exchange "
+        "refuses TlsAuthLevel with it. Domain security (mutual TLS) authenticates the partner once "
+        f"{domain} is in TLSSendDomainSecureList (agree it with the partner; see EXC-S009); or turn "
+        "DomainSecureEnabled off and require TLS with the emulation: "
+    )
+
+
 @rule(
     id="EXC-W008",
     title="Partner demands authenticated TLS but our route to it is opportunistic",
     severity=Severity.HIGH,
     rationale="""Exchange Server implements neither MTA-STS nor DANE: on an opportunistic route it
         validates no certificate and retries in plaintext when STARTTLS fails, so the partner's
-        enforce policy (RFC 8461 §5) or TLSA records (RFC 7672 §2.2) do not protect our mail to it.""",
+        enforce policy (RFC 8461 §5) or TLSA records (RFC 7672 §2.2) do not protect our mail to it.
+        A connector with domain security (mutual TLS) for the partner already authenticates it and is
+        left alone; on one with DomainSecureEnabled Exchange refuses TlsAuthLevel, so no Set-* is
+        proposed there.""",
     references=[RFC8461_5, RFC7672_2_2, NEW_SEND, SEND_CONNECTORS],
     remediation="""A send connector scoped to the partner with RequireTLS and the TlsAuthLevel/TlsDomain
         that emulate its policy (New-SendConnector), or those settings on the existing scoped
@@ -908,6 +1024,15 @@ def partner_route_opportunistic(ctx: Context) -> Result:
             continue
         if c.require_tls and not c.ignore_starttls:
             continue  # EXC-W009 compares its TLS settings with the policy
+        secured = domain_secured(ctx.org, c, p.domain)
+        if secured is None:
+            yield CannotJudge(
+                Target.of(c),
+                "DomainSecureEnabled/TLSSendDomainSecureList (Get-TransportConfig) not in the export",
+            )
+            continue
+        if secured:
+            continue  # domain security (mutual TLS) already authenticates the partner
         how = "never uses STARTTLS (IgnoreSTARTTLS)" if c.ignore_starttls else "is opportunistic"
         severity = Severity.CRITICAL if c.ignore_starttls else None
         if not c.dns_routing_enabled:
@@ -956,6 +1081,15 @@ def partner_route_opportunistic(ctx: Context) -> Result:
                 fix=(made,),
             )
             continue
+        if c.domain_secure_enabled:
+            yield Hit(
+                Target.of(c),
+                "DomainSecureEnabled",
+                True,
+                text + _domain_secure_text(p.domain) + _fidelity_text(demand.emulation),
+                severity=severity,
+            )
+            continue
         fix = _settings_fix(c, demand.emulation)
         yield Hit(
             Target.of(c),
@@ -991,15 +1125,21 @@ def _mx_names_outside(p: DomainPosture, tls_domain: str) -> list[str]:
     severity=Severity.MEDIUM,
     rationale="""A connector that requires TLS without the name check the partner's MTA-STS policy calls
         for accepts an impostor's certificate; one whose TlsDomain no longer covers the policy's mx
-        patterns queues mail (`454 4.7.5`) as soon as the partner's certificate names move outside it.""",
-    references=[RFC8461_4_1, SET_SEND, SEND_CONNECTORS],
-    remediation="Set-SendConnector -TlsAuthLevel/-TlsDomain to the emulation of the partner's policy.",
+        patterns queues mail (`454 4.7.5`) as soon as the partner's certificate names move outside it.
+        A DANE partner (RFC 7672) whose MX certificate no public CA vouches for is fine for DANE
+        senders, but a validating connector queues the mail to it. Domain security (mutual TLS)
+        already authenticates a partner, and Exchange refuses TlsAuthLevel with DomainSecureEnabled.""",
+    references=[RFC8461_4_1, RFC7672_2_2, SET_SEND, SEND_CONNECTORS],
+    remediation="""Set-SendConnector -TlsAuthLevel/-TlsDomain to the emulation of the partner's policy;
+        for a DANE partner without a publicly trusted certificate, -TlsAuthLevel EncryptionOnly (RequireTLS
+        kept): encryption without authentication is the best Exchange Server can do there. None on a
+        domain-secured connector.""",
     needs_posture=True,
 )
 def scoped_connector_mismatch(ctx: Context) -> Result:
     for p in _partner_postures(ctx):
         demand = partner_demand(p)
-        if demand is None or not demand.usable:
+        if demand is None:
             continue
         route = route_to(ctx.org, p.domain)
         if not isinstance(route, Route) or route.space.is_internet:
@@ -1007,9 +1147,30 @@ def scoped_connector_mismatch(ctx: Context) -> Result:
         c = route.connector
         if c.require_tls is not True or c.ignore_starttls is not False or c.dns_routing_enabled is not True:
             continue  # not a TLS-requiring MX route: EXC-W008's case
-        if c.tls_auth_level is UNKNOWN or c.tls_domain is UNKNOWN:
-            yield CannotJudge(Target.of(c), "TlsAuthLevel/TlsDomain not in the export")
+        if c.tls_auth_level is UNKNOWN or c.tls_domain is UNKNOWN or c.domain_secure_enabled is UNKNOWN:
+            yield CannotJudge(Target.of(c), "TlsAuthLevel/TlsDomain/DomainSecureEnabled not in the export")
             continue
+        if not demand.usable:
+            yield from _validating_against_dane(p, demand, c)
+            continue
+        if c.domain_secure_enabled:
+            secured = domain_secured(ctx.org, c, p.domain)
+            if secured is None:
+                yield CannotJudge(
+                    Target.of(c), "TLSSendDomainSecureList (Get-TransportConfig) not in the export"
+                )
+            elif not secured:
+                yield Hit(
+                    Target.of(c),
+                    "DomainSecureEnabled",
+                    True,
+                    f"{p.domain} publishes {demand.kind} (mx {', '.join(demand.patterns)}), but this "
+                    f"connector checks no certificate: domain security applies only to domains in "
+                    f"TLSSendDomainSecureList. "
+                    + _domain_secure_text(p.domain)
+                    + _fidelity_text(demand.emulation),
+                )
+            continue  # listed: domain security (mutual TLS) already authenticates the partner
         emu = demand.emulation
         level = c.tls_auth_level
         if level is TlsAuthLevel.DOMAIN_VALIDATION:
@@ -1043,6 +1204,63 @@ def scoped_connector_mismatch(ctx: Context) -> Result:
             severity=severity,
             fix=(fix,) if fix is not None else (),
         )
+
+
+def _validating_against_dane(p: DomainPosture, demand: Demand, c: SendConnector) -> Result:
+    """A DANE partner whose MX certificate Exchange's chain (and name) check rejects, although DANE-EE
+    (RFC 7672 §3.1.1) pins the key and needs neither a public CA nor a current date."""
+    level = c.tls_auth_level
+    if level is not TlsAuthLevel.DOMAIN_VALIDATION and level is not TlsAuthLevel.CERTIFICATE_VALIDATION:
+        return  # encryption without authentication: already the best Exchange Server can do here
+    if c.tls_domain is UNKNOWN:
+        return  # the caller reports it as not judged
+    td = _effective_tls_domain(c.tls_domain, p.domain) if level is TlsAuthLevel.DOMAIN_VALIDATION else None
+    outside = set(_mx_names_outside(p, td)) if td is not None else set()
+    rejected: list[str] = []
+    unchecked = False
+    for name in p.mx.hosts:
+        cert = h.certificate if (h := host_facts(p, name)) is not None else None
+        if cert is None:
+            unchecked = unchecked or h is None or h.probe != "done"
+            continue
+        why = []
+        if cert.trusted is False:
+            why.append(f"is not publicly trusted (issuer {cert.issuer})")
+        if cert.expired is True:
+            why.append(f"expired ({cert.not_after})")
+        if name in outside:
+            why.append(f"names nothing within TlsDomain {td}")
+        if why:
+            rejected.append(f"the certificate of {name} " + " and ".join(why))
+        elif cert.trusted is None or cert.expired is None:
+            unchecked = True
+    if not rejected:
+        if unchecked:
+            yield CannotJudge(
+                Target.of(c), f"{p.domain} publishes DANE; its MX certificates could not all be checked"
+            )
+        return
+    fix = set_fix(
+        "Set-SendConnector",
+        c.identity,
+        [
+            ("RequireTLS", True, c.require_tls),
+            ("TlsAuthLevel", TlsAuthLevel.ENCRYPTION_ONLY, level),
+            ("TlsDomain", None, c.tls_domain),
+        ],
+    )
+    yield Hit(
+        Target.of(c),
+        "TlsAuthLevel",
+        level.value,
+        f"{p.domain} publishes DANE (TLSA in a signed zone), but {'; '.join(rejected)}. DANE-EE pins the "
+        f"key and needs no public CA, so DANE senders deliver, while this connector's {level.value} "
+        f"rejects it: mail to {p.domain} queues (454 4.7.5). Exchange Server cannot check TLSA records: "
+        "proposed TlsAuthLevel EncryptionOnly with RequireTLS kept, encryption without authentication, "
+        "the best Exchange Server can do here.",
+        severity=Severity.HIGH,
+        fix=(fix,) if fix is not None else (),
+    )
 
 
 @rule(

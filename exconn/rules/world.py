@@ -454,7 +454,7 @@ def _connector_problems(ctx: Context, c: ReceiveConnector, host: str) -> Connect
     if not certs:
         problem = f"{how} selects no exported certificate: Exchange offers no STARTTLS without one"
     elif not current:
-        problem = f"{how} selects only expired certificates: Exchange stops offering STARTTLS"
+        problem = f"{how} selects only expired certificates, which senders that validate refuse"
     elif not certificates_for_fqdn(current, host)[0]:
         problem = f"{how} selects a certificate that does not name {host}"
     if problem is not None and (better := _replacement(ctx.org, c, host, ctx)) is not None:

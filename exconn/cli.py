@@ -18,6 +18,7 @@ from typing import cast
 from exconn import __version__
 from exconn.errors import ExconnError, InputError, UsageError
 from exconn.model import Organization
+from exconn.output import POSTURE_FILE_LIMIT, path_argument, read_small_file, write_file
 from exconn.posture.cli import add_posture_parser, run_posture
 from exconn.posture.facts import DomainPosture
 from exconn.render import Format, RunInfo, render, rules_markdown
@@ -41,16 +42,29 @@ def _severity(text: str) -> Severity:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _format(text: str) -> Format:
+    """`--format`, case-insensitive like --fail-on; an unknown one is named with the choices."""
+    try:
+        return Format(text.strip().lower())
+    except ValueError:
+        choices = ", ".join(Format)
+        raise argparse.ArgumentTypeError(f"unknown format {text!r} (one of: {choices})") from None
+
+
 def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "audit",
         help="audit connectors from Export-Clixml files (or a live server) and propose fixes",
         description="Read Exchange exports (files or folders), evaluate every rule, print the findings.",
     )
-    p.add_argument("paths", nargs="*", metavar="PATH", help="Export-Clixml files or snapshot folders")
+    p.add_argument(
+        "paths", nargs="*", type=path_argument, metavar="PATH", help="Export-Clixml files or snapshot folders"
+    )
     p.add_argument("--offline", action="store_true", help="promise no network use at all")
-    p.add_argument("--format", type=Format, choices=list(Format), default=Format.TABLE)
-    p.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
+    p.add_argument("--format", type=_format, choices=list(Format), default=Format.TABLE)
+    p.add_argument(
+        "-o", "--output", type=path_argument, metavar="FILE", help="write the report here instead of stdout"
+    )
     p.add_argument(
         "--fail-on",
         type=_severity,
@@ -58,8 +72,15 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="SEVERITY",
         help="exit 1 when a finding reaches this severity (critical|high|medium|low|info; default high)",
     )
-    p.add_argument("--fix-out", metavar="DIR", help="write remediation.ps1 and rollback.ps1 here")
-    p.add_argument("--posture", metavar="FILE", help="replay a posture saved by `exconn posture --save`")
+    p.add_argument(
+        "--fix-out", type=path_argument, metavar="DIR", help="write remediation.ps1 and rollback.ps1 here"
+    )
+    p.add_argument(
+        "--posture",
+        type=path_argument,
+        metavar="FILE",
+        help="replay a posture saved by `exconn posture --save`",
+    )
     _add_live_options(p)
     _add_network_options(p)
     p.set_defaults(func=run_audit)
@@ -74,10 +95,22 @@ def _add_network_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "cross-check with the domains' posture (without --offline and --posture)",
     )
-    g.add_argument("--domains", metavar="FILE", help="observe only these accepted domains (one a line)")
-    g.add_argument("--partners", metavar="FILE", help="more partner domains to observe (one a line)")
+    g.add_argument(
+        "--domains",
+        type=path_argument,
+        metavar="FILE",
+        help="observe only these accepted domains (one a line)",
+    )
+    g.add_argument(
+        "--partners", type=path_argument, metavar="FILE", help="more partner domains to observe (one a line)"
+    )
     g.add_argument("--resolver", metavar="ADDR[:PORT]", help="send every DNS query to this server only")
-    g.add_argument("--ca-file", metavar="PEM", help="trust store for HTTPS and SMTP (default: system)")
+    g.add_argument(
+        "--ca-file",
+        type=path_argument,
+        metavar="PEM",
+        help="trust store for HTTPS and SMTP (default: system)",
+    )
     g.add_argument("--timeout", type=float, metavar="S", help="per lookup/fetch/probe (default 10)")
     g.add_argument("--tlsrpt-rua", metavar="URI", help="rua of the _smtp._tls record --fix-out writes")
     g.add_argument("--smtp-port", type=int, help=argparse.SUPPRESS)
@@ -125,7 +158,7 @@ def _read_posture(path: str) -> dict[str, DomainPosture]:
     from exconn.posture.facts import FactsFormatError, PostureReport
 
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_small_file(path, POSTURE_FILE_LIMIT).decode("utf-8"))
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -174,11 +207,8 @@ def _emit(text: str, output: str | None) -> None:
     if output is None:
         sys.stdout.write(text)
         return
-    target = Path(output)
-    tmp = target.with_name(target.name + ".tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
+        write_file(output, text.encode("utf-8"))
     except OSError as exc:
         raise InputError(output, f"cannot write: {exc.strerror}") from None
 

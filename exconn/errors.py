@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+
+def display_path(path: str | Path) -> str:
+    """A file name fit for reports and messages: bytes that are not UTF-8 shown as `\\xHH`.
+
+    Python keeps such bytes of a file name as lone surrogates, which no UTF-8 writer accepts.
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 class ExconnError(Exception):
@@ -13,7 +22,7 @@ class InputError(ExconnError):
     """An input file or folder exconn refuses to read: exit status 2, one line naming the file."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
-        self.path = str(path)
+        self.path = display_path(path)
         # One line, always: the CLI prints it as is, and a stray newline from a parser message
         # would split the reason from the file it belongs to.
         self.reason = " ".join(reason.split())

@@ -17,6 +17,7 @@ import binascii
 import codecs
 import datetime as dt
 import decimal
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -160,28 +161,48 @@ def strip_type_names(raw: tuple[str, ...]) -> tuple[tuple[str, ...], Form]:
 _FORMAT_LIST_LINE = re.compile(r"[A-Za-z][\w.\-]*\s*:(\s|$)")
 
 
-def _sniff(path: Path, head: bytes, complete: bool) -> str:
-    """The encoding to parse with, or an InputError saying what the file is instead of CLIXML."""
-    if head.startswith(codecs.BOM_UTF8):
-        encoding, body = "UTF-8", head[3:]
-    elif head.startswith(codecs.BOM_UTF16_LE):
-        encoding, body = "UTF-16LE", head[2:]
-    elif head.startswith(codecs.BOM_UTF16_BE):
-        encoding, body = "UTF-16BE", head[2:]
-    elif head.startswith(b"<\x00"):  # UTF-16 without a BOM: only XML is worth guessing at
-        encoding, body = "UTF-16LE", head
-    elif head.startswith(b"\x00<"):
-        encoding, body = "UTF-16BE", head
-    else:
-        encoding, body = "UTF-8", head
-    text = body.decode(encoding, errors="replace")
+# (byte-order mark or first bytes of `<`, encoding, bytes to skip): UTF-32 before UTF-16, whose
+# little-endian BOM begins UTF-32's. `Export-Clixml -Encoding UTF32` writes UTF-32LE with a BOM.
+_ENCODINGS = (
+    (codecs.BOM_UTF32_LE, "UTF-32LE", 4),
+    (codecs.BOM_UTF32_BE, "UTF-32BE", 4),
+    (codecs.BOM_UTF8, "UTF-8", 3),
+    (codecs.BOM_UTF16_LE, "UTF-16LE", 2),
+    (codecs.BOM_UTF16_BE, "UTF-16BE", 2),
+    (b"<\x00\x00\x00", "UTF-32LE", 0),  # no BOM: only XML is worth guessing at
+    (b"\x00\x00\x00<", "UTF-32BE", 0),
+    (b"<\x00", "UTF-16LE", 0),
+    (b"\x00<", "UTF-16BE", 0),
+)
+_DECLARED_ENCODING = re.compile(rb"<\?xml[^>]*?\bencoding\s*=\s*[\"']([A-Za-z][\w.:\-]*)[\"']")
+# `powershell -OutputFormat XML` writes this line before the <Objs> document.
+_CLIXML_MARKER = "#< CLIXML"
+
+
+def _python_codec(encoding: str) -> str:
+    return encoding.replace("LE", "-le").replace("BE", "-be")
+
+
+def _sniff(path: Path, head: bytes, complete: bool) -> tuple[str, int]:
+    """The encoding to parse with and the offset the XML starts at, or an InputError saying what
+    the file is instead of CLIXML."""
+    encoding, start = "UTF-8", 0
+    for prefix, name, skip in _ENCODINGS:
+        if head.startswith(prefix):
+            encoding, start = name, skip
+            break
+    text = head[start:].decode(_python_codec(encoding), errors="replace")
+    if text.startswith(_CLIXML_MARKER):
+        line = text[: text.find("\n") + 1] if "\n" in text else text
+        start += len(line.encode(_python_codec(encoding)))
+        text = text[len(line) :]
     stripped = text.lstrip()
     if not stripped and complete:
         raise InputError(path, f"the file is empty; {_EXPORT_ADVICE}")
     if _looks_binary(text):
         raise InputError(path, f"is a binary file, not an Export-Clixml export; {_EXPORT_ADVICE}")
     if stripped.startswith("<"):
-        return encoding
+        return _declared(head[start:], encoding), start
     lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")][:50]
     if _looks_format_list(lines):
         raise InputError(path, f"is `Format-List` output (text for the screen, not data); {_EXPORT_ADVICE}")
@@ -190,6 +211,27 @@ def _sniff(path: Path, head: bytes, complete: bool) -> str:
             path, f"is CSV (it flattens multi-valued properties and loses types); {_EXPORT_ADVICE}"
         )
     raise InputError(path, f"is not XML (it does not start with '<'); {_EXPORT_ADVICE}")
+
+
+def _declared(body: bytes, encoding: str) -> str:
+    """`encoding`, or the one the XML declaration names when it is another byte-per-ASCII
+    encoding both Python and libxml2 know (`<?xml version="1.0" encoding="ISO-8859-1"?>`).
+
+    UTF-8 stays the default otherwise: Export-Clixml writes no declaration, and a UTF-16 one on
+    a file re-saved as UTF-8 is a common leftover that libxml2 would believe.
+    """
+    match = _DECLARED_ENCODING.match(body) if encoding == "UTF-8" else None
+    if match is None:
+        return encoding
+    declared = match.group(1).decode("ascii")
+    try:
+        info = codecs.lookup(declared)
+        ascii_compatible = "<?xml".encode(info.name) == b"<?xml" and not info.name.startswith("utf")
+        if ascii_compatible:
+            etree.XMLParser(encoding=declared)  # libxml2 knows it too, or LookupError
+    except (LookupError, UnicodeError):
+        return encoding
+    return declared if ascii_compatible else encoding
 
 
 def _looks_binary(text: str) -> bool:
@@ -215,16 +257,14 @@ _REF_TEXT = re.compile(_REF_PATTERN)
 def _ref_targets(stream: BinaryIO, encoding: str) -> set[str]:
     """Every RefId some `<Ref>` in the file points at, read in chunks without parsing."""
     targets: set[str] = set()
-    if encoding == "UTF-8":
+    if not encoding.startswith(("UTF-16", "UTF-32")):  # ASCII-compatible: scan the bytes
         carry = b""
         while chunk := stream.read(_SCAN_CHUNK):
             buffer = carry + chunk
             targets.update(m.decode("utf-8", "replace") for m in _REF_BYTES.findall(buffer))
             carry = _unfinished_tag(buffer, b"<", b">")
         return targets
-    decoder = codecs.getincrementaldecoder(encoding.replace("LE", "-le").replace("BE", "-be"))(
-        errors="replace"
-    )
+    decoder = codecs.getincrementaldecoder(_python_codec(encoding))(errors="replace")
     text_carry = ""
     while chunk := stream.read(_SCAN_CHUNK):
         text = text_carry + decoder.decode(chunk)
@@ -372,15 +412,17 @@ def iter_clixml(path: str | Path) -> Iterator[PSValue]:
     """
     path = Path(path)
     try:
-        stream = path.open("rb")
+        # A bytes name: lxml takes the stream's name as its base URL and cannot encode a file
+        # name that is not valid UTF-8 (surrogate-escaped by Python) as a str.
+        stream = open(os.fsencode(path), "rb")  # noqa: SIM115 (closed by the with below)
     except OSError as error:
         raise InputError(path, f"cannot be read: {error.strerror or error}") from None
     with stream:
         head = stream.read(_SNIFF_BYTES)
-        encoding = _sniff(path, head, complete=len(head) < _SNIFF_BYTES)
-        stream.seek(0)
+        encoding, start = _sniff(path, head, complete=len(head) < _SNIFF_BYTES)
+        stream.seek(start)
         targets = _ref_targets(stream, encoding)
-        stream.seek(0)
+        stream.seek(start)
         yield from _parse(path, stream, encoding, targets)
 
 
@@ -421,7 +463,7 @@ def _parse(path: Path, stream: BinaryIO, encoding: str, targets: set[str]) -> It
                 # The blob is most of the file and never read: drop it as soon as it is parsed.
                 elem.text = None
     except etree.XMLSyntaxError as error:
-        raise InputError(path, _syntax_reason(error)) from None
+        raise InputError(path, _syntax_reason(error, encoding)) from None
     if root is None:
         raise InputError(path, f"has no XML element; {_EXPORT_ADVICE}")
 
@@ -441,9 +483,14 @@ def _check_root(path: Path, root: etree._Element) -> str:
     return qname.namespace or ""
 
 
-def _syntax_reason(error: etree.XMLSyntaxError) -> str:
+def _syntax_reason(error: etree.XMLSyntaxError, encoding: str) -> str:
     message = str(error.msg or error).split(", line ")[0].strip()
     line = error.lineno
+    if "Invalid bytes in character encoding" in message:
+        return (
+            f"is not valid {encoding} text near line {line}; export it again with Export-Clixml, or "
+            "give it an XML declaration naming its encoding"
+        )
     if "Premature end of data" in message or "EndTag" in message or "end of document" in message:
         return f"is truncated or malformed XML near line {line} ({message}); export the file again"
     return f"is not well-formed XML near line {line} ({message})"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 import threading
@@ -22,9 +23,16 @@ from typing import TextIO
 
 from tabulate import tabulate
 
+from exconn.output import DOMAIN_LIST_LIMIT, POSTURE_FILE_LIMIT, decode_text, path_argument, read_small_file
 from exconn.posture import dns as pdns
 from exconn.posture.facts import DomainPosture, FactsFormatError, PostureReport
-from exconn.posture.scan import DEFAULT_CONCURRENCY, ScanOptions, normalise_domain, scan_domains
+from exconn.posture.scan import (
+    DEFAULT_CONCURRENCY,
+    ScanOptions,
+    normalise_domain,
+    scan_domains,
+    to_a_labels,
+)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -62,15 +70,26 @@ def add_posture_parser(
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("domains", nargs="*", metavar="DOMAIN", help="domains to observe")
-    parser.add_argument("--domains-file", metavar="FILE", help="more domains, one a line (# comments)")
+    parser.add_argument(
+        "--domains-file", type=path_argument, metavar="FILE", help="more domains, one a line (# comments)"
+    )
     parser.add_argument("--format", choices=("table", "json"), default="table", help="output format")
     parser.add_argument("--resolver", metavar="ADDR[:PORT]", help="send every DNS query to this server only")
-    parser.add_argument("--ca-file", metavar="PEM", help="trust store for HTTPS and SMTP (default: system)")
+    parser.add_argument(
+        "--ca-file",
+        type=path_argument,
+        metavar="PEM",
+        help="trust store for HTTPS and SMTP (default: system)",
+    )
     parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per lookup/fetch/probe")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N")
     parser.add_argument("--no-smtp", action="store_true", help="do not connect to the MX hosts")
-    parser.add_argument("--save", metavar="FILE", help="write the observation (versioned JSON) to FILE")
-    parser.add_argument("--load", metavar="FILE", help="replay a saved observation instead of observing")
+    parser.add_argument(
+        "--save", type=path_argument, metavar="FILE", help="write the observation (versioned JSON) to FILE"
+    )
+    parser.add_argument(
+        "--load", type=path_argument, metavar="FILE", help="replay a saved observation instead of observing"
+    )
     parser.add_argument(
         "--fail-on",
         action="append",
@@ -92,20 +111,31 @@ def valid_domain(text: str) -> bool:
     return all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
+def _why_not_domain(text: str) -> str:
+    name = text.rstrip(".")
+    if len(name) > 253:
+        return f"{len(name)} characters; a domain name has at most 253"
+    if any(len(label) > 63 for label in name.split(".")):
+        return "a label is longer than 63 characters"
+    return "letters, digits, hyphens and dots only; no scheme, path, space or @"
+
+
 def read_domains(args: argparse.Namespace) -> list[str]:
     domains = list(args.domains)
     if args.domains_file:
         try:
-            text = Path(args.domains_file).read_text(encoding="utf-8")
+            text = decode_text(read_small_file(args.domains_file, DOMAIN_LIST_LIMIT))
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"cannot read domains file {args.domains_file}: {_reason(exc)}") from None
         for line in text.splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
                 domains.append(line)
+    domains = [to_a_labels(d) for d in domains]
     bad = [d for d in domains if not valid_domain(d)]
     if bad:
-        raise UsageError(f"not a domain name: {bad[0]!r}")
+        shown = bad[0] if len(bad[0]) <= 80 else bad[0][:80] + "..."
+        raise UsageError(f"not a domain name: {shown!r} ({_why_not_domain(bad[0])})")
     return list(dict.fromkeys(normalise_domain(d) for d in domains))
 
 
@@ -278,8 +308,10 @@ def _run(args: argparse.Namespace) -> int:
         domains = read_domains(args)
         if not domains:
             raise UsageError("no domains given (DOMAIN... or --domains-file FILE, or --load FILE)")
-        if args.timeout <= 0 or args.concurrency < 1:
-            raise UsageError("--timeout must be > 0 and --concurrency >= 1")
+        if not (args.timeout > 0 and math.isfinite(args.timeout)):  # `nan > 0` is False too
+            raise UsageError(f"--timeout must be a number of seconds more than 0, not {args.timeout}")
+        if args.concurrency < 1:
+            raise UsageError(f"--concurrency must be 1 or more, not {args.concurrency}")
         try:
             resolver = pdns.make_resolver(args.resolver, timeout=args.timeout)
         except pdns.ResolverAddressError as exc:
@@ -317,7 +349,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def load_report(path: str) -> PostureReport:
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(read_small_file(path, POSTURE_FILE_LIMIT).decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {_reason(exc)}") from None
     except json.JSONDecodeError as exc:

@@ -54,6 +54,21 @@ def normalise_domain(text: str) -> str:
     return text.strip().rstrip(".").lower()
 
 
+def to_a_labels(text: str) -> str:
+    """A domain as DNS carries it: an IDN (`bücher.example`) in A-labels (`xn--bcher-kva.example`).
+
+    Text that IDNA cannot encode (an empty or over-long label) is returned as it is, for the
+    caller's validation to refuse with a reason.
+    """
+    name = text.strip()
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return name
+
+
 def scan_domain(domain: str, *, resolver: dns.resolver.Resolver, options: ScanOptions) -> DomainPosture:
     """Everything exconn observes about one domain. Never raises."""
     domain = normalise_domain(domain)

@@ -10,6 +10,7 @@ line; `#` starts a comment.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -19,9 +20,10 @@ from publicsuffixlist import PublicSuffixList
 
 from exconn.errors import InputError, UsageError
 from exconn.model import UNKNOWN, Organization
+from exconn.output import DOMAIN_LIST_LIMIT, decode_text, read_small_file
 from exconn.posture import dns as pdns
 from exconn.posture.facts import DomainPosture
-from exconn.posture.scan import ScanOptions, scan_domains
+from exconn.posture.scan import ScanOptions, scan_domains, to_a_labels
 from exconn.rules.world import accepted_names, is_exo_routing, our_observable_domains
 
 DEFAULT_TIMEOUT = 10.0
@@ -49,16 +51,16 @@ def is_public(domain: str) -> bool:
 def read_domain_file(path: str) -> list[str]:
     """Domains from a file, one a line, `#` comments; an invalid line is an error naming file and line."""
     try:
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = decode_text(read_small_file(path, DOMAIN_LIST_LIMIT))
     except FileNotFoundError:
         raise InputError(path, "no such file") from None
     except UnicodeDecodeError:
-        raise InputError(path, "not UTF-8 text (one domain a line expected)") from None
+        raise InputError(path, "not UTF-8 or UTF-16 text (one domain a line expected)") from None
     except OSError as exc:
         raise InputError(path, f"cannot read: {exc.strerror}") from None
     domains: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
-        entry = line.split("#", 1)[0].strip()
+        entry = to_a_labels(line.split("#", 1)[0])
         if not entry:
             continue
         if not is_domain_name(entry):
@@ -110,8 +112,8 @@ class NetworkOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NetworkOptions:
         timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
-        if timeout <= 0:
-            raise UsageError("--timeout must be more than 0 seconds")
+        if not (timeout > 0 and math.isfinite(timeout)):  # `nan > 0` is False too
+            raise UsageError(f"--timeout must be a number of seconds more than 0, not {timeout}")
         if args.ca_file is not None and not Path(args.ca_file).is_file():
             raise InputError(args.ca_file, "CA file not found")
         return cls(

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exconn import __version__
+from exconn.errors import InputError
 from exconn.model import TlsAuthLevel
 from exconn.remediate import pwsh
 from exconn.rules.base import Finding, Fix, NewCommand, ParamChange, Report, SetCommand
@@ -359,30 +360,46 @@ def render_scripts(
     return "\n".join(fix_lines) + "\n", "\n".join(undo_lines) + "\n"
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """UTF-8 with BOM (Windows PowerShell 5.1 reads BOM-less files as ANSI), CRLF, via rename."""
-    data = (BOM + text.replace("\r\n", "\n").replace("\n", "\r\n")).encode("utf-8")
+def _stage(path: Path, text: str) -> str:
+    """A temporary file beside `path` holding the script: UTF-8 with BOM (Windows PowerShell 5.1
+    reads BOM-less files as ANSI), CRLF. The caller renames it into place."""
+    # backslashreplace: a lone surrogate from a CLIXML `_xD800_` escape cannot be UTF-8.
+    data = (BOM + text.replace("\r\n", "\n").replace("\n", "\r\n")).encode("utf-8", "backslashreplace")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp
 
 
 def write_fix(
     report: Report, org_sources: Sequence[str], out_dir: Path, *, generated_at: dt.datetime
 ) -> list[Path]:
-    """Write remediation.ps1 and rollback.ps1 into `out_dir`; returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write remediation.ps1 and rollback.ps1 into `out_dir`; returns their paths.
+
+    Both are written in full before either replaces an older copy, so a failure never leaves a
+    new remediation beside the rollback of another run. Raises InputError naming `out_dir` when
+    it cannot be written (a file, a read-only place).
+    """
     fix_text, undo_text = render_scripts(report, org_sources, generated_at=generated_at)
-    written = []
-    for name, text in (("remediation.ps1", fix_text), ("rollback.ps1", undo_text)):
-        path = out_dir / name
-        _write_atomically(path, text)
-        written.append(path)
-    return written
+    staged: list[tuple[str, Path]] = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, text in (("remediation.ps1", fix_text), ("rollback.ps1", undo_text)):
+            path = out_dir / name
+            staged.append((_stage(path, text), path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except OSError as exc:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+        reason = (
+            "it is not a folder" if out_dir.exists() and not out_dir.is_dir() else exc.strerror or str(exc)
+        )
+        raise InputError(out_dir, f"cannot write the fix scripts: {reason}") from None
+    return [path for _, path in staged]

@@ -261,13 +261,25 @@ def render_sarif(report: Report, org: Organization, info: RunInfo) -> str:
 
 
 def render(report: Report, org: Organization, info: RunInfo, fmt: Format) -> str:
+    """The report as text that any UTF-8 writer accepts (see `writable`)."""
     if fmt is Format.JSON:
-        return json.dumps(to_json(report, org, info), indent=2, ensure_ascii=False) + "\n"
-    if fmt is Format.MARKDOWN:
-        return render_markdown(report, org, info)
-    if fmt is Format.SARIF:
-        return render_sarif(report, org, info)
-    return render_table(report, org, info)
+        text = json.dumps(to_json(report, org, info), indent=2, ensure_ascii=False) + "\n"
+    elif fmt is Format.MARKDOWN:
+        text = render_markdown(report, org, info)
+    elif fmt is Format.SARIF:
+        text = render_sarif(report, org, info)
+    else:
+        text = render_table(report, org, info)
+    return writable(text)
+
+
+def writable(text: str) -> str:
+    """`text` with lone surrogates written as `\\udXXX` escapes, so that UTF-8 can encode it.
+
+    A CLIXML name may hold one (`_xD800_`); the reader keeps it as is, and in JSON the escape
+    reads back as the same character.
+    """
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def rules_markdown(rules: Sequence[Rule]) -> str:

@@ -27,6 +27,7 @@ import importlib.util
 import io
 import json
 import logging
+import math
 import platform
 import re
 import socket
@@ -129,6 +130,15 @@ def check_options(options: ConnectionOptions, host: str = "") -> None:
         )
     if options.auth == "basic" and (not options.username or options.password is None):
         raise ConnectionFailed(where, "Basic authentication needs --username and a password")
+    if options.auth == "basic" and not f"{options.username}:{options.password}".isascii():
+        try:  # requests sends Basic credentials as Latin-1; its error would quote the character
+            f"{options.username}:{options.password}".encode("latin-1")
+        except UnicodeEncodeError:
+            raise ConnectionFailed(
+                where,
+                "Basic authentication can carry only Latin-1 characters in the user name and password; "
+                "use --auth negotiate or ntlm",
+            ) from None
     if options.auth in ("ntlm", "credssp") and (not options.username or options.password is None):
         raise ConnectionFailed(where, f"{options.auth} authentication needs --username and a password")
     if options.auth == "certificate":
@@ -142,8 +152,12 @@ def check_options(options: ConnectionOptions, host: str = "") -> None:
         raise ConnectionFailed(where, CREDSSP_HINT)
     if options.ca_file is not None and not Path(options.ca_file).is_file():
         raise ConnectionFailed(where, f"CA file {options.ca_file} is not a readable file")
-    if options.timeout <= 1:
-        raise ConnectionFailed(where, "--timeout must be more than 1 second")
+    if not (options.timeout > 1 and math.isfinite(options.timeout)):  # `nan > 1` is False too
+        raise ConnectionFailed(
+            where, f"the timeout must be a number of seconds more than 1, not {options.timeout}"
+        )
+    if options.port is not None and not 0 < options.port < 65536:
+        raise ConnectionFailed(where, f"--port must be between 1 and 65535, not {options.port}")
 
 
 def kerberos_available() -> bool:
@@ -853,9 +867,16 @@ def _scrub(text: str, options: ConnectionOptions) -> str:
         return text
     import base64
 
-    forms = {secret}
+    # As given, as repr() shows it inside a message, and as the Basic header carries it (UTF-8
+    # or, as requests encodes it, Latin-1).
+    forms = {secret, repr(secret)[1:-1]}
     if options.username:
-        forms.add(base64.b64encode(f"{options.username}:{secret}".encode()).decode())
+        pair = f"{options.username}:{secret}"
+        for codec in ("utf-8", "latin-1"):
+            try:
+                forms.add(base64.b64encode(pair.encode(codec)).decode())
+            except UnicodeEncodeError:
+                pass
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, "***")
     return text
@@ -992,6 +1013,17 @@ def _describe(error: BaseException, host: str, options: ConnectionOptions) -> st
         return f"cannot connect to {host}:{port}: {_last_line(str(error))}"
     if isinstance(error, InvalidPSRPOperation):
         return f"the server refused the PowerShell session: {_last_line(str(error))}"
+    if isinstance(error, UnicodeError):
+        # Its message quotes the offending character, which may be part of the password.
+        return f"a value could not be encoded ({type(error).__name__}); check the user name and password"
+    if isinstance(error, KeyError) and str(error.args[0] if error.args else "").lower() == host.lower():
+        # pypsrp looks up the security context of an authentication that never happened: the
+        # server answered the first request (a web page, a redirect) without asking for any.
+        return (
+            f"{host}:{port} answered without asking for authentication, so it is not Exchange's "
+            "remote PowerShell endpoint (a plain web page or a redirect?): check --port, --path "
+            "(Exchange: PowerShell) and --ssl"
+        )
     if isinstance(error, ImportError):
         return CREDSSP_HINT if options.auth == "credssp" else f"a library is missing: {error}"
     if isinstance(error, ValueError) and "incompatible with the specified auth_provider" in str(error):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from exconn.errors import UsageError
 from exconn.model import Organization
+from exconn.output import path_argument
 from exconn.sources.psrp import (
     AUTH_CHOICES,
     Collection,
@@ -75,6 +76,7 @@ def add_connection_options(
     group.add_argument(
         ca_flag,
         dest="server_ca_file",
+        type=path_argument,
         metavar="PEM",
         help="trust this CA (PEM) for the server's HTTPS certificate",
     )
@@ -91,8 +93,12 @@ def add_connection_options(
         metavar="S",
         help="seconds per request (default 30)",
     )
-    group.add_argument("--cert-pem", metavar="PEM", help="client certificate for --auth certificate")
-    group.add_argument("--cert-key", metavar="PEM", help="client certificate key for --auth certificate")
+    group.add_argument(
+        "--cert-pem", type=path_argument, metavar="PEM", help="client certificate for --auth certificate"
+    )
+    group.add_argument(
+        "--cert-key", type=path_argument, metavar="PEM", help="client certificate key for --auth certificate"
+    )
 
 
 def add_collect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -106,7 +112,9 @@ def add_collect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
         ),
     )
     add_connection_options(parser, required=True)
-    parser.add_argument("--out", required=True, metavar="DIR", help="snapshot folder to write")
+    parser.add_argument(
+        "--out", required=True, type=path_argument, metavar="DIR", help="snapshot folder to write"
+    )
     parser.set_defaults(func=run_collect)
 
 

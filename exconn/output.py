@@ -1,0 +1,82 @@
+"""Paths the user names on the command line, and writing to them, never half-written."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+# Bounds for the small input files read whole: far above any real one, far below a machine's memory.
+DOMAIN_LIST_LIMIT = 16 * 2**20
+POSTURE_FILE_LIMIT = 256 * 2**20
+
+
+def path_argument(text: str) -> str:
+    """An argparse type for a file or folder name: an empty one (`-o ""`, an unset shell variable)
+    would otherwise mean the current folder, or nothing at all, without a word."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty name names no file or folder")
+    return text
+
+
+def read_small_file(path: str | Path, limit: int) -> bytes:
+    """The bytes of a small input file the user named (a domain list, a saved posture).
+
+    Raises OSError, with a `strerror` fit for a one-line message, for anything but a regular file
+    (`/dev/zero` would never end, a FIFO may never get a writer) and for a file over `limit` bytes.
+    """
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a folder, not a file", str(path))
+    if not stat.S_ISREG(mode):
+        raise OSError(errno.EINVAL, "not a regular file (a device, a FIFO or a socket)", str(path))
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit // 2**20} MiB, too large for this file", str(path))
+    return data
+
+
+def decode_text(data: bytes) -> str:
+    """A small text file's content: UTF-8 (with or without BOM), or UTF-16 with a BOM, which is
+    what Windows PowerShell 5.1's `>` and Notepad's "Unicode" write. Raises UnicodeDecodeError."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    return data.decode("utf-8-sig")
+
+
+def write_file(path: str | Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically: a temporary file in the same folder, then a rename.
+
+    A failure (disk full, a read-only folder) leaves the old file as it was and no temporary file
+    behind. A path that exists and is not a regular file (`/dev/stdout`, `/dev/null`, a FIFO) is
+    written to directly: renaming over it would replace the device itself. A symbolic link to a
+    file stays a link; the file it points at is replaced. Raises OSError.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return
+    target = Path(os.path.realpath(path))
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(handle.fileno(), 0o666 & ~umask)  # mkstemp's 0600 is for secrets
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

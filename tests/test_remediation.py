@@ -470,8 +470,74 @@ def test_new_command_is_skipped_when_the_object_exists() -> None:
     assert "if ($null -eq $existing)" in undo_text
 
 
+def test_rollback_removes_only_the_connector_exconn_created() -> None:
+    from exconn.rules.base import Finding, Severity, Target
+    from exconn.rules.send import ignore_starttls
+
+    new = NewCommand(
+        "New-SendConnector",
+        "To partner",
+        (("AddressSpaces", ["SMTP:partner.example;1"]), ("Comment", "exconn: emulates O'Neil's policy")),
+    )
+    finding = Finding(
+        ignore_starttls, Severity.LOW, Target("Domain", "partner.example"), None, None, "m", (new,)
+    )
+    _, undo_text = render_scripts(Report((finding,), (), ()), [], generated_at=NOW)
+    assert (
+        "if (($null -eq $existing) -or ($existing.Comment -ne 'exconn: emulates O''Neil''s policy'))"
+        in undo_text
+    )
+    assert_balanced(undo_text)
+
+
 def test_no_temp_files_left_and_existing_files_replaced(tmp_path: Path) -> None:
     (tmp_path / "remediation.ps1").write_text("old")
     write_fix(Report((), (), ()), ["x.xml"], tmp_path, generated_at=NOW)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["remediation.ps1", "rollback.ps1"]
     assert (tmp_path / "remediation.ps1").read_bytes().startswith(b"\xef\xbb\xbf<#")
+
+
+def test_merged_tls_domain_follows_the_winning_tls_auth_level() -> None:
+    """Two findings on one connector: the level and the domain must come from the same fix, or
+    Exchange refuses the merged command (TlsDomain needs DomainValidation, smart hosts need it)."""
+    from exconn.model import SendConnector, TlsAuthLevel
+    from exconn.rules.base import Finding, ParamChange, Severity, Target, all_rules
+
+    rules = {r.id: r for r in all_rules()}
+    conn = SendConnector(
+        "To Partner",
+        "To Partner",
+        SRC,
+        enabled=True,
+        dns_routing_enabled=False,
+        smart_hosts=("relay.partner.com",),
+        require_tls=True,
+        ignore_starttls=False,
+        tls_auth_level=TlsAuthLevel.DOMAIN_VALIDATION,
+        tls_domain="old.partner.com",
+        domain_secure_enabled=False,
+        smart_host_auth_mechanism=SmartHostAuthMechanism.NONE,
+        authentication_credential_set=False,
+        address_spaces=(AddressSpace("SMTP", "partner.com", 1, "SMTP:partner.com;1"),),
+    )
+    target = Target.of(conn)
+
+    def finding(rule: str, severity: Severity, level: TlsAuthLevel, domain: str | None) -> Finding:
+        cmd = SetCommand(
+            "Set-SendConnector",
+            conn.identity,
+            (
+                ParamChange("TlsAuthLevel", level, TlsAuthLevel.DOMAIN_VALIDATION),
+                ParamChange("TlsDomain", domain, "old.partner.com"),
+            ),
+        )
+        return Finding(rules[rule], severity, target, "TlsAuthLevel", None, "m", (cmd,))
+
+    relax = finding("EXC-W009", Severity.HIGH, TlsAuthLevel.ENCRYPTION_ONLY, None)
+    retarget = finding("EXC-S003", Severity.MEDIUM, TlsAuthLevel.DOMAIN_VALIDATION, "*.partner.com")
+    report = Report((relax, retarget), (), ())
+    (planned,) = plan_changes(report)
+    values = {c.name: c.new for c in planned.command.changes}
+    assert values == {"TlsAuthLevel": TlsAuthLevel.DOMAIN_VALIDATION, "TlsDomain": "*.partner.com"}
+    assert any("TlsDomain: follows" in n for n in planned.notes)
+    assert_report_fixes_valid(Organization(send_connectors=(conn,)), report)

@@ -92,6 +92,31 @@ def _merge_param(name: str, wanted: list[tuple[ParamChange, Finding]]) -> tuple[
     return first, f"{name}: {ids} disagree; kept the value of {owner.rule.id} (most severe)"
 
 
+def _tls_domain_follows_level(
+    changes: list[ParamChange],
+    by_param: dict[str, list[tuple[ParamChange, Finding]]],
+    notes: list[str],
+) -> list[ParamChange]:
+    """TlsAuthLevel and TlsDomain are one setting to Exchange (TlsDomain needs DomainValidation):
+    when findings disagree, TlsDomain comes from the finding whose TlsAuthLevel won."""
+    levels, domains = by_param.get("tlsauthlevel"), by_param.get("tlsdomain")
+    if not levels or not domains:
+        return changes
+    won = next(c for c in changes if c.name.lower() == "tlsauthlevel")
+    owner = next(f for c, f in levels if c is won)
+    own = next((c for c, f in domains if f is owner), None)
+    current = next(c for c in changes if c.name.lower() == "tlsdomain")
+    if own is not None:
+        wanted = own
+    elif same_value(won.new, TlsAuthLevel.DOMAIN_VALIDATION):
+        return changes
+    else:
+        wanted = ParamChange(current.name, None, current.observed)
+    if wanted is not current and not same_value(wanted.new, current.new):
+        notes.append(f"TlsDomain: follows the TlsAuthLevel of {owner.rule.id}")
+    return [wanted if c is current else c for c in changes]
+
+
 def _unique(findings: Iterable[Finding]) -> tuple[Finding, ...]:
     # Findings hold unhashable observed values (lists): dedupe by identity.
     seen: dict[int, Finding] = {}
@@ -136,6 +161,7 @@ def plan_changes(report: Report) -> list[PlannedChange]:
             changes.append(change)
             if note:
                 notes.append(note)
+        changes = _tls_domain_follows_level(changes, by_param, notes)
         head = sgroup[0][0]
         planned.append(
             PlannedChange(
@@ -242,6 +268,11 @@ def _new_block(cmd: NewCommand, *, rollback: bool) -> list[str]:
     label = _label(cmd)
     if rollback:
         exists, absent = "$null -eq $existing", f"Skipped {label}: it no longer exists"
+        comment = next((v for n, v in cmd.parameters if n == "Comment" and isinstance(v, str)), None)
+        if comment is not None:
+            # Remove only the object the remediation created, never an admin's namesake.
+            exists = f"($null -eq $existing) -or ($existing.Comment -ne {pwsh.quote(comment)})"
+            absent = f"Skipped {label}: it no longer exists, or its Comment shows exconn did not create it"
         run = cmd.render_rollback()
     else:
         exists, absent = "$null -ne $existing", f"Skipped {label}: it already exists"

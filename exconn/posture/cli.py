@@ -23,7 +23,14 @@ from typing import TextIO
 
 from tabulate import tabulate
 
-from exconn.output import DOMAIN_LIST_LIMIT, POSTURE_FILE_LIMIT, decode_text, path_argument, read_small_file
+from exconn.output import (
+    DOMAIN_LIST_LIMIT,
+    POSTURE_FILE_LIMIT,
+    decode_text,
+    path_argument,
+    read_small_file,
+    write_file,
+)
 from exconn.posture import dns as pdns
 from exconn.posture.facts import DomainPosture, FactsFormatError, PostureReport
 from exconn.posture.scan import (
@@ -336,7 +343,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.save:
         try:
-            Path(args.save).write_text(render_json(report) + "\n", encoding="utf-8")
+            write_file(args.save, (render_json(report) + "\n").encode("utf-8"))
         except OSError as exc:
             raise UsageError(f"cannot write {args.save}: {_reason(exc)}") from None
     print(render_json(report) if args.format == "json" else render_table(report))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from exconn import __version__
 from exconn.model import Organization
+from exconn.output import write_file
 from exconn.posture.facts import DomainPosture, MtaStsPolicy
 from exconn.posture.targets import is_domain_name
 from exconn.rules.base import Context
@@ -190,6 +191,6 @@ def write_dns(
         )
         for name, data in files:
             path = folder / name
-            path.write_bytes(data)
+            write_file(path, data)
             written.append(path)
     return DnsFix(tuple(written), tuple(notes))

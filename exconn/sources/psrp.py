@@ -50,6 +50,7 @@ from exconn.errors import InputError
 from exconn.model import (
     Organization,
 )
+from exconn.output import write_file
 from exconn.sources.convert import assemble, convert
 
 log = logging.getLogger(__name__)
@@ -818,7 +819,7 @@ def save_snapshot(collection: Collection, directory: Path) -> dict[str, Any]:
             (obj, run.host, collection.runspace_ids.get(run.host)) for run in runs for obj in run.objects
         ]
         if objects:
-            (directory / file_name).write_bytes(encode(_document(objects), "utf-16"))
+            write_file(directory / file_name, encode(_document(objects), "utf-16"))
             written.add(file_name)
     commands = []
     for run in collection.runs:
@@ -849,7 +850,7 @@ def save_snapshot(collection: Collection, directory: Path) -> dict[str, Any]:
         "commands": commands,
     }
     text = json.dumps(manifest, indent=2, ensure_ascii=False) + "\n"
-    (directory / "manifest.json").write_bytes(text.encode("utf-8"))
+    write_file(directory / "manifest.json", text.encode("utf-8"))
     return manifest
 
 

@@ -121,7 +121,11 @@ def to_json(report: Report, org: Organization, info: RunInfo) -> dict[str, Any]:
 
 
 def _short(value: Any, width: int = 40) -> str:
-    text = json.dumps(plain(value), ensure_ascii=False) if not isinstance(value, str) else value
+    shown = plain(value)
+    if isinstance(shown, list):
+        text = ", ".join(str(v) for v in shown)  # as Exchange prints a multi-valued property
+    else:
+        text = shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -18,7 +18,7 @@ from typing import cast
 from exconn import __version__
 from exconn.errors import ExconnError, InputError, UsageError
 from exconn.model import Organization
-from exconn.output import POSTURE_FILE_LIMIT, path_argument, read_small_file, write_file
+from exconn.output import path_argument, write_file
 from exconn.posture.cli import add_posture_parser, run_posture
 from exconn.posture.facts import DomainPosture
 from exconn.render import Format, RunInfo, render, rules_markdown
@@ -155,19 +155,9 @@ def _load_posture(args: argparse.Namespace, org: Organization) -> dict[str, Doma
 
 
 def _read_posture(path: str) -> dict[str, DomainPosture]:
-    from exconn.posture.facts import FactsFormatError, PostureReport
+    from exconn.posture.cli import load_report
 
-    try:
-        data = json.loads(read_small_file(path, POSTURE_FILE_LIMIT).decode("utf-8"))
-    except OSError as exc:
-        raise InputError(path, f"cannot read: {exc.strerror}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(path, f"not a posture file (not JSON: {exc})") from None
-    try:
-        report = PostureReport.from_json(data)
-    except FactsFormatError as exc:
-        raise InputError(path, str(exc)) from None
-    return {p.domain: p for p in report.domains}
+    return {p.domain: p for p in load_report(path).domains}
 
 
 def run_audit(args: argparse.Namespace) -> int:

@@ -66,6 +66,20 @@ def write_file(path: str | Path, data: bytes) -> None:
         with open(path, "wb") as handle:
             handle.write(data)
         return
+    tmp, target = stage_file(path, data)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def stage_file(path: str | Path, data: bytes) -> tuple[str, Path]:
+    """Write `data` to a new temporary file beside `path` (beside the file a symbolic link points
+    at), flushed to disk; returns it and the file to rename it over. The caller renames it into
+    place (several files can be staged first, then renamed together) or removes it. Raises OSError,
+    leaving no temporary file behind.
+    """
     target = Path(os.path.realpath(path))
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
@@ -76,7 +90,7 @@ def write_file(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return tmp, target

@@ -468,6 +468,25 @@ def test_https_with_the_test_ca_validates_and_basic_works(
     assert PASSWORD not in capsys.readouterr().err
 
 
+def test_audit_names_its_own_server_options(
+    https_server: tuple[ExchangeEndpoint, TestCA],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`audit`'s --ca-file is the posture trust store: advice must name --server-ca-file."""
+    endpoint, _ca = https_server
+    monkeypatch.setenv(PW_ENV, PASSWORD)
+    args = ["audit", "--server", "localhost", "--ssl", "--port", str(endpoint.port)]
+    args += ["--auth", "basic", "--username", ADMIN, "--password-env", PW_ENV]
+    assert main(args) == 2
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1 and "not trusted" in lines[0] and "--server-ca-file" in lines[0]
+    assert main([*args, "--server-timeout", "0"]) == 2
+    assert "--server-timeout must be" in capsys.readouterr().err
+    assert main([*args, "--no-ssl", "--no-cert-validation"]) == 2
+    assert "--server-ca-file and --no-cert-validation only apply with --ssl" in capsys.readouterr().err
+
+
 def test_basic_over_http_is_refused_before_connecting(
     one_server: ExchangeEndpoint, capsys: pytest.CaptureFixture[str]
 ) -> None:

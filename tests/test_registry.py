@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import exconn.rules
 from exconn.rules import RULE_MODULES
 from exconn.rules.base import RULE_ID, all_rules
 
@@ -12,7 +14,11 @@ URL = re.compile(r"^https://[^\s/]+\.[a-z]{2,}/\S*$")
 
 def test_rules_are_registered() -> None:
     rules = all_rules()
-    assert "exconn.rules.send" in RULE_MODULES and "exconn.rules.receive" in RULE_MODULES
+    # Every module that declares a rule is loaded by the registry (else its rules never run).
+    package = Path(exconn.rules.__file__).parent
+    declaring = {f"exconn.rules.{p.stem}" for p in package.glob("*.py") if "@rule(" in p.read_text("utf-8")}
+    assert declaring == set(RULE_MODULES)
+    assert {r.check.__module__ for r in rules} == set(RULE_MODULES)
     ids = [r.id for r in rules]
     assert len(ids) == len(set(ids))
     assert {"EXC-S001", "EXC-S002", "EXC-S003", "EXC-S004", "EXC-S005", "EXC-S006", "EXC-S007"} <= set(ids)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ipaddress
+import os
+import stat
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -495,6 +497,16 @@ def test_no_temp_files_left_and_existing_files_replaced(tmp_path: Path) -> None:
     write_fix(Report((), (), ()), ["x.xml"], tmp_path, generated_at=NOW)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["remediation.ps1", "rollback.ps1"]
     assert (tmp_path / "remediation.ps1").read_bytes().startswith(b"\xef\xbb\xbf<#")
+
+
+def test_scripts_get_the_umask_mode_like_every_other_output(tmp_path: Path) -> None:
+    """Was: 0600 (mkstemp's mode), unlike the reports and DNS files: a colleague could not review them."""
+    umask = os.umask(0o022)
+    try:
+        paths = write_fix(Report((), (), ()), ["x.xml"], tmp_path, generated_at=NOW)
+    finally:
+        os.umask(umask)
+    assert [stat.S_IMODE(p.stat().st_mode) for p in paths] == [0o644, 0o644]
 
 
 def test_merged_tls_domain_follows_the_winning_tls_auth_level() -> None:

@@ -22,6 +22,7 @@ from exconn.model import (
 from exconn.remediate.script import plan_changes
 from exconn.rules import exo
 from exconn.rules.base import Context, Fix, Report, Rule, SetCommand, Severity, evaluate
+from tests.rule_helpers import cannot, fired
 from tests.test_remediation import apply, norm
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -184,14 +185,6 @@ def run(rule: Rule, *objects: OutboundConnector | InboundConnector) -> Report:
     assert not [s for s in report.skipped if "internal error" in s.reason]
     assert_report_exo_fixes_valid(org, report)
     return report
-
-
-def fired(report: Report) -> list[tuple[str, Severity]]:
-    return [(f.target.identity, f.severity) for f in report.findings]
-
-
-def cannot(report: Report) -> list[str]:
-    return [s.target.identity for s in report.skipped if s.target]
 
 
 def rendered(report: Report) -> list[str]:

@@ -27,6 +27,7 @@ from exconn.model import (
 )
 from exconn.rules import receive
 from exconn.rules.base import Context, Report, Rule, Severity, evaluate
+from tests.rule_helpers import cannot, fired
 from tests.test_remediation import assert_report_fixes_valid
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -99,14 +100,6 @@ def run(rule: Rule, *connectors: ReceiveConnector, **org: Any) -> Report:
     assert not [s for s in report.skipped if "internal error" in s.reason]
     assert_report_fixes_valid(o, report)
     return report
-
-
-def fired(report: Report) -> list[tuple[str, Severity]]:
-    return [(f.target.identity, f.severity) for f in report.findings]
-
-
-def cannot(report: Report) -> list[str]:
-    return [s.target.identity for s in report.skipped if s.target]
 
 
 def test_every_receive_rule_is_quiet_on_default_connectors() -> None:

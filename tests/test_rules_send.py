@@ -30,6 +30,7 @@ from exconn.rules.helpers import (
     tls_domain_matches,
     tls_domain_problem,
 )
+from tests.rule_helpers import cannot, fired
 from tests.test_remediation import assert_report_fixes_valid
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -129,14 +130,6 @@ def run(rule: Rule, *connectors: SendConnector, **org: Any) -> Report:
     assert not [s for s in report.skipped if "internal error" in s.reason]
     assert_report_fixes_valid(o, report)
     return report
-
-
-def fired(report: Report) -> list[tuple[str, Severity]]:
-    return [(f.target.identity, f.severity) for f in report.findings]
-
-
-def cannot(report: Report) -> list[str]:
-    return [s.target.identity for s in report.skipped if s.target]
 
 
 def test_every_send_rule_is_quiet_on_sound_connectors() -> None:

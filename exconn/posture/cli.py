@@ -18,11 +18,14 @@ import re
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import dns.resolver
 from tabulate import tabulate
 
+from exconn.errors import ExconnError, InputError, UsageError
 from exconn.output import (
     DOMAIN_LIST_LIMIT,
     POSTURE_FILE_LIMIT,
@@ -42,6 +45,7 @@ from exconn.posture.scan import (
 )
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+DEFAULT_TIMEOUT = 10.0
 
 FAIL_ON = {
     "error": "a lookup, fetch or probe could not be completed",
@@ -56,10 +60,6 @@ FAIL_ON = {
 }
 
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
-
-
-class UsageError(Exception):
-    pass
 
 
 def add_posture_parser(
@@ -88,7 +88,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         metavar="PEM",
         help="trust store for HTTPS and SMTP (default: system)",
     )
-    parser.add_argument("--timeout", type=float, default=10.0, metavar="S", help="per lookup/fetch/probe")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S", help="per lookup/fetch/probe"
+    )
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N")
     parser.add_argument("--no-smtp", action="store_true", help="do not connect to the MX hosts")
     parser.add_argument(
@@ -293,6 +295,52 @@ class _Progress:
             self.stream.flush()
 
 
+@dataclass(frozen=True, slots=True)
+class NetworkOptions:
+    """What `--resolver`, `--ca-file`, `--timeout` (and the hidden test ports) mean, for `exconn
+    posture` and for the observation of `exconn audit` alike."""
+
+    resolver_address: str | None = None
+    ca_file: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    smtp_port: int = 25
+    https_port: int = 443
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> NetworkOptions:
+        """The options, checked; `audit` leaves unset ones None. Raises UsageError or InputError."""
+        timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
+        if not (timeout > 0 and math.isfinite(timeout)):  # `nan > 0` is False too
+            raise UsageError(f"--timeout must be a number of seconds more than 0, not {timeout}")
+        if args.ca_file is not None and not Path(args.ca_file).is_file():
+            raise InputError(args.ca_file, "CA file not found")
+        return cls(
+            resolver_address=args.resolver,
+            ca_file=args.ca_file,
+            timeout=timeout,
+            smtp_port=args.smtp_port if args.smtp_port is not None else 25,
+            https_port=args.https_port if args.https_port is not None else 443,
+        )
+
+    def resolver(self) -> dns.resolver.Resolver:
+        """The resolver every lookup goes through. Raises UsageError."""
+        try:
+            return pdns.make_resolver(self.resolver_address, timeout=self.timeout)
+        except pdns.ResolverAddressError as exc:
+            raise UsageError(str(exc)) from None
+        except Exception as exc:  # e.g. no /etc/resolv.conf: the user's machine, not a bug
+            raise UsageError(f"cannot set up a resolver: {exc}") from None
+
+    def scan_options(self, *, smtp: bool = True) -> ScanOptions:
+        return ScanOptions(
+            timeout=self.timeout,
+            ca_file=self.ca_file,
+            smtp=smtp,
+            smtp_port=self.smtp_port,
+            https_port=self.https_port,
+        )
+
+
 # --- the command --------------------------------------------------------------------------------
 
 
@@ -300,7 +348,7 @@ def run_posture(args: argparse.Namespace) -> int:
     """Run `exconn posture` for parsed `args`; returns the exit status."""
     try:
         return _run(args)
-    except UsageError as exc:
+    except ExconnError as exc:
         print(f"exconn posture: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -315,38 +363,25 @@ def _run(args: argparse.Namespace) -> int:
         domains = read_domains(args)
         if not domains:
             raise UsageError("no domains given (DOMAIN... or --domains-file FILE, or --load FILE)")
-        if not (args.timeout > 0 and math.isfinite(args.timeout)):  # `nan > 0` is False too
-            raise UsageError(f"--timeout must be a number of seconds more than 0, not {args.timeout}")
+        options = NetworkOptions.from_args(args)
         if args.concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {args.concurrency}")
-        try:
-            resolver = pdns.make_resolver(args.resolver, timeout=args.timeout)
-        except pdns.ResolverAddressError as exc:
-            raise UsageError(str(exc)) from None
-        except Exception as exc:  # e.g. no /etc/resolv.conf
-            raise UsageError(f"cannot set up a resolver: {exc}") from None
-        if args.ca_file and not Path(args.ca_file).is_file():
-            raise UsageError(f"cannot read CA file {args.ca_file}")
+        resolver = options.resolver()
         progress = _Progress(len(domains), sys.stderr) if sys.stderr.isatty() else None
         report = scan_domains(
             domains,
             resolver=resolver,
-            options=ScanOptions(
-                timeout=args.timeout,
-                ca_file=args.ca_file,
-                smtp=not args.no_smtp,
-                smtp_port=args.smtp_port,
-                https_port=args.https_port,
-            ),
+            options=options.scan_options(smtp=not args.no_smtp),
             concurrency=args.concurrency,
             progress=progress,
         )
+    as_json = render_json(report) if args.save or args.format == "json" else ""
     if args.save:
         try:
-            write_file(args.save, (render_json(report) + "\n").encode("utf-8"))
+            write_file(args.save, (as_json + "\n").encode("utf-8"))
         except OSError as exc:
             raise UsageError(f"cannot write {args.save}: {_reason(exc)}") from None
-    print(render_json(report) if args.format == "json" else render_table(report))
+    print(as_json if args.format == "json" else render_table(report))
     failing = {d.domain: failed_conditions(d, conditions) for d in report.domains}
     failing = {domain: met for domain, met in failing.items() if met}
     for domain, met in failing.items():
@@ -355,6 +390,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def load_report(path: str) -> PostureReport:
+    """A posture saved by `--save`, for `--load` and `exconn audit --posture`; UsageError if not."""
     try:
         data = json.loads(read_small_file(path, POSTURE_FILE_LIMIT).decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:

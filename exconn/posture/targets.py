@@ -10,23 +10,19 @@ line; `#` starts a comment.
 from __future__ import annotations
 
 import argparse
-import math
 import re
-from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 
 from publicsuffixlist import PublicSuffixList
 
-from exconn.errors import InputError, UsageError
+from exconn.errors import InputError
 from exconn.model import UNKNOWN, Organization
 from exconn.output import DOMAIN_LIST_LIMIT, decode_text, read_small_file
-from exconn.posture import dns as pdns
+from exconn.posture.cli import NetworkOptions
 from exconn.posture.facts import DomainPosture
-from exconn.posture.scan import ScanOptions, scan_domains, to_a_labels
+from exconn.posture.scan import scan_domains, to_a_labels
 from exconn.rules.world import accepted_names, is_exo_routing, our_observable_domains
 
-DEFAULT_TIMEOUT = 10.0
 _LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -99,32 +95,6 @@ def partner_domains(org: Organization, partners_file: str | None, *, ours: list[
     return list(dict.fromkeys(partners))
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkOptions:
-    """What `--resolver`, `--ca-file`, `--timeout` (and the hidden test ports) mean for `exconn posture`."""
-
-    resolver: str | None = None
-    ca_file: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
-    smtp_port: int = 25
-    https_port: int = 443
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> NetworkOptions:
-        timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
-        if not (timeout > 0 and math.isfinite(timeout)):  # `nan > 0` is False too
-            raise UsageError(f"--timeout must be a number of seconds more than 0, not {timeout}")
-        if args.ca_file is not None and not Path(args.ca_file).is_file():
-            raise InputError(args.ca_file, "CA file not found")
-        return cls(
-            resolver=args.resolver,
-            ca_file=args.ca_file,
-            timeout=timeout,
-            smtp_port=args.smtp_port if args.smtp_port is not None else 25,
-            https_port=args.https_port if args.https_port is not None else 443,
-        )
-
-
 def observe(org: Organization, args: argparse.Namespace) -> dict[str, DomainPosture]:
     """Observe our domains and the partners' (the posture scan, with `exconn posture`'s options)."""
     options = NetworkOptions.from_args(args)
@@ -132,20 +102,5 @@ def observe(org: Organization, args: argparse.Namespace) -> dict[str, DomainPost
     domains = [*ours, *partner_domains(org, args.partners, ours=ours)]
     if not domains:
         return {}
-    try:
-        resolver = pdns.make_resolver(options.resolver, timeout=options.timeout)
-    except pdns.ResolverAddressError as exc:
-        raise UsageError(str(exc)) from None
-    except Exception as exc:  # e.g. no /etc/resolv.conf: the user's machine, not a bug
-        raise UsageError(f"cannot set up a resolver: {exc}") from None
-    report = scan_domains(
-        domains,
-        resolver=resolver,
-        options=ScanOptions(
-            timeout=options.timeout,
-            ca_file=options.ca_file,
-            smtp_port=options.smtp_port,
-            https_port=options.https_port,
-        ),
-    )
+    report = scan_domains(domains, resolver=options.resolver(), options=options.scan_options())
     return {p.domain: p for p in report.domains}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from exconn import __version__
 from exconn.errors import InputError
 from exconn.model import TlsAuthLevel
+from exconn.output import stage_file
 from exconn.remediate import pwsh
 from exconn.rules.base import Finding, Fix, NewCommand, ParamChange, Report, SetCommand
 from exconn.rules.helpers import same_value
@@ -391,21 +391,12 @@ def render_scripts(
     return "\n".join(fix_lines) + "\n", "\n".join(undo_lines) + "\n"
 
 
-def _stage(path: Path, text: str) -> str:
+def _stage(path: Path, text: str) -> tuple[str, Path]:
     """A temporary file beside `path` holding the script: UTF-8 with BOM (Windows PowerShell 5.1
     reads BOM-less files as ANSI), CRLF. The caller renames it into place."""
     # backslashreplace: a lone surrogate from a CLIXML `_xD800_` escape cannot be UTF-8.
     data = (BOM + text.replace("\r\n", "\n").replace("\n", "\r\n")).encode("utf-8", "backslashreplace")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return tmp
+    return stage_file(path, data)
 
 
 def write_fix(
@@ -419,13 +410,15 @@ def write_fix(
     """
     fix_text, undo_text = render_scripts(report, org_sources, generated_at=generated_at)
     staged: list[tuple[str, Path]] = []
+    written: list[Path] = []
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, text in (("remediation.ps1", fix_text), ("rollback.ps1", undo_text)):
             path = out_dir / name
-            staged.append((_stage(path, text), path))
-        for tmp, path in staged:
-            os.replace(tmp, path)
+            staged.append(_stage(path, text))
+            written.append(path)
+        for tmp, target in staged:
+            os.replace(tmp, target)
     except OSError as exc:
         for tmp, _ in staged:
             Path(tmp).unlink(missing_ok=True)
@@ -433,4 +426,4 @@ def write_fix(
             "it is not a folder" if out_dir.exists() and not out_dir.is_dir() else exc.strerror or str(exc)
         )
         raise InputError(out_dir, f"cannot write the fix scripts: {reason}") from None
-    return [path for _, path in staged]
+    return written

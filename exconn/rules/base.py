@@ -16,10 +16,13 @@ import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exconn.model import ModelObject, Organization, identity_of, kind_of
 from exconn.remediate import pwsh
+
+if TYPE_CHECKING:
+    from exconn.posture.facts import DomainPosture
 
 
 class Severity(enum.IntEnum):
@@ -159,8 +162,8 @@ class Skip:
 class Context:
     org: Organization
     now: dt.datetime
-    # Domain -> observed posture (exconn.posture.facts.DomainPosture); empty when offline.
-    posture: Mapping[str, Any] = field(default_factory=dict)
+    # Domain -> observed posture; empty when offline.
+    posture: Mapping[str, DomainPosture] = field(default_factory=dict)
     offline: bool = True
 
 

@@ -206,13 +206,6 @@ def _accepted_domain_type(value: PSValue) -> AcceptedDomainType:
     return _by_name(AcceptedDomainType, _enum_name(value))
 
 
-def _nullable(parse: Callable[[PSValue], T]) -> Callable[[PSValue], T | None]:
-    def wrapped(value: PSValue) -> T | None:
-        return None if value is None else parse(value)
-
-    return wrapped
-
-
 def _each(parse: Callable[[str], T]) -> Callable[[PSValue], tuple[T, ...]]:
     def wrapped(value: PSValue) -> tuple[T, ...]:
         return tuple(parse(text) for text in _texts(value))

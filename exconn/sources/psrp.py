@@ -108,6 +108,10 @@ class ConnectionOptions:
     timeout: float = 30.0
     cert_pem: str | None = None  # auth=certificate: client certificate and key (PEM)
     cert_key_pem: str | None = None
+    # How messages name the trust-store and timeout options: `audit` calls them --server-ca-file
+    # and --server-timeout, since its own --ca-file and --timeout belong to the domain observation.
+    ca_file_flag: str = "--ca-file"
+    timeout_flag: str = "--timeout"
 
     @property
     def effective_port(self) -> int:
@@ -155,7 +159,7 @@ def check_options(options: ConnectionOptions, host: str = "") -> None:
         raise ConnectionFailed(where, f"CA file {options.ca_file} is not a readable file")
     if not (options.timeout > 1 and math.isfinite(options.timeout)):  # `nan > 1` is False too
         raise ConnectionFailed(
-            where, f"the timeout must be a number of seconds more than 1, not {options.timeout}"
+            where, f"{options.timeout_flag} must be a number of seconds more than 1, not {options.timeout}"
         )
     if options.port is not None and not 0 < options.port < 65536:
         raise ConnectionFailed(where, f"--port must be between 1 and 65535, not {options.port}")
@@ -310,7 +314,6 @@ class Collection:
     hosts: tuple[str, ...]
     runs: list[CmdletRun]
     started: dt.datetime
-    server_names: dict[str, str]  # host -> the Exchange server name used for -Server
     runspace_ids: dict[str, uuid.UUID]
     endpoints: tuple[str, ...] = ()
 
@@ -372,7 +375,6 @@ def collect(
         hosts=tuple(unique),
         runs=runs,
         started=started,
-        server_names=names,
         runspace_ids={s.session.host: s.session.runspace_id for s in sessions},
         endpoints=tuple(options.endpoint(host) for host in unique),
     )
@@ -982,8 +984,8 @@ def _describe(error: BaseException, host: str, options: ConnectionOptions) -> st
                 )
             detail = "expired" if "expired" in text else "not trusted"
             return (
-                f"TLS certificate of {host} is {detail}: pass --ca-file with the PEM of the CA that "
-                "issued it (or, in a lab only, --no-cert-validation)"
+                f"TLS certificate of {host} is {detail}: pass {options.ca_file_flag} with the PEM of the "
+                "CA that issued it (or, in a lab only, --no-cert-validation)"
             )
         if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
             return f"TLS handshake failed: port {port} does not speak HTTPS (drop --ssl or fix --port)"
@@ -1002,7 +1004,7 @@ def _describe(error: BaseException, host: str, options: ConnectionOptions) -> st
     ):
         return (
             f"{host}:{port} stopped answering (no reply within {seconds}s; "
-            "raise --timeout if the server is slow)"
+            f"raise {options.timeout_flag} if the server is slow)"
         )
     for item in _chain(error):
         if isinstance(item, ConnectionRefusedError):

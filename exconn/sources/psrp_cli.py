@@ -43,6 +43,7 @@ def add_connection_options(
     ca_flag, timeout_flag = (
         ("--server-ca-file", "--server-timeout") if prefixed else ("--ca-file", "--timeout")
     )
+    parser.set_defaults(server_ca_file_flag=ca_flag, server_timeout_flag=timeout_flag)
     group = parser.add_argument_group("live connection (Exchange remote PowerShell)")
     group.add_argument(
         "--server",
@@ -120,10 +121,11 @@ def add_collect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 def connection_options(args: argparse.Namespace) -> ConnectionOptions:
     """Options from the command line; the password from the environment or a prompt."""
+    ca_flag = args.server_ca_file_flag
     if args.server_ca_file and args.no_cert_validation:
-        raise UsageError("--ca-file and --no-cert-validation contradict each other")
+        raise UsageError(f"{ca_flag} and --no-cert-validation contradict each other")
     if (args.server_ca_file or args.no_cert_validation) and not args.ssl:
-        raise UsageError("--ca-file and --no-cert-validation only apply with --ssl")
+        raise UsageError(f"{ca_flag} and --no-cert-validation only apply with --ssl")
     password: str | None = None
     if args.password_env:
         password = os.environ.get(args.password_env)
@@ -148,6 +150,8 @@ def connection_options(args: argparse.Namespace) -> ConnectionOptions:
         timeout=args.server_timeout,
         cert_pem=args.cert_pem,
         cert_key_pem=args.cert_key,
+        ca_file_flag=ca_flag,
+        timeout_flag=args.server_timeout_flag,
     )
     check_options(options, args.server[0] if args.server else "")
     return options

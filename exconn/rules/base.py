@@ -220,11 +220,9 @@ class Report:
         return max((f.severity for f in self.findings), default=None)
 
 
-def _source_of(org: Organization, target: Target) -> str | None:
-    for obj in org.objects():
-        if kind_of(obj) == target.kind and identity_of(obj) == target.identity:
-            return obj.source.path
-    return None
+def _sources(org: Organization) -> dict[Target, str]:
+    """Where each object came from, looked up once per evaluation rather than once per finding."""
+    return {Target(kind_of(o), identity_of(o)): o.source.path for o in reversed(org.objects())}
 
 
 def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
@@ -234,6 +232,7 @@ def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
         Skip("object", Target(s.type_name, s.identity), s.reason, s.source.path) for s in ctx.org.skipped
     ]
     ran: list[str] = []
+    sources = _sources(ctx.org)
     for r in all_rules() if rules is None else rules:
         if r.needs_posture and ctx.offline:
             continue
@@ -248,7 +247,7 @@ def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
             continue
         for res in results:
             if isinstance(res, CannotJudge):
-                skipped.append(Skip(r.id, res.target, res.reason, _source_of(ctx.org, res.target)))
+                skipped.append(Skip(r.id, res.target, res.reason, sources.get(res.target)))
             else:
                 findings.append(
                     Finding(
@@ -259,7 +258,7 @@ def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
                         observed=res.observed,
                         message=res.message,
                         fix=res.fix,
-                        source=_source_of(ctx.org, res.target),
+                        source=sources.get(res.target),
                     )
                 )
     findings.sort(key=lambda f: (-f.severity, f.rule.id, f.target.kind, f.target.identity))

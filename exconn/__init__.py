@@ -13,6 +13,7 @@ private to its module.
     org = exconn.load(["snapshot/"])
     report = exconn.evaluate(exconn.Context(org, now))
     exconn.write_fix(report, org.sources, Path("fix"), generated_at=now)
+    exconn.write_dns(report, Path("fix"), generated_at=now)  # with a posture in the Context
 
 The names are imported on first use, so `import exconn` loads neither lxml, dnspython nor pypsrp,
 and builds no client (resolvers, HTTP and PSRP sessions are passed in by the caller).

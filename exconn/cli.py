@@ -171,23 +171,22 @@ def run_audit(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     org = _load_org(args)
     posture = _load_posture(args, org)
-    ctx = Context(org=org, now=now, posture=posture or {}, offline=posture is None)
+    ctx = Context(
+        org=org, now=now, posture=posture or {}, offline=posture is None, tlsrpt_rua=args.tlsrpt_rua
+    )
     report = evaluate(ctx)
     info = RunInfo(generated_at=now, sources=org.sources, fail_on=args.fail_on, offline=args.offline)
     _emit(render(report, org, info, args.format), args.output)
     if args.fix_out:
+        from exconn.remediate.dns import write_dns
         from exconn.remediate.script import write_fix
 
         written = write_fix(report, org.sources, Path(args.fix_out), generated_at=now)
-        if posture:
-            from exconn.remediate.dns import write_dns
-
-            dns_fix = write_dns(
-                org, posture, Path(args.fix_out), generated_at=now, tlsrpt_rua=args.tlsrpt_rua
-            )
-            written += dns_fix.written
-            for note in dns_fix.notes:
-                print(f"exconn: dns: {note}", file=sys.stderr)
+        # The DNS side comes from the findings too (EXC-W…, with a posture only).
+        dns_fix = write_dns(report, Path(args.fix_out), generated_at=now)
+        written += dns_fix.written
+        for note in dns_fix.notes:
+            print(f"exconn: dns: {note}", file=sys.stderr)
         print(f"exconn: wrote {', '.join(str(w) for w in written)}", file=sys.stderr)
     worst = report.worst()
     return EXIT_FINDINGS if worst is not None and worst >= args.fail_on else EXIT_OK

@@ -71,6 +71,7 @@ def test_json_contract(capsys: pytest.CaptureFixture[str]) -> None:
         assert f["severity"] in {"critical", "high", "medium", "low", "info"}
         assert f["rule"].startswith("EXC-") and f["references"]
         assert isinstance(f["fix"], list) and all(isinstance(c, str) for c in f["fix"])
+        assert f["dns"] == []  # offline: no DNS side
         assert set(f["target"]) == {"kind", "identity"}
     s004 = next(f for f in doc["findings"] if f["rule"] == "EXC-S004")
     assert s004["property"] == "SmartHostAuthMechanism" and s004["observed"] == "BasicAuth"

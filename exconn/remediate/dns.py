@@ -1,5 +1,8 @@
 """The DNS side of the fix: per domain of ours, the MTA-STS policy file and the TXT records to publish.
 
+Reads only the report's findings: each `PublishMtaSts` fix (attached by the EXC-W rules that want the
+policy published or changed) becomes one folder.
+
     DIR/dns/<domain>/mta-sts.txt   the policy, built from the real MX set, mode from EXC-W003/W004
     DIR/dns/<domain>/records.txt   zone-file snippet: `_mta-sts` (fresh id) and `_smtp._tls`
     DIR/dns/<domain>/README.txt    the order of publishing
@@ -15,17 +18,14 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from exconn import __version__
-from exconn.model import Organization
 from exconn.output import write_file
-from exconn.posture.facts import DomainPosture, MtaStsPolicy
 from exconn.posture.targets import is_domain_name
-from exconn.rules.base import Context
-from exconn.rules.world import ModeChoice, is_ours, mode_choice, mx_problem, proposed_policy, valid_policy
+from exconn.rules.base import Finding, PublishMtaSts, Report
 
 TXT_TTL = 3600
 # RFC 8460 §3: mailto: or https: URIs; characters that would end the TXT string, the record's
@@ -52,10 +52,10 @@ class DnsFix:
     notes: tuple[str, ...]  # domains left out, and why
 
 
-def policy_text(policy: MtaStsPolicy) -> bytes:
-    lines = [f"version: {policy.version}", f"mode: {policy.mode}"]
-    lines += [f"mx: {pattern}" for pattern in policy.mx]
-    lines.append(f"max_age: {policy.max_age}")
+def policy_text(pub: PublishMtaSts) -> bytes:
+    lines = ["version: STSv1", f"mode: {pub.mode}"]
+    lines += [f"mx: {pattern}" for pattern in pub.mx]
+    lines.append(f"max_age: {pub.max_age}")
     return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
@@ -64,26 +64,16 @@ def fresh_id(generated_at: dt.datetime) -> str:
     return generated_at.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S")
 
 
-def _rua(p: DomainPosture, given: str | None) -> str | None:
-    if given is not None:
-        return given
-    if p.tlsrpt.status == "valid":
-        kept = [u for u in p.tlsrpt.rua if _RUA.match(u)]
-        if kept:
-            return ",".join(kept)
-    return None
+def _rua(pub: PublishMtaSts) -> str | None:
+    if pub.tlsrpt_rua is not None:
+        return pub.tlsrpt_rua  # checked by write_dns before anything is written
+    kept = [u for u in pub.published_rua or () if _RUA.match(u)]
+    return ",".join(kept) if kept else None
 
 
-def _record_verb(p: DomainPosture) -> str:
-    """What to do with the `_mta-sts` TXT record: replace the one seen, create one where none is."""
-    if p.mta_sts.record is not None:
-        return "replace"
-    return "create" if p.mta_sts.status == "absent" else "create (or replace, if one exists)"
-
-
-def records_text(p: DomainPosture, record_id: str, rua: str | None, generated_at: dt.datetime) -> str:
-    d = p.domain
-    if _record_verb(p) == "create":
+def records_text(pub: PublishMtaSts, record_id: str, rua: str | None, generated_at: dt.datetime) -> str:
+    d = pub.domain
+    if pub.record_verb == "create":
         how = [f"; (see README.txt). CREATE the _mta-sts TXT record: {d} publishes none now."]
     else:
         how = [
@@ -106,40 +96,36 @@ def records_text(p: DomainPosture, record_id: str, rua: str | None, generated_at
     return "\n".join(lines) + "\n"
 
 
-def readme_text(
-    p: DomainPosture, policy: MtaStsPolicy, record_id: str, choice: ModeChoice | None = None
-) -> str:
-    d = p.domain
-    current = valid_policy(p)
+def readme_text(pub: PublishMtaSts, record_id: str) -> str:
+    d = pub.domain
     was = (
-        f"mode {current.mode}, id {p.mta_sts.id}, max_age {current.max_age}"
-        if current
-        else f"no valid policy ({p.mta_sts.status})"
+        f"mode {pub.current_mode}, id {pub.current_id}, max_age {pub.current_max_age}"
+        if pub.current_mode is not None
+        else f"no valid policy ({pub.sts_status})"
     )
     steps = [
         f"MTA-STS and TLS-RPT for {d}: what to publish, in this order.",
         "",
-        f"Now published: {was}. Proposed: mode {policy.mode}, mx {', '.join(policy.mx)}, "
-        f"max_age {policy.max_age}.",
-        *([choice.why] if choice is not None else []),
+        f"Now published: {was}. Proposed: mode {pub.mode}, mx {', '.join(pub.mx)}, max_age {pub.max_age}.",
+        pub.why,
         "",
         f"1. Serve mta-sts.txt (byte for byte, CRLF line ends) at https://mta-sts.{d}/.well-known/mta-sts.txt",
         f"   with HTTP 200, Content-Type text/plain, no redirect, and a certificate valid for mta-sts.{d}.",
         f"2. Check it: exconn posture {d}   (the policy must be fetched and valid before step 3).",
-        f"3. Then {_record_verb(p)} the _mta-sts.{d} TXT record: the one in records.txt "
+        f"3. Then {pub.record_verb} the _mta-sts.{d} TXT record: the one in records.txt "
         f"(new id {record_id}).",
         "   Senders fetch a policy again only when the id changes; before the file is served, a new id",
         "   would make them fetch the old file and cache it for its max_age.",
         "4. Publish the _smtp._tls record from records.txt if it is not there yet, and read the reports.",
     ]
-    if policy.mode == "testing" and current is not None and current.mode == "enforce":
+    if pub.mode == "testing" and pub.current_mode == "enforce":
         steps += [
             "",
-            f"Senders keep the cached enforce policy up to {current.max_age} s unless the id changes.",
+            f"Senders keep the cached enforce policy up to {pub.current_max_age} s unless the id changes.",
         ]
-    if policy.mode == "enforce":
+    if pub.mode == "enforce":
         steps += ["", "Enforce only after the TLS reports for mode testing have shown no failures."]
-        if p.tlsrpt.status != "valid":
+        if pub.published_rua is None:
             steps += [
                 f"No valid TLS-RPT record is published yet: publish _smtp._tls.{d} (step 4) first and keep",
                 "the testing policy until its reports arrive; without TLS-RPT there are no reports.",
@@ -147,47 +133,68 @@ def readme_text(
     return "\n".join(steps) + "\n"
 
 
-def _safe_policy(policy: MtaStsPolicy) -> bool:
-    return all(is_domain_name(m.removeprefix("*.")) for m in policy.mx)
+def _safe_policy(pub: PublishMtaSts) -> bool:
+    return all(is_domain_name(m.removeprefix("*.")) for m in pub.mx)
 
 
-def write_dns(
-    org: Organization,
-    posture: Mapping[str, DomainPosture],
-    out_dir: Path,
-    *,
-    generated_at: dt.datetime,
-    tlsrpt_rua: str | None = None,
-) -> DnsFix:
-    """Write DIR/dns/<domain>/ for each observed domain of ours whose MX set is known."""
-    if tlsrpt_rua is not None:
-        check_rua(tlsrpt_rua)
-    written: list[Path] = []
+def _known_values(pub: PublishMtaSts) -> bool:
+    """Mode and max_age are the rules' own values; a hand-made finding could hold anything."""
+    return (
+        pub.mode in ("enforce", "testing", "none")
+        and type(pub.max_age) is int
+        and 0 <= pub.max_age <= 31557600  # RFC 8461 §3.2: at most a year
+    )
+
+
+def publications(report: Report) -> tuple[list[tuple[PublishMtaSts, Finding]], list[str]]:
+    """One publication per domain, from the findings (most severe first). Findings that ask for the
+    same domain's policy agree by construction; if they do not, the most severe one wins, and a note
+    says so (as the .ps1 writer merges commands)."""
+    chosen: dict[str, tuple[PublishMtaSts, Finding]] = {}
     notes: list[str] = []
+    for finding in report.findings:
+        for pub in finding.dns:
+            key = pub.domain.lower().rstrip(".")
+            if key not in chosen:
+                chosen[key] = (pub, finding)
+            elif chosen[key][0] != pub:
+                owner = chosen[key][1].rule.id
+                note = (
+                    f"{pub.domain}: {finding.rule.id} asks for another policy than {owner}; "
+                    f"kept the one of {owner} (most severe)"
+                )
+                if note not in notes:
+                    notes.append(note)
+    return [chosen[k] for k in sorted(chosen)], notes
+
+
+def write_dns(report: Report, out_dir: Path, *, generated_at: dt.datetime) -> DnsFix:
+    """Write DIR/dns/<domain>/ for each domain a finding of `report` asks to publish a policy for."""
+    written: list[Path] = []
+    chosen, notes = publications(report)
+    for pub, _ in chosen:
+        if pub.tlsrpt_rua is not None:
+            check_rua(pub.tlsrpt_rua)
     record_id = fresh_id(generated_at)
-    # The rules' own view (EXC-W002's receive connectors decide the mode too), at the same instant.
-    ctx = Context(org, generated_at, posture, offline=False)
-    for domain in sorted(posture):
-        p = posture[domain]
-        if not is_ours(org, domain):
-            continue
+    for pub, _ in chosen:
+        domain = pub.domain
         if not is_domain_name(domain):
             notes.append(f"{domain!r}: not a plain domain name, no DNS files written")
             continue
-        if (why := mx_problem(p)) is not None:
-            notes.append(f"{domain}: {why}; no DNS files written")
-            continue
-        choice = mode_choice(ctx, p, tlsrpt_rua=tlsrpt_rua)
-        policy = proposed_policy(ctx, p, tlsrpt_rua=tlsrpt_rua)
-        if not _safe_policy(policy):
+        if not _safe_policy(pub):
             notes.append(f"{domain}: an MX host name is not a plain host name; no DNS files written")
+            continue
+        if not _known_values(pub):
+            notes.append(
+                f"{domain}: mode {pub.mode!r} or max_age {pub.max_age!r} is not valid; no DNS files written"
+            )
             continue
         folder = out_dir / "dns" / domain.lower().rstrip(".")
         folder.mkdir(parents=True, exist_ok=True)
         files: Sequence[tuple[str, bytes]] = (
-            ("mta-sts.txt", policy_text(policy)),
-            ("records.txt", records_text(p, record_id, _rua(p, tlsrpt_rua), generated_at).encode("utf-8")),
-            ("README.txt", readme_text(p, policy, record_id, choice).encode("utf-8")),
+            ("mta-sts.txt", policy_text(pub)),
+            ("records.txt", records_text(pub, record_id, _rua(pub), generated_at).encode("utf-8")),
+            ("README.txt", readme_text(pub, record_id).encode("utf-8")),
         )
         for name, data in files:
             path = folder / name

@@ -21,7 +21,7 @@ from exconn.errors import InputError
 from exconn.model import TlsAuthLevel
 from exconn.output import stage_file
 from exconn.remediate import pwsh
-from exconn.rules.base import Finding, Fix, NewCommand, ParamChange, Report, SetCommand
+from exconn.rules.base import Command, Finding, NewCommand, ParamChange, Report, SetCommand
 from exconn.rules.helpers import same_value
 
 BOM = "\ufeff"
@@ -38,7 +38,7 @@ _TLS_STRENGTH: list[pwsh.PsValue] = [
 class PlannedChange:
     """One command of the script, with the findings it fixes and how conflicts were settled."""
 
-    command: Fix
+    command: Command
     findings: tuple[Finding, ...]
     notes: tuple[str, ...] = ()
 
@@ -126,12 +126,13 @@ def _unique(findings: Iterable[Finding]) -> tuple[Finding, ...]:
 
 
 def plan_changes(report: Report) -> list[PlannedChange]:
-    """Every fix of the report, merged per object, in the order of the first finding asking for it."""
+    """Every PowerShell fix of the report, merged per object, in the order of the first finding asking
+    for it. The DNS side (`PublishMtaSts`) is `exconn.remediate.dns`'s: no PowerShell for it."""
     order: list[tuple[str, str, str]] = []
     sets: dict[tuple[str, str, str], list[tuple[SetCommand, Finding]]] = {}
     news: dict[tuple[str, str, str], list[tuple[NewCommand, Finding]]] = {}
     for finding in report.findings:
-        for fix in finding.fix:
+        for fix in finding.commands:
             if isinstance(fix, SetCommand):
                 key = ("set", fix.cmdlet, fix.identity.lower())
                 if key not in sets:
@@ -211,20 +212,20 @@ def _noun(cmdlet: str) -> str:
     return cmdlet.split("-", 1)[1]
 
 
-def _get(cmd: Fix) -> str:
+def _get(cmd: Command) -> str:
     if isinstance(cmd, NewCommand):
         return pwsh.command(f"Get-{_noun(cmd.cmdlet)}", [("Identity", cmd.name)])
     params: list[tuple[str, pwsh.PsValue]] = [] if cmd.singleton else [("Identity", cmd.identity)]
     return pwsh.command(f"Get-{_noun(cmd.cmdlet)}", params)
 
 
-def _label(cmd: Fix) -> str:
+def _label(cmd: Command) -> str:
     if isinstance(cmd, NewCommand):
         return f"{cmd.cmdlet} {cmd.name}"
     return cmd.cmdlet if cmd.singleton else f"{cmd.cmdlet} {cmd.identity}"
 
 
-def _values(cmd: Fix) -> list[str]:
+def _values(cmd: Command) -> list[str]:
     if isinstance(cmd, NewCommand):
         return [cmd.name, *(item for _, v in cmd.parameters for item in _items(v))]
     return [cmd.identity, *(item for c in cmd.changes for v in (c.new, c.observed) for item in _items(v))]
@@ -356,7 +357,7 @@ def _header(
 
 
 def _unfixed(report: Report) -> list[str]:
-    left = [f for f in report.findings if not f.fix]
+    left = [f for f in report.findings if not f.commands]
     if not left:
         return []
     lines = ["", pwsh.comment("Findings without an automatic fix (see each rule's remediation):")]

@@ -82,7 +82,8 @@ def _finding_json(f: Finding) -> dict[str, Any]:
         "observed": plain(f.observed),
         "message": f.message,
         "references": list(f.rule.references),
-        "fix": [c.render() for c in f.fix],
+        "fix": [c.render() for c in f.commands],  # PowerShell command strings
+        "dns": [d.render() for d in f.dns],  # the DNS side: what --fix-out writes under dns/<domain>/
         "source": f.source,
     }
 
@@ -158,9 +159,14 @@ def render_table(report: Report, org: Organization, info: RunInfo) -> str:
         lines.append("No findings.")
     counts = summary(report)
     lines.append("Findings: " + ", ".join(f"{n} {label}" for label, n in counts.items() if n) or "none")
-    fixes = sum(len(f.fix) for f in report.findings)
+    fixes = sum(len(f.commands) for f in report.findings)
     if fixes:
         lines.append(f"{fixes} fix command(s) proposed: write them with --fix-out DIR, or see --format json.")
+    domains = sorted({d.domain.lower() for f in report.findings for d in f.dns})
+    if domains:
+        lines.append(
+            f"MTA-STS/TLS-RPT to publish for {len(domains)} domain(s): --fix-out DIR writes them to DIR/dns/."
+        )
     if report.skipped:
         lines.append(f"Not judged ({len(report.skipped)}):")
         lines.extend(
@@ -195,9 +201,14 @@ def render_markdown(report: Report, org: Organization, info: RunInfo) -> str:
     )
     for f in report.findings:
         if f.fix:
-            out += ["", f"## {f.rule.id} on {esc(f.target.identity)}", "", "```powershell"]
-            out += [c.render() for c in f.fix]
+            out += ["", f"## {f.rule.id} on {esc(f.target.identity)}"]
+        if f.commands:
+            out += ["", "```powershell"]
+            out += [c.render() for c in f.commands]
             out += ["```"]
+        if f.dns:
+            out += [""]
+            out += [f"- DNS: {esc(d.render())}" for d in f.dns]
     if report.skipped:
         out += ["", "## Not judged", ""]
         out += [f"- {esc(s.what)}: {esc(s.reason)}" for s in report.skipped]

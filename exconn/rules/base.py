@@ -10,6 +10,7 @@ read only those.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import enum
 import re
@@ -103,7 +104,52 @@ class NewCommand:
         return pwsh.command(f"Remove-{noun}", [("Identity", self.name), ("Confirm", False)])
 
 
-Fix = SetCommand | NewCommand
+@dataclass(frozen=True, slots=True)
+class PublishMtaSts:
+    """The DNS side of a fix for one of our domains: the MTA-STS policy to serve and the TXT records to
+    publish after it. `exconn.remediate.dns` writes it to DIR/dns/<domain>/; there is no PowerShell
+    for it, so the .ps1 writer leaves it out. Plain values only: everything the writer needs is here.
+    """
+
+    domain: str
+    mode: str  # the proposed policy: "enforce" | "testing"
+    mx: tuple[str, ...]
+    max_age: int
+    why: str  # the sentence that says what chose the mode
+    tlsrpt_rua: str | None  # --tlsrpt-rua, when given
+    published_rua: tuple[str, ...] | None  # the rua of the valid TLS-RPT record seen (None: none valid)
+    sts_status: str  # the MTA-STS status observed (valid, absent, invalid, error, ...)
+    record_exists: bool | None  # an `_mta-sts` TXT record was seen (None: cannot tell)
+    current_mode: str | None = None  # the valid policy served now, if any
+    current_max_age: int | None = None
+    current_id: str | None = None
+
+    @property
+    def record_verb(self) -> str:
+        """What to do with the `_mta-sts` TXT record: replace the one seen, create one where none is."""
+        if self.record_exists:
+            return "replace"
+        return "create" if self.record_exists is False else "create (or replace, if one exists)"
+
+    def rua(self) -> str | None:
+        """The rua of the `_smtp._tls` record: --tlsrpt-rua, else the one published now."""
+        if self.tlsrpt_rua is not None:
+            return self.tlsrpt_rua
+        return ",".join(self.published_rua) if self.published_rua else None
+
+    def render(self) -> str:
+        rua = self.rua()
+        return (
+            f"publish MTA-STS policy for {self.domain}: mode {self.mode}, mx {', '.join(self.mx)}, "
+            f"max_age {self.max_age}; then {self.record_verb.split(' ', 1)[0]} the _mta-sts TXT record "
+            "with a new id; "
+            + (f"_smtp._tls rua {rua}" if rua is not None else "_smtp._tls: no rua (give --tlsrpt-rua)")
+        )
+
+
+# PowerShell: what remediation.ps1 and rollback.ps1 run.
+Command = SetCommand | NewCommand
+Fix = Command | PublishMtaSts
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +193,17 @@ class Finding:
     fix: tuple[Fix, ...]
     source: str | None = None
 
+    # `property` is a field of Finding: the decorator is spelled in full.
+    @builtins.property
+    def commands(self) -> tuple[Command, ...]:
+        """The PowerShell side of the fix."""
+        return tuple(c for c in self.fix if isinstance(c, SetCommand | NewCommand))
+
+    @builtins.property
+    def dns(self) -> tuple[PublishMtaSts, ...]:
+        """The DNS side of the fix."""
+        return tuple(c for c in self.fix if isinstance(c, PublishMtaSts))
+
 
 @dataclass(frozen=True, slots=True)
 class Skip:
@@ -165,6 +222,8 @@ class Context:
     # Domain -> observed posture; empty when offline.
     posture: Mapping[str, DomainPosture] = field(default_factory=dict)
     offline: bool = True
+    # --tlsrpt-rua: the rua of the `_smtp._tls` record the DNS side of the fix writes.
+    tlsrpt_rua: str | None = None
 
 
 RULE_ID = re.compile(r"^EXC-[A-Z]\d{3}$")

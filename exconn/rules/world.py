@@ -32,7 +32,17 @@ from exconn.model import (
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import DomainPosture, MtaStsPolicy, MxHostFacts
 from exconn.remediate.pwsh import PsValue
-from exconn.rules.base import CannotJudge, Context, Fix, Hit, NewCommand, Severity, Target, rule
+from exconn.rules.base import (
+    CannotJudge,
+    Context,
+    Fix,
+    Hit,
+    NewCommand,
+    PublishMtaSts,
+    Severity,
+    Target,
+    rule,
+)
 from exconn.rules.emulation import (
     Emulation,
     Fidelity,
@@ -232,9 +242,11 @@ def mode_choice(ctx: Context, p: DomainPosture, *, tlsrpt_rua: str | None = None
     Testing while an MX fails, by the probe or by EXC-W002's view of the receive connectors behind it
     (the probe reaches one server per MX name). From testing to enforce only when every MX and every
     connector behind it is known to pass, and TLS reports can show it: a valid TLS-RPT record, or
-    `tlsrpt_rua` (--tlsrpt-rua) for the record the fix writes. An enforced policy stays enforced
-    unless an MX fails.
+    `tlsrpt_rua` (default: the context's --tlsrpt-rua) for the record the fix writes. An enforced
+    policy stays enforced unless an MX fails.
     """
+    if tlsrpt_rua is None:
+        tlsrpt_rua = ctx.tlsrpt_rua
     failing = [
         f"{h}: {v.reason}"
         for h in p.mx.hosts
@@ -270,10 +282,45 @@ def proposed_mode(ctx: Context, p: DomainPosture, *, tlsrpt_rua: str | None = No
 
 def proposed_policy(ctx: Context, p: DomainPosture, *, tlsrpt_rua: str | None = None) -> MtaStsPolicy:
     """The policy built from the real MX set (RFC 8461 §3.2), with the mode the findings propose."""
-    mode = proposed_mode(ctx, p, tlsrpt_rua=tlsrpt_rua)
+    return _policy_of(p, proposed_mode(ctx, p, tlsrpt_rua=tlsrpt_rua))
+
+
+def _policy_of(p: DomainPosture, mode: str) -> MtaStsPolicy:
     patterns = sorted(dict.fromkeys(mx_pattern_for(h) for h in p.mx.hosts))
     max_age = MAX_AGE_ENFORCE if mode == "enforce" else MAX_AGE_TESTING
     return MtaStsPolicy(version="STSv1", mode=mode, mx=tuple(patterns), max_age=max_age)
+
+
+def publication(ctx: Context, p: DomainPosture) -> PublishMtaSts | None:
+    """The DNS side of the fix for our domain `p`: the proposed policy (mode from `mode_choice`, so
+    every rule proposing it proposes the same one) and what the records to publish need to know.
+    None when the MX set is not known: no policy can be built from it."""
+    if mx_problem(p) is not None:
+        return None
+    choice = mode_choice(ctx, p)
+    policy = _policy_of(p, choice.mode)
+    current = valid_policy(p)
+    return PublishMtaSts(
+        domain=p.domain,
+        mode=policy.mode,
+        mx=policy.mx,
+        max_age=policy.max_age,
+        why=choice.why,
+        tlsrpt_rua=ctx.tlsrpt_rua,
+        published_rua=tuple(p.tlsrpt.rua) if p.tlsrpt.status == "valid" else None,
+        sts_status=p.mta_sts.status,
+        record_exists=(
+            True if p.mta_sts.record is not None else False if p.mta_sts.status == "absent" else None
+        ),
+        current_mode=current.mode if current is not None else None,
+        current_max_age=current.max_age if current is not None else None,
+        current_id=p.mta_sts.id if current is not None else None,
+    )
+
+
+def _publish(ctx: Context, p: DomainPosture) -> tuple[Fix, ...]:
+    found = publication(ctx, p)
+    return (found,) if found is not None else ()
 
 
 def _same_policy(a: MtaStsPolicy, b: MtaStsPolicy) -> bool:
@@ -315,8 +362,8 @@ def _our_postures(ctx: Context) -> Iterator[DomainPosture | CannotJudge]:
         its mx patterns (`*.` stands for exactly one label). With mode enforce, Google, Microsoft, Yahoo
         and other MTA-STS senders refuse to deliver to an MX the policy does not name.""",
     references=[RFC8461_4_1, RFC8461_3_2],
-    remediation="""none: a DNS-side fix. Publish dns/<domain>/mta-sts.txt (built from the real MX set)
-        and then the new id in records.txt, both written by --fix-out.""",
+    remediation="""DNS side: publish dns/<domain>/mta-sts.txt (built from the real MX set) and then the
+        new id in records.txt, both written by --fix-out.""",
     needs_posture=True,
 )
 def policy_covers_mx(ctx: Context) -> Result:
@@ -359,6 +406,7 @@ def policy_covers_mx(ctx: Context) -> Result:
             list(policy.mx),
             text,
             severity=Severity.HIGH if enforce else Severity.MEDIUM,
+            fix=_publish(ctx, p),
         )
 
 
@@ -611,8 +659,8 @@ def _exchange_mx(ctx: Context, postures: list[DomainPosture], host: str) -> Resu
         connector behind it) passes and the TLS reports (RFC 8460: a TLS-RPT record is needed) show no
         failures, enforce makes the protection real.""",
     references=[RFC8461_5, RFC8460_3],
-    remediation="""none: a DNS-side fix. Publish the enforce policy from dns/<domain>/mta-sts.txt, then
-        the new id from records.txt.""",
+    remediation="""DNS side: publish the enforce policy from dns/<domain>/mta-sts.txt, then the new id
+        from records.txt (and the `_smtp._tls` record there first, if it is not published yet).""",
     needs_posture=True,
 )
 def testing_ready_for_enforce(ctx: Context) -> Result:
@@ -640,8 +688,13 @@ def testing_ready_for_enforce(ctx: Context) -> Result:
                 target, "a receive connector that answers (or may answer) for an MX cannot be judged"
             )
             continue
-        if connectors or p.tlsrpt.status != "valid":
+        if connectors or (p.tlsrpt.status != "valid" and ctx.tlsrpt_rua is None):
             continue  # EXC-W002 / EXC-W005 say what must come first
+        first = (
+            f" Publish _smtp._tls.{p.domain} (records.txt, rua {ctx.tlsrpt_rua}) first."
+            if p.tlsrpt.status != "valid"
+            else ""
+        )
         yield Hit(
             target,
             "mta-sts.mode",
@@ -649,7 +702,8 @@ def testing_ready_for_enforce(ctx: Context) -> Result:
             f"Every MX ({', '.join(p.mx.hosts)}) offers STARTTLS with a trusted certificate for its "
             "name, so do the receive connectors behind it, and the policy matches: switch to mode "
             f"enforce (max_age {MAX_AGE_ENFORCE}) once the TLS reports for a couple of weeks show no "
-            "failures.",
+            "failures." + first,
+            fix=_publish(ctx, p),
         )
 
 
@@ -662,9 +716,9 @@ def testing_ready_for_enforce(ctx: Context) -> Result:
         MX); if every MX fails, mail to the domain is deferred and then bounced.
         Until the MX is fixed, mode testing keeps mail flowing while the TLS reports show the failure.""",
     references=[RFC8461_5, RFC8461_8_3],
-    remediation="""none: a DNS-side fix. Publish the testing policy from dns/<domain>/mta-sts.txt and then
-        the new id (senders keep the enforce policy cached until they see a new id); go back to enforce
-        when the MX passes.""",
+    remediation="""DNS side: publish the testing policy from dns/<domain>/mta-sts.txt and then the new id
+        (senders keep the enforce policy cached until they see a new id); go back to enforce when the
+        MX passes.""",
     needs_posture=True,
 )
 def enforce_with_failing_mx(ctx: Context) -> Result:
@@ -699,6 +753,7 @@ def enforce_with_failing_mx(ctx: Context) -> Result:
                 + ("No MX passes: MTA-STS senders cannot deliver at all. " if everything else "")
                 + "Publish mode testing until the MX is fixed.",
                 severity=Severity.CRITICAL if everything else None,
+                fix=_publish(ctx, p),
             )
         elif all_hosts_pass(p) is None:
             yield CannotJudge(target, "not every MX host could be probed")
@@ -711,8 +766,8 @@ def enforce_with_failing_mx(ctx: Context) -> Result:
     rationale="""Without TLS-RPT (RFC 8460) no sender tells you when TLS to your MX fails, so a broken
         certificate or a policy mistake stays invisible until mail bounces. It is one TXT record.""",
     references=[RFC8460_3, RFC8461_10_2],
-    remediation="""none: a DNS-side fix. Publish the `_smtp._tls` TXT record from
-        dns/<domain>/records.txt (rua from --tlsrpt-rua).""",
+    remediation="""DNS side: publish the `_smtp._tls` TXT record from dns/<domain>/records.txt (rua from
+        --tlsrpt-rua).""",
     needs_posture=True,
 )
 def mta_sts_without_tlsrpt(ctx: Context) -> Result:
@@ -738,7 +793,7 @@ def mta_sts_without_tlsrpt(ctx: Context) -> Result:
                 " Until then (or until --fix-out is given --tlsrpt-rua) the proposed policy stays in "
                 "mode testing: enforce is safe only once TLS reports show no failures."
             )
-        yield Hit(target, "tlsrpt", p.tlsrpt.status, text)
+        yield Hit(target, "tlsrpt", p.tlsrpt.status, text, fix=_publish(ctx, p))
 
 
 @rule(
@@ -749,7 +804,7 @@ def mta_sts_without_tlsrpt(ctx: Context) -> Result:
         the path can strip STARTTLS or answer as your MX. Publishing a policy in mode testing costs a
         web file and a TXT record and breaks nothing.""",
     references=[RFC8461_3_1, RFC8461_3_2, EXO_MTA_STS],
-    remediation="""none: a DNS-side fix. Publish dns/<domain>/mta-sts.txt at
+    remediation="""DNS side: publish dns/<domain>/mta-sts.txt at
         https://mta-sts.<domain>/.well-known/mta-sts.txt, then the records in records.txt.""",
     needs_posture=True,
 )
@@ -780,6 +835,7 @@ def no_mta_sts(ctx: Context) -> Result:
             p.mta_sts.status,
             text + ": senders fall back to opportunistic TLS, which an attacker on the path can strip. "
             "Publish the policy in dns/" + p.domain + "/ (mode testing first).",
+            fix=_publish(ctx, p),
         )
 
 
@@ -791,8 +847,8 @@ def no_mta_sts(ctx: Context) -> Result:
         `_mta-sts` TXT record changes (RFC 8461 §3.1, §5.1); a policy file edited without a new id stays
         unseen by every sender that cached the old one.""",
     references=[RFC8461_3_1, RFC8461_8_3],
-    remediation="""none: a DNS-side fix. Publish dns/<domain>/mta-sts.txt first, then the `_mta-sts` TXT
-        record with the fresh id from records.txt (replace the old record, do not add a second one).""",
+    remediation="""DNS side: publish dns/<domain>/mta-sts.txt first, then the `_mta-sts` TXT record with
+        the fresh id from records.txt (replace the old record, do not add a second one).""",
     needs_posture=True,
 )
 def policy_out_of_date(ctx: Context) -> Result:
@@ -824,6 +880,7 @@ def policy_out_of_date(ctx: Context) -> Result:
             f"The policy should change ({'; '.join(changes)}). Senders that cached the current one "
             f"(id {p.mta_sts.id}) keep it for up to {current.max_age} s unless the id changes: publish "
             "the new file, then the new id.",
+            fix=_publish(ctx, p),
         )
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exconn.remediate import pwsh
 
@@ -76,6 +78,29 @@ def test_quote_round_trips_and_leaves_no_code(text: str) -> None:
     assert closed
     assert strings == [text]
     assert code == "Set-SendConnector -Identity  -WhatIf"
+
+
+# Any text a connector name can hold: every plane, weighted towards the characters that matter.
+_NAME_TEXT = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(QUOTES + '"`$;#<>(){}@|&\n\t -'),
+        st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp")),
+    )
+)
+
+
+@given(_NAME_TEXT)
+def test_any_name_round_trips_and_leaves_no_code(text: str) -> None:
+    # A newline inside a single-quoted string is data: scan the command as one text.
+    code, strings, closed = _scan("Set-SendConnector -Identity " + pwsh.quote(text) + " -WhatIf")
+    assert closed and strings == [text]
+    assert code == "Set-SendConnector -Identity  -WhatIf"
+
+
+@given(_NAME_TEXT)
+def test_any_text_stays_inside_its_comment(text: str) -> None:
+    for line in pwsh.comment(text).split("\n"):
+        assert line.startswith("# ") and "#>" not in line[1:]
 
 
 @pytest.mark.parametrize("q", list(QUOTES))

@@ -11,38 +11,25 @@ import re
 from collections.abc import Iterator, Sequence
 
 from exconn.model import UNKNOWN, InboundConnector, Maybe, OutboundConnector, TlsAuthLevel
-from exconn.rules.base import CannotJudge, Context, Fix, Hit, Severity, Target, rule
+from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.helpers import (
     Reachability,
     Scope,
+    fixes,
     is_lab_domain,
+    missing,
     set_fix,
     smart_host_tls_domain,
     tls_domain_matches,
     tls_domain_problem,
 )
+from exconn.rules.refs import EXO_CONNECTORS, NEW_OUTBOUND, RFC7435_3, SET_INBOUND, SET_OUTBOUND
 
 Result = Iterator[Hit | CannotJudge]
 
-SET_OUT = "https://learn.microsoft.com/powershell/module/exchange/set-outboundconnector"
-NEW_OUT = "https://learn.microsoft.com/powershell/module/exchange/new-outboundconnector"
-SET_IN = "https://learn.microsoft.com/powershell/module/exchange/set-inboundconnector"
-CONNECTORS = (
-    "https://learn.microsoft.com/exchange/mail-flow-best-practices/use-connectors-to-configure-mail-flow/"
-    "set-up-connectors-to-route-mail"
-)
-RFC7435_3 = "https://www.rfc-editor.org/rfc/rfc7435#section-3"
 
 ON_PREMISES = "onpremises"
 PARTNER = "partner"
-
-
-def _missing(c: InboundConnector | OutboundConnector, *names: str) -> CannotJudge:
-    return CannotJudge(Target.of(c), "not in the export: " + ", ".join(names))
-
-
-def _fixes(*fixes: Fix | None) -> tuple[Fix, ...]:
-    return tuple(f for f in fixes if f is not None)
 
 
 def _type(c: InboundConnector | OutboundConnector) -> str | None:
@@ -124,7 +111,7 @@ def _cert_name(value: Maybe[str | None]) -> Maybe[str | None]:
     rationale="""With TlsSettings $null Exchange Online uses opportunistic TLS and falls back to
         plaintext; with EncryptionOnly it requires TLS but accepts any certificate. Either way anyone
         who can intercept the connection to your on-premises servers or the partner can read the mail.""",
-    references=[SET_OUT, NEW_OUT, RFC7435_3],
+    references=[SET_OUTBOUND, NEW_OUTBOUND, RFC7435_3],
     remediation="""Set TlsSettings DomainValidation with a TlsDomain naming the smart hosts when they
         share one; otherwise CertificateValidation (trusted chain, no name check), clearing TlsDomain.
         none for a RecipientDomains `*` connector using MX records: forcing a trusted certificate on
@@ -133,7 +120,7 @@ def _cert_name(value: Maybe[str | None]) -> Maybe[str | None]:
 def outbound_without_certificate_check(ctx: Context) -> Result:
     for c in ctx.org.outbound_connectors:
         if c.tls_settings is UNKNOWN:
-            yield _missing(c, "TlsSettings")
+            yield missing(c, "TlsSettings")
             continue
         if c.tls_settings not in (None, TlsAuthLevel.ENCRYPTION_ONLY):
             continue
@@ -184,7 +171,7 @@ def outbound_without_certificate_check(ctx: Context) -> Result:
             _level(c.tls_settings),
             f"TlsSettings is {_level(c.tls_settings)}: mail to {to} uses {how} ({reach.describe()}).",
             severity=reach.severity(Severity.HIGH),
-            fix=_fixes(fix),
+            fix=fixes(fix),
         )
 
 
@@ -197,7 +184,7 @@ def outbound_without_certificate_check(ctx: Context) -> Result:
         smart hosts and no usable TlsDomain the name check does not protect the mail; a TlsDomain
         that covers none of the smart host names either fails delivery or pins a name other than the
         hosts' own.""",
-    references=[SET_OUT, NEW_OUT],
+    references=[SET_OUTBOUND, NEW_OUTBOUND],
     remediation="""Set TlsDomain to the name that covers every smart host (the host itself, or
         `*.parent` when they share a registrable domain). none when no name can be derived (IP
         smart hosts, hosts across domains): set it by hand.""",
@@ -205,19 +192,19 @@ def outbound_without_certificate_check(ctx: Context) -> Result:
 def outbound_domain_validation_tls_domain(ctx: Context) -> Result:
     for c in ctx.org.outbound_connectors:
         if c.tls_settings is UNKNOWN:
-            yield _missing(c, "TlsSettings")
+            yield missing(c, "TlsSettings")
             continue
         if c.tls_settings is not TlsAuthLevel.DOMAIN_VALIDATION:
             continue
         if c.tls_domain is UNKNOWN:
-            yield _missing(c, "TlsDomain")
+            yield missing(c, "TlsDomain")
             continue
         problem = tls_domain_problem(c.tls_domain) if c.tls_domain is not None else None
         smart = _uses_smart_hosts(c)
         severity = Severity.HIGH
         if problem is None:
             if smart is None:
-                yield _missing(c, "UseMXRecord/SmartHosts")
+                yield missing(c, "UseMXRecord/SmartHosts")
                 continue
             if not smart or c.smart_hosts is UNKNOWN:
                 continue  # MX routing: the recipient domain is what the name check is about
@@ -254,7 +241,7 @@ def outbound_domain_validation_tls_domain(ctx: Context) -> Result:
             c.tls_domain,
             f"TlsDomain {problem}: the certificate name is not checked as intended ({reach.describe()}).",
             severity=reach.severity(severity, scoped_steps=0),
-            fix=_fixes(fix),
+            fix=fixes(fix),
         )
 
 
@@ -277,7 +264,7 @@ def _inbound_blocker(c: InboundConnector) -> str | None:
         and a TlsSenderCertificateName, or a SenderIPAddresses restriction, anyone who connects to
         the tenant's MX can claim to be your on-premises servers; Microsoft recommends the
         certificate.""",
-    references=[SET_IN, CONNECTORS],
+    references=[SET_INBOUND, EXO_CONNECTORS],
     remediation="""Set RequireTls $true when TlsSenderCertificateName is already set. Otherwise none:
         set TlsSenderCertificateName to the name on your on-premises certificate with RequireTls $true
         (recommended), or list your servers' public addresses in SenderIPAddresses.""",
@@ -286,7 +273,7 @@ def on_premises_inbound_unidentified(ctx: Context) -> Result:
     for c in ctx.org.inbound_connectors:
         kind = _type(c)
         if kind is None:
-            yield _missing(c, "ConnectorType")
+            yield missing(c, "ConnectorType")
             continue
         if kind != ON_PREMISES:
             continue
@@ -296,7 +283,7 @@ def on_premises_inbound_unidentified(ctx: Context) -> Result:
         if by_cert or by_ip:
             continue
         if c.require_tls is UNKNOWN or name is UNKNOWN or c.sender_ip_addresses is UNKNOWN:
-            yield _missing(c, "RequireTls/TlsSenderCertificateName/SenderIPAddresses")
+            yield missing(c, "RequireTls/TlsSenderCertificateName/SenderIPAddresses")
             continue
         fix = None
         if name is not None and _inbound_blocker(c) is None:
@@ -314,7 +301,7 @@ def on_premises_inbound_unidentified(ctx: Context) -> Result:
             f"Mail claiming to be your on-premises organisation is accepted from anyone: {why} and no "
             f"SenderIPAddresses ({reach.describe()}).",
             severity=reach.severity(Severity.HIGH),
-            fix=_fixes(fix),
+            fix=fixes(fix),
         )
 
 
@@ -330,24 +317,24 @@ def _restricted_domains(domains: Sequence[str]) -> list[str]:
     rationale="""A Partner inbound connector scoped to a partner's SenderDomains exists to force TLS
         for that partner's mail. With RequireTls $false the partner's messages are accepted in
         plaintext, as from any other sender.""",
-    references=[SET_IN, CONNECTORS],
+    references=[SET_INBOUND, EXO_CONNECTORS],
     remediation="Set-InboundConnector -RequireTls $true.",
 )
 def partner_inbound_without_tls(ctx: Context) -> Result:
     for c in ctx.org.inbound_connectors:
         kind = _type(c)
         if kind is None:
-            yield _missing(c, "ConnectorType")
+            yield missing(c, "ConnectorType")
             continue
         if kind != PARTNER:
             continue
         if c.require_tls is UNKNOWN:
-            yield _missing(c, "RequireTls")
+            yield missing(c, "RequireTls")
             continue
         if c.require_tls:
             continue
         if c.sender_domains is UNKNOWN:
-            yield _missing(c, "SenderDomains")
+            yield missing(c, "SenderDomains")
             continue
         domains = _restricted_domains(c.sender_domains)
         if not domains:
@@ -367,7 +354,7 @@ def partner_inbound_without_tls(ctx: Context) -> Result:
             f"Mail from {', '.join(domains)} is accepted without TLS (RequireTls is $false; "
             f"{reach.describe()}){note}.",
             severity=reach.severity(Severity.MEDIUM),
-            fix=_fixes(fix),
+            fix=fixes(fix),
         )
 
 
@@ -378,20 +365,20 @@ def partner_inbound_without_tls(ctx: Context) -> Result:
     rationale="""RestrictDomainsToCertificate lets mail use the connector only when the sender's
         certificate matches TlsSenderCertificateName. Without that name there is nothing to match,
         so the restriction the connector appears to have is not in force.""",
-    references=[SET_IN],
+    references=[SET_INBOUND],
     remediation="none: set TlsSenderCertificateName to the name on the sender's certificate (with "
     "RequireTls $true), or turn RestrictDomainsToCertificate off deliberately.",
 )
 def restrict_to_certificate_without_name(ctx: Context) -> Result:
     for c in ctx.org.inbound_connectors:
         if c.restrict_domains_to_certificate is UNKNOWN:
-            yield _missing(c, "RestrictDomainsToCertificate")
+            yield missing(c, "RestrictDomainsToCertificate")
             continue
         if not c.restrict_domains_to_certificate:
             continue
         name = _cert_name(c.tls_sender_certificate_name)
         if name is UNKNOWN:
-            yield _missing(c, "TlsSenderCertificateName")
+            yield missing(c, "TlsSenderCertificateName")
             continue
         if name is not None:
             continue

@@ -18,6 +18,7 @@ from exconn.model import (
     CertificateNameStatus,
     ExchangeCertificate,
     Maybe,
+    ModelObject,
     Organization,
     PermissionGroups,
     ReceiveConnector,
@@ -26,7 +27,7 @@ from exconn.model import (
     flag_names,
 )
 from exconn.remediate.pwsh import PsValue
-from exconn.rules.base import ParamChange, SetCommand, Severity
+from exconn.rules.base import CannotJudge, Fix, ParamChange, SetCommand, Severity, Target
 from exconn.rules.emulation import Fidelity, emulate, tls_domain_matches
 
 __all__ = [
@@ -376,3 +377,13 @@ def set_fix(
     if not params:
         return None
     return SetCommand(cmdlet, identity, tuple(params), singleton=singleton)
+
+
+def missing(obj: ModelObject, *names: str) -> CannotJudge:
+    """A rule needs properties the export does not carry: it says so instead of passing."""
+    return CannotJudge(Target.of(obj), "not in the export: " + ", ".join(names))
+
+
+def fixes(*candidates: Fix | None) -> tuple[Fix, ...]:
+    """The fixes that could be built (set_fix returns None when nothing would change)."""
+    return tuple(f for f in candidates if f is not None)

@@ -11,7 +11,7 @@ from exconn.model import (
     ReceiveConnector,
 )
 from exconn.remediate.pwsh import PsValue
-from exconn.rules.base import CannotJudge, Context, Fix, Hit, Severity, Target, rule
+from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.helpers import (
     CertLookup,
     CertVerdict,
@@ -20,29 +20,18 @@ from exconn.rules.helpers import (
     certificates_of_server,
     expired,
     find_by_name,
+    fixes,
     flags_value,
     is_anonymous_smtp,
+    missing,
     receive_reach,
     same_server,
     set_fix,
     transport_config,
 )
+from exconn.rules.refs import GET_CERT, RECEIVE_CONNECTORS, RFC3207_4, RFC4954_4, SET_RECEIVE, SET_TRANSPORT
 
 Result = Iterator[Hit | CannotJudge]
-
-SET_RECEIVE = "https://learn.microsoft.com/powershell/module/exchange/set-receiveconnector"
-SET_TRANSPORT = "https://learn.microsoft.com/powershell/module/exchange/set-transportconfig"
-GET_CERT = "https://learn.microsoft.com/powershell/module/exchange/get-exchangecertificate"
-RFC3207_4 = "https://www.rfc-editor.org/rfc/rfc3207#section-4"
-RFC4954_4 = "https://www.rfc-editor.org/rfc/rfc4954#section-4"
-
-
-def _missing(c: ReceiveConnector, *names: str) -> CannotJudge:
-    return CannotJudge(Target.of(c), "not in the export: " + ", ".join(names))
-
-
-def _fixes(*fixes: Fix | None) -> tuple[Fix, ...]:
-    return tuple(f for f in fixes if f is not None)
 
 
 @rule(
@@ -58,7 +47,7 @@ def no_starttls(ctx: Context) -> Result:
     for c in ctx.org.receive_connectors:
         anonymous = is_anonymous_smtp(c)
         if anonymous is None or c.auth_mechanism is UNKNOWN:
-            yield _missing(c, "PermissionGroups/Bindings/AuthMechanism")
+            yield missing(c, "PermissionGroups/Bindings/AuthMechanism")
             continue
         if not anonymous or c.auth_mechanism & AuthMechanism.TLS:
             continue
@@ -76,7 +65,7 @@ def no_starttls(ctx: Context) -> Result:
             ),
             # A connector limited to some remote addresses is usually a device relay on the LAN.
             severity=reach.severity(Severity.CRITICAL, scoped_steps=2),
-            fix=_fixes(
+            fix=fixes(
                 set_fix(
                     "Set-ReceiveConnector",
                     c.identity,
@@ -104,7 +93,7 @@ def no_starttls(ctx: Context) -> Result:
 def basic_auth_without_tls(ctx: Context) -> Result:
     for c in ctx.org.receive_connectors:
         if c.auth_mechanism is UNKNOWN:
-            yield _missing(c, "AuthMechanism")
+            yield missing(c, "AuthMechanism")
             continue
         mech = c.auth_mechanism
         if not mech & AuthMechanism.BASIC_AUTH or mech & AuthMechanism.BASIC_AUTH_REQUIRE_TLS:
@@ -117,7 +106,7 @@ def basic_auth_without_tls(ctx: Context) -> Result:
             flags_value(mech),
             f"AUTH with passwords is offered before STARTTLS ({reach.describe()}).",
             severity=reach.severity(Severity.HIGH),
-            fix=_fixes(
+            fix=fixes(
                 set_fix(
                     "Set-ReceiveConnector",
                     c.identity,
@@ -142,7 +131,7 @@ def mx_requires_tls(ctx: Context) -> Result:
     for c in ctx.org.receive_connectors:
         anonymous = is_anonymous_smtp(c)
         if anonymous is None or c.require_tls is UNKNOWN:
-            yield _missing(c, "PermissionGroups/Bindings/RequireTLS")
+            yield missing(c, "PermissionGroups/Bindings/RequireTLS")
             continue
         if not anonymous or not c.require_tls:
             continue
@@ -159,7 +148,7 @@ def mx_requires_tls(ctx: Context) -> Result:
             True,
             f"The MX-facing connector refuses mail without STARTTLS ({reach.describe()}).",
             severity=reach.severity(Severity.MEDIUM),
-            fix=_fixes(set_fix("Set-ReceiveConnector", c.identity, changes)),
+            fix=fixes(set_fix("Set-ReceiveConnector", c.identity, changes)),
         )
 
 
@@ -187,7 +176,7 @@ def domain_secure_receive_list(ctx: Context) -> Result:
         partners |= {d.lower().rstrip(".") for d in config.tls_send_domain_secure_list}
     for c in ctx.org.receive_connectors:
         if c.domain_secure_enabled is UNKNOWN or c.bindings is UNKNOWN:
-            yield _missing(c, "DomainSecureEnabled/Bindings")
+            yield missing(c, "DomainSecureEnabled/Bindings")
             continue
         if not c.domain_secure_enabled or not any(b.port == 25 for b in c.bindings):
             continue
@@ -209,7 +198,7 @@ def domain_secure_receive_list(ctx: Context) -> Result:
             True,
             f"Domain security is enabled but {', '.join(absent)} is not in TLSReceiveDomainSecureList.",
             severity=reach.severity(Severity.MEDIUM, scoped_steps=0),
-            fix=_fixes(
+            fix=fixes(
                 set_fix(
                     "Set-TransportConfig",
                     config.identity,
@@ -232,7 +221,7 @@ def _server_fqdn(ctx: Context, c: ReceiveConnector) -> str | None:
 def _lookup(ctx: Context, c: ReceiveConnector) -> CertLookup | CannotJudge | None:
     """The certificate STARTTLS would use; None when the connector offers no TLS at all."""
     if c.auth_mechanism is UNKNOWN or c.tls_certificate_name is UNKNOWN:
-        return _missing(c, "AuthMechanism/TlsCertificateName")
+        return missing(c, "AuthMechanism/TlsCertificateName")
     if not c.auth_mechanism & AuthMechanism.TLS:
         return None
     if not ctx.org.certificates:
@@ -243,7 +232,7 @@ def _lookup(ctx: Context, c: ReceiveConnector) -> CertLookup | CannotJudge | Non
     if c.tls_certificate_name is not None:
         return find_by_name(certs, c.tls_certificate_name)
     if c.fqdn is UNKNOWN:
-        return _missing(c, "Fqdn")
+        return missing(c, "Fqdn")
     fqdn = c.fqdn or _server_fqdn(ctx, c)
     if fqdn is None:
         return CannotJudge(Target.of(c), "Fqdn is $null and the server's FQDN was not exported")
@@ -307,7 +296,7 @@ def receive_certificate_expired(ctx: Context) -> Result:
             continue  # missing or unknown is EXC-R005's to report
         states = [expired(cert, ctx.now) for cert in found.certificates]
         if any(s is None for s in states):
-            yield _missing(c, "certificate NotAfter")
+            yield missing(c, "certificate NotAfter")
             continue
         if not all(states):
             continue
@@ -334,7 +323,7 @@ def receive_certificate_expired(ctx: Context) -> Result:
         internet can relay through the organisation and send as internal senders.""",
     references=[
         SET_RECEIVE,
-        "https://learn.microsoft.com/exchange/mail-flow/connectors/receive-connectors",
+        RECEIVE_CONNECTORS,
     ],
     remediation="""none: restrict RemoteIPRanges to the partner or appliance addresses the external
         security really covers (Set-ReceiveConnector -RemoteIPRanges), or remove
@@ -343,7 +332,7 @@ def receive_certificate_expired(ctx: Context) -> Result:
 def externally_secured_open(ctx: Context) -> Result:
     for c in ctx.org.receive_connectors:
         if c.auth_mechanism is UNKNOWN:
-            yield _missing(c, "AuthMechanism")
+            yield missing(c, "AuthMechanism")
             continue
         if not c.auth_mechanism & AuthMechanism.EXTERNAL_AUTHORITATIVE:
             continue

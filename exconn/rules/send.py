@@ -10,38 +10,33 @@ from exconn.model import (
     SmartHostAuthMechanism,
     TlsAuthLevel,
 )
-from exconn.rules.base import CannotJudge, Context, Fix, Hit, Severity, Target, rule
+from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.helpers import (
     EXO_TLS_DOMAIN,
     CertVerdict,
     certificates_of_server,
     expired,
     find_by_name,
+    fixes,
     is_exo_host,
+    missing,
     send_reach,
     set_fix,
     smart_host_tls_domain,
     tls_domain_problem,
     transport_config,
 )
+from exconn.rules.refs import (
+    GET_CERT,
+    NEW_SEND,
+    RFC3207_4,
+    RFC4954_4,
+    RFC7435_3,
+    SET_SEND,
+    SET_TRANSPORT,
+)
 
 Result = Iterator[Hit | CannotJudge]
-
-SET_SEND = "https://learn.microsoft.com/powershell/module/exchange/set-sendconnector"
-NEW_SEND = "https://learn.microsoft.com/powershell/module/exchange/new-sendconnector"
-SET_TRANSPORT = "https://learn.microsoft.com/powershell/module/exchange/set-transportconfig"
-GET_CERT = "https://learn.microsoft.com/powershell/module/exchange/get-exchangecertificate"
-RFC3207_4 = "https://www.rfc-editor.org/rfc/rfc3207#section-4"
-RFC4954_4 = "https://www.rfc-editor.org/rfc/rfc4954#section-4"
-RFC7435_3 = "https://www.rfc-editor.org/rfc/rfc7435#section-3"
-
-
-def _missing(c: SendConnector, *names: str) -> CannotJudge:
-    return CannotJudge(Target.of(c), "not in the export: " + ", ".join(names))
-
-
-def _fixes(*fixes: Fix | None) -> tuple[Fix, ...]:
-    return tuple(f for f in fixes if f is not None)
 
 
 def _exo_bound(c: SendConnector) -> bool | None:
@@ -73,7 +68,7 @@ def _uses_smart_hosts(c: SendConnector) -> bool | None:
 def ignore_starttls(ctx: Context) -> Result:
     for c in ctx.org.send_connectors:
         if c.ignore_starttls is UNKNOWN:
-            yield _missing(c, "IgnoreSTARTTLS")
+            yield missing(c, "IgnoreSTARTTLS")
             continue
         if not c.ignore_starttls:
             continue
@@ -84,7 +79,7 @@ def ignore_starttls(ctx: Context) -> Result:
             True,
             f"STARTTLS is never used: mail leaves in plaintext ({reach.describe()}).",
             severity=reach.severity(Severity.CRITICAL),
-            fix=_fixes(set_fix("Set-SendConnector", c.identity, [("IgnoreSTARTTLS", False, True)])),
+            fix=fixes(set_fix("Set-SendConnector", c.identity, [("IgnoreSTARTTLS", False, True)])),
         )
 
 
@@ -102,12 +97,12 @@ def ignore_starttls(ctx: Context) -> Result:
 def require_tls_without_validation(ctx: Context) -> Result:
     for c in ctx.org.send_connectors:
         if c.require_tls is UNKNOWN:
-            yield _missing(c, "RequireTLS")
+            yield missing(c, "RequireTLS")
             continue
         if not c.require_tls:
             continue
         if c.tls_auth_level is UNKNOWN or c.domain_secure_enabled is UNKNOWN:
-            yield _missing(c, "TlsAuthLevel/DomainSecureEnabled")
+            yield missing(c, "TlsAuthLevel/DomainSecureEnabled")
             continue
         # Domain security authenticates both ends itself; EXO-bound connectors are EXC-S007's.
         if c.tls_auth_level not in (None, TlsAuthLevel.ENCRYPTION_ONLY) or c.domain_secure_enabled:
@@ -139,7 +134,7 @@ def require_tls_without_validation(ctx: Context) -> Result:
             level,
             f"TLS is required but TlsAuthLevel is {level}: any certificate is accepted ({reach.describe()}).",
             severity=reach.severity(Severity.HIGH, scoped_steps=0),
-            fix=_fixes(fix),
+            fix=fixes(fix),
         )
 
 
@@ -158,18 +153,18 @@ def require_tls_without_validation(ctx: Context) -> Result:
 def domain_validation_without_tls_domain(ctx: Context) -> Result:
     for c in ctx.org.send_connectors:
         if c.tls_auth_level is UNKNOWN:
-            yield _missing(c, "TlsAuthLevel")
+            yield missing(c, "TlsAuthLevel")
             continue
         if c.tls_auth_level is not TlsAuthLevel.DOMAIN_VALIDATION or _exo_bound(c) is True:
             continue
         if c.tls_domain is UNKNOWN:
-            yield _missing(c, "TlsDomain")
+            yield missing(c, "TlsDomain")
             continue
         smart = _uses_smart_hosts(c)
         problem = tls_domain_problem(c.tls_domain) if c.tls_domain is not None else None
         if c.tls_domain is None:
             if smart is None:
-                yield _missing(c, "DNSRoutingEnabled/SmartHosts")
+                yield missing(c, "DNSRoutingEnabled/SmartHosts")
                 continue
             if not smart:
                 continue
@@ -192,7 +187,7 @@ def domain_validation_without_tls_domain(ctx: Context) -> Result:
             c.tls_domain,
             f"TlsDomain {problem}: the certificate name is not checked as intended ({reach.describe()}).",
             severity=reach.severity(Severity.HIGH, scoped_steps=0),
-            fix=_fixes(fix),
+            fix=fixes(fix),
         )
 
 
@@ -210,12 +205,12 @@ def domain_validation_without_tls_domain(ctx: Context) -> Result:
 def smart_host_basic_auth(ctx: Context) -> Result:
     for c in ctx.org.send_connectors:
         if c.smart_host_auth_mechanism is UNKNOWN:
-            yield _missing(c, "SmartHostAuthMechanism")
+            yield missing(c, "SmartHostAuthMechanism")
             continue
         if c.smart_host_auth_mechanism is not SmartHostAuthMechanism.BASIC_AUTH:
             continue
         if c.require_tls is UNKNOWN or c.ignore_starttls is UNKNOWN:
-            yield _missing(c, "RequireTLS/IgnoreSTARTTLS")
+            yield missing(c, "RequireTLS/IgnoreSTARTTLS")
             continue
         if c.require_tls:
             continue  # no plaintext retry: credentials only ever travel inside TLS
@@ -245,14 +240,14 @@ def smart_host_basic_auth(ctx: Context) -> Result:
             # The smart-host session is the same whatever the address space; only a lab scope or a
             # disabled connector makes the exposure smaller.
             severity=reach.severity(Severity.CRITICAL if plaintext else Severity.HIGH, scoped_steps=0),
-            fix=_fixes(fix),
+            fix=fixes(fix),
         )
 
 
 def _certificate_results(ctx: Context, c: SendConnector, *, want: CertVerdict) -> Result:
     """Shared by EXC-S005 (certificate missing) and EXC-S006 (certificate unusable)."""
     if c.tls_certificate_name is UNKNOWN:
-        yield _missing(c, "TlsCertificateName")
+        yield missing(c, "TlsCertificateName")
         return
     name = c.tls_certificate_name
     if name is None:
@@ -361,7 +356,7 @@ def exo_connector_tls(ctx: Context) -> Result:
     for c in ctx.org.send_connectors:
         bound = _exo_bound(c)
         if bound is None:
-            yield _missing(c, "SmartHosts/CloudServicesMailEnabled")
+            yield missing(c, "SmartHosts/CloudServicesMailEnabled")
             continue
         if not bound:
             continue
@@ -372,7 +367,7 @@ def exo_connector_tls(ctx: Context) -> Result:
             or c.ignore_starttls is UNKNOWN
             or c.domain_secure_enabled is UNKNOWN
         ):
-            yield _missing(c, "RequireTLS/TlsAuthLevel/TlsDomain/IgnoreSTARTTLS/DomainSecureEnabled")
+            yield missing(c, "RequireTLS/TlsAuthLevel/TlsDomain/IgnoreSTARTTLS/DomainSecureEnabled")
             continue
         wrong: list[str] = []
         if not c.require_tls:
@@ -401,7 +396,7 @@ def exo_connector_tls(ctx: Context) -> Result:
             "; ".join(wrong),
             "Mail to Exchange Online is not protected by validated TLS: " + "; ".join(wrong) + ".",
             severity=reach.severity(Severity.HIGH, scoped_steps=0),
-            fix=_fixes(fix),
+            fix=fixes(fix),
         )
 
 
@@ -420,7 +415,7 @@ def exo_connector_tls(ctx: Context) -> Result:
 def exo_connector_cloud_services(ctx: Context) -> Result:
     for c in ctx.org.send_connectors:
         if c.smart_hosts is UNKNOWN or c.cloud_services_mail_enabled is UNKNOWN:
-            yield _missing(c, "SmartHosts/CloudServicesMailEnabled")
+            yield missing(c, "SmartHosts/CloudServicesMailEnabled")
             continue
         if c.cloud_services_mail_enabled or not any(is_exo_host(h) for h in c.smart_hosts):
             continue
@@ -452,7 +447,7 @@ def exo_connector_certificate(ctx: Context) -> Result:
     for c in ctx.org.send_connectors:
         bound = _exo_bound(c)
         if bound is None or c.tls_certificate_name is UNKNOWN:
-            yield _missing(c, "SmartHosts/CloudServicesMailEnabled/TlsCertificateName")
+            yield missing(c, "SmartHosts/CloudServicesMailEnabled/TlsCertificateName")
             continue
         if not bound or c.tls_certificate_name is not None or _exo_trusts_our_ips(ctx):
             continue
@@ -492,12 +487,12 @@ def domain_secure_send_list(ctx: Context) -> Result:
     config = transport_config(ctx.org)
     for c in ctx.org.send_connectors:
         if c.domain_secure_enabled is UNKNOWN:
-            yield _missing(c, "DomainSecureEnabled")
+            yield missing(c, "DomainSecureEnabled")
             continue
         if not c.domain_secure_enabled:
             continue
         if c.address_spaces is UNKNOWN:
-            yield _missing(c, "AddressSpaces")
+            yield missing(c, "AddressSpaces")
             continue
         if config is None or config.tls_send_domain_secure_list is UNKNOWN:
             yield CannotJudge(Target.of(c), "TLSSendDomainSecureList not exported (Get-TransportConfig)")
@@ -526,5 +521,5 @@ def domain_secure_send_list(ctx: Context) -> Result:
             f"Domain security is enabled but {', '.join(domains)} is not in TLSSendDomainSecureList: "
             "that mail uses plain opportunistic TLS.",
             severity=reach.severity(Severity.MEDIUM, scoped_steps=0),
-            fix=_fixes(fix),
+            fix=fixes(fix),
         )

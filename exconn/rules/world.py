@@ -62,25 +62,27 @@ from exconn.rules.helpers import (
     set_fix,
     transport_config,
 )
+from exconn.rules.refs import (
+    EXO_DANE,
+    EXO_MTA_STS,
+    NEW_SEND,
+    RFC3207_4,
+    RFC7672_2_2,
+    RFC8460_3,
+    RFC8461_3_1,
+    RFC8461_3_2,
+    RFC8461_4_1,
+    RFC8461_5,
+    RFC8461_8_3,
+    RFC8461_10_2,
+    SEND_CONNECTORS,
+    SET_OUTBOUND,
+    SET_RECEIVE,
+    SET_SEND,
+)
 
 Result = Iterator[Hit | CannotJudge]
 
-RFC8461_3_1 = "https://www.rfc-editor.org/rfc/rfc8461#section-3.1"
-RFC8461_3_2 = "https://www.rfc-editor.org/rfc/rfc8461#section-3.2"
-RFC8461_4_1 = "https://www.rfc-editor.org/rfc/rfc8461#section-4.1"
-RFC8461_5 = "https://www.rfc-editor.org/rfc/rfc8461#section-5"
-RFC8461_8_3 = "https://www.rfc-editor.org/rfc/rfc8461#section-8.3"
-RFC8461_10_2 = "https://www.rfc-editor.org/rfc/rfc8461#section-10.2"
-RFC8460_3 = "https://www.rfc-editor.org/rfc/rfc8460#section-3"
-RFC7672_2_2 = "https://www.rfc-editor.org/rfc/rfc7672#section-2.2"
-RFC3207_4 = "https://www.rfc-editor.org/rfc/rfc3207#section-4"
-NEW_SEND = "https://learn.microsoft.com/powershell/module/exchange/new-sendconnector"
-SET_SEND = "https://learn.microsoft.com/powershell/module/exchange/set-sendconnector"
-SET_RECEIVE = "https://learn.microsoft.com/powershell/module/exchange/set-receiveconnector"
-SET_OUTBOUND = "https://learn.microsoft.com/powershell/module/exchange/set-outboundconnector"
-SEND_CONNECTORS = "https://learn.microsoft.com/exchange/mail-flow/connectors/send-connectors"
-EXO_MTA_STS = "https://learn.microsoft.com/purview/enhancing-mail-flow-with-mta-sts"
-EXO_DANE = "https://learn.microsoft.com/purview/how-smtp-dane-works"
 
 # RFC 8461 §3.2 gives no values; these are what the big senders' guidance and our fix use: a day while
 # testing (a mistake is corrected quickly), a week once enforced.

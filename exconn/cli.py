@@ -7,22 +7,19 @@ can cause ends in a traceback: every error is one line naming what went wrong.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import cast
 
-from exconn import __version__
-from exconn.errors import ExconnError, InputError, UsageError
-from exconn.model import Organization
-from exconn.output import path_argument, write_file
+from exconn._version import __version__
+from exconn.arg_cli import path_argument
+from exconn.audit import AuditOptions, LiveSource, Observation, check, run
+from exconn.errors import ExconnError
 from exconn.posture.cli import add_posture_parser, run_posture
-from exconn.posture.facts import DomainPosture
-from exconn.render import Format, RunInfo, render, rules_markdown
-from exconn.rules.base import Context, Severity, all_rules, evaluate
+from exconn.render import Format, rules_markdown
+from exconn.rules.base import Severity, all_rules
 from exconn.sources.psrp_cli import add_collect_parser, add_connection_options
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -121,85 +118,41 @@ def _add_live_options(p: argparse.ArgumentParser) -> None:
     add_connection_options(p, required=False, prefixed=True)
 
 
-def _load_org(args: argparse.Namespace) -> Organization:
-    servers = getattr(args, "server", None) or []
-    if servers and args.paths:
-        raise UsageError("give either export PATHs or --server, not both")
-    if servers:
-        if args.offline:
-            raise UsageError("--offline promises no network use; it cannot be combined with --server")
-        from exconn.sources.psrp_cli import collect_organization
+def _audit_options(args: argparse.Namespace) -> AuditOptions:
+    live = None
+    if args.server:
+        from exconn.sources.psrp_cli import connection_options
 
-        return collect_organization(args)
-    if not args.paths:
-        raise UsageError("nothing to audit: give export files or folders (or --server HOST)")
-    from exconn.sources.files import load
-
-    return load(args.paths)
-
-
-def _load_posture(args: argparse.Namespace, org: Organization) -> dict[str, DomainPosture] | None:
-    """The posture to cross-check with: replayed (--posture), observed, or None with --offline."""
-    given = [f"--{name.replace('_', '-')}" for name in _NETWORK_OPTIONS if getattr(args, name) is not None]
-    if args.offline and given:
-        raise UsageError(f"--offline promises no network use; it cannot be combined with {', '.join(given)}")
-    if args.posture:
-        if given:
-            raise UsageError(f"--posture replays a saved observation; {', '.join(given)} would observe anew")
-        return _read_posture(args.posture)
-    if args.offline:
-        return None
-    from exconn.posture.targets import observe
-
-    return observe(org, args)
-
-
-def _read_posture(path: str) -> dict[str, DomainPosture]:
-    from exconn.posture.cli import load_report
-
-    return {p.domain: p for p in load_report(path).domains}
+        live = LiveSource(tuple(dict.fromkeys(args.server)), connection_options(args))
+    return AuditOptions(
+        paths=tuple(args.paths),
+        live=live,
+        offline=args.offline,
+        posture_file=args.posture,
+        observation=Observation(
+            **{name: getattr(args, name) for name in _NETWORK_OPTIONS if name not in ("domains", "partners")},
+            domains_file=args.domains,
+            partners_file=args.partners,
+        ),
+        format=args.format,
+        output=args.output,
+        fail_on=args.fail_on,
+        fix_out=args.fix_out,
+        tlsrpt_rua=args.tlsrpt_rua,
+    )
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    now = dt.datetime.now(dt.UTC)
-    if args.tlsrpt_rua is not None:
-        from exconn.remediate.dns import DnsFixError, check_rua
-
-        try:
-            check_rua(args.tlsrpt_rua)
-        except DnsFixError as exc:
-            raise UsageError(str(exc)) from None
-    org = _load_org(args)
-    posture = _load_posture(args, org)
-    ctx = Context(
-        org=org, now=now, posture=posture or {}, offline=posture is None, tlsrpt_rua=args.tlsrpt_rua
-    )
-    report = evaluate(ctx)
-    info = RunInfo(generated_at=now, sources=org.sources, fail_on=args.fail_on, offline=args.offline)
-    _emit(render(report, org, info, args.format), args.output)
-    if args.fix_out:
-        from exconn.remediate.dns import write_dns
-        from exconn.remediate.script import write_fix
-
-        written = write_fix(report, org.sources, Path(args.fix_out), generated_at=now)
-        # The DNS side comes from the findings too (EXC-W…, with a posture only).
-        dns_fix = write_dns(report, Path(args.fix_out), generated_at=now)
-        written += dns_fix.written
-        for note in dns_fix.notes:
-            print(f"exconn: dns: {note}", file=sys.stderr)
-        print(f"exconn: wrote {', '.join(str(w) for w in written)}", file=sys.stderr)
-    worst = report.worst()
-    return EXIT_FINDINGS if worst is not None and worst >= args.fail_on else EXIT_OK
+    options = _audit_options(args)
+    check(options)  # before a password prompt or a connection
+    result = run(options, warn=_warn)
+    for note in result.notes:
+        print(f"exconn: {note}", file=sys.stderr)
+    return result.exit_code
 
 
-def _emit(text: str, output: str | None) -> None:
-    if output is None:
-        sys.stdout.write(text)
-        return
-    try:
-        write_file(output, text.encode("utf-8"))
-    except OSError as exc:
-        raise InputError(output, f"cannot write: {exc.strerror}") from None
+def _warn(text: str) -> None:
+    print(f"exconn: warning: {text}", file=sys.stderr)
 
 
 def run_rules(args: argparse.Namespace) -> int:

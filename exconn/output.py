@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import os
 import stat
@@ -12,14 +11,6 @@ from pathlib import Path
 # Bounds for the small input files read whole: far above any real one, far below a machine's memory.
 DOMAIN_LIST_LIMIT = 16 * 2**20
 POSTURE_FILE_LIMIT = 256 * 2**20
-
-
-def path_argument(text: str) -> str:
-    """An argparse type for a file or folder name: an empty one (`-o ""`, an unset shell variable)
-    would otherwise mean the current folder, or nothing at all, without a word."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty name names no file or folder")
-    return text
 
 
 def read_small_file(path: str | Path, limit: int) -> bytes:

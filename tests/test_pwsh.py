@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exconn.remediate import pwsh
+from exconn import pwsh
 
 QUOTES = "'\u2018\u2019\u201a\u201b"
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from exconn import __version__
+from exconn.fix import Fix, NewCommand, SetCommand
 from exconn.model import (
     AddressSpace,
     AuthMechanism,
@@ -37,7 +38,7 @@ from exconn.model import (
     flag_names,
 )
 from exconn.remediate.script import plan_changes, render_scripts, write_fix
-from exconn.rules.base import Context, Fix, NewCommand, Report, SetCommand, evaluate
+from exconn.rules.base import Context, Report, evaluate
 from tests.test_pwsh import assert_balanced, code_of
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
@@ -308,8 +309,9 @@ def test_fixes_on_one_object_are_merged_and_conflicts_resolved() -> None:
 
 
 def test_conflicting_scalar_values_keep_the_most_severe_and_strongest_tls_level() -> None:
+    from exconn.fix import ParamChange
     from exconn.remediate.script import _merge_param
-    from exconn.rules.base import Finding, ParamChange, Severity, Target
+    from exconn.rules.base import Finding, Severity, Target
     from exconn.rules.send import exo_connector_tls, require_tls_without_validation
 
     target = Target("SendConnector", "x")
@@ -512,8 +514,9 @@ def test_scripts_get_the_umask_mode_like_every_other_output(tmp_path: Path) -> N
 def test_merged_tls_domain_follows_the_winning_tls_auth_level() -> None:
     """Two findings on one connector: the level and the domain must come from the same fix, or
     Exchange refuses the merged command (TlsDomain needs DomainValidation, smart hosts need it)."""
+    from exconn.fix import ParamChange
     from exconn.model import SendConnector, TlsAuthLevel
-    from exconn.rules.base import Finding, ParamChange, Severity, Target, all_rules
+    from exconn.rules.base import Finding, Severity, Target, all_rules
 
     rules = {r.id: r for r in all_rules()}
     conn = SendConnector(

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
+from exconn.fix import Fix, SetCommand
 from exconn.model import (
     UNKNOWN,
     InboundConnector,
@@ -21,7 +22,7 @@ from exconn.model import (
 )
 from exconn.remediate.script import plan_changes
 from exconn.rules import exo
-from exconn.rules.base import Context, Fix, Report, Rule, SetCommand, Severity, evaluate
+from exconn.rules.base import Context, Report, Rule, Severity, evaluate
 from tests.rule_helpers import cannot, fired
 from tests.test_remediation import apply, norm
 

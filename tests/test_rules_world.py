@@ -18,6 +18,7 @@ import pytest
 
 from exconn.cli import main
 from exconn.errors import InputError
+from exconn.fix import Fix, NewCommand, ParamChange, PublishMtaSts, SetCommand
 from exconn.model import (
     UNKNOWN,
     AcceptedDomain,
@@ -53,25 +54,12 @@ from exconn.posture.facts import (
     PostureReport,
     TlsRptFacts,
 )
-from exconn.posture.targets import our_domains, partner_domains, read_domain_file
 from exconn.remediate.dns import DnsFixError, write_dns
 from exconn.remediate.script import render_scripts
 from exconn.render import Format, RunInfo, render
 from exconn.rules import world
-from exconn.rules.base import (
-    Context,
-    Finding,
-    Fix,
-    NewCommand,
-    ParamChange,
-    PublishMtaSts,
-    Report,
-    Rule,
-    SetCommand,
-    Severity,
-    Target,
-    evaluate,
-)
+from exconn.rules.base import Context, Finding, Report, Rule, Severity, Target, evaluate
+from exconn.targets import our_domains, partner_domains, read_domain_file
 from tests.test_remediation import apply, norm, state_of, validate
 
 NOW = dt.datetime(2025, 6, 2, 12, 0, tzinfo=dt.UTC)

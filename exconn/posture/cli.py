@@ -13,39 +13,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
-import dns.resolver
 from tabulate import tabulate
 
-from exconn.errors import ExconnError, InputError, UsageError
+from exconn.arg_cli import path_argument
+from exconn.errors import ExconnError, UsageError
+from exconn.names import normalize, to_a_labels
 from exconn.output import (
     DOMAIN_LIST_LIMIT,
-    POSTURE_FILE_LIMIT,
     decode_text,
-    path_argument,
     read_small_file,
     write_file,
 )
-from exconn.posture import dns as pdns
-from exconn.posture.facts import DomainPosture, FactsFormatError, PostureReport
+from exconn.posture.facts import DomainPosture, PostureReport
+from exconn.posture.options import DEFAULT_TIMEOUT, NetworkOptions
+from exconn.posture.saved import load_report
 from exconn.posture.scan import (
     DEFAULT_CONCURRENCY,
-    ScanOptions,
-    normalise_domain,
     scan_domains,
-    to_a_labels,
 )
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-DEFAULT_TIMEOUT = 10.0
 
 FAIL_ON = {
     "error": "a lookup, fetch or probe could not be completed",
@@ -145,7 +138,7 @@ def read_domains(args: argparse.Namespace) -> list[str]:
     if bad:
         shown = bad[0] if len(bad[0]) <= 80 else bad[0][:80] + "..."
         raise UsageError(f"not a domain name: {shown!r} ({_why_not_domain(bad[0])})")
-    return list(dict.fromkeys(normalise_domain(d) for d in domains))
+    return list(dict.fromkeys(normalize(d) for d in domains))
 
 
 def parse_fail_on(values: Sequence[str]) -> list[str]:
@@ -295,53 +288,18 @@ class _Progress:
             self.stream.flush()
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkOptions:
-    """What `--resolver`, `--ca-file`, `--timeout` (and the hidden test ports) mean, for `exconn
-    posture` and for the observation of `exconn audit` alike."""
-
-    resolver_address: str | None = None
-    ca_file: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
-    smtp_port: int = 25
-    https_port: int = 443
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> NetworkOptions:
-        """The options, checked; `audit` leaves unset ones None. Raises UsageError or InputError."""
-        timeout = args.timeout if args.timeout is not None else DEFAULT_TIMEOUT
-        if not (timeout > 0 and math.isfinite(timeout)):  # `nan > 0` is False too
-            raise UsageError(f"--timeout must be a number of seconds more than 0, not {timeout}")
-        if args.ca_file is not None and not Path(args.ca_file).is_file():
-            raise InputError(args.ca_file, "CA file not found")
-        return cls(
-            resolver_address=args.resolver,
-            ca_file=args.ca_file,
-            timeout=timeout,
-            smtp_port=args.smtp_port if args.smtp_port is not None else 25,
-            https_port=args.https_port if args.https_port is not None else 443,
-        )
-
-    def resolver(self) -> dns.resolver.Resolver:
-        """The resolver every lookup goes through. Raises UsageError."""
-        try:
-            return pdns.make_resolver(self.resolver_address, timeout=self.timeout)
-        except pdns.ResolverAddressError as exc:
-            raise UsageError(str(exc)) from None
-        except Exception as exc:  # e.g. no /etc/resolv.conf: the user's machine, not a bug
-            raise UsageError(f"cannot set up a resolver: {exc}") from None
-
-    def scan_options(self, *, smtp: bool = True) -> ScanOptions:
-        return ScanOptions(
-            timeout=self.timeout,
-            ca_file=self.ca_file,
-            smtp=smtp,
-            smtp_port=self.smtp_port,
-            https_port=self.https_port,
-        )
-
-
 # --- the command --------------------------------------------------------------------------------
+
+
+def network_options(args: argparse.Namespace) -> NetworkOptions:
+    """--resolver, --ca-file, --timeout and the hidden test ports; `audit` leaves unset ones None."""
+    return NetworkOptions.checked(
+        resolver_address=args.resolver,
+        ca_file=args.ca_file,
+        timeout=args.timeout,
+        smtp_port=args.smtp_port,
+        https_port=args.https_port,
+    )
 
 
 def run_posture(args: argparse.Namespace) -> int:
@@ -363,7 +321,7 @@ def _run(args: argparse.Namespace) -> int:
         domains = read_domains(args)
         if not domains:
             raise UsageError("no domains given (DOMAIN... or --domains-file FILE, or --load FILE)")
-        options = NetworkOptions.from_args(args)
+        options = network_options(args)
         if args.concurrency < 1:
             raise UsageError(f"--concurrency must be 1 or more, not {args.concurrency}")
         resolver = options.resolver()
@@ -387,20 +345,6 @@ def _run(args: argparse.Namespace) -> int:
     for domain, met in failing.items():
         print(f"exconn posture: {domain} fails {', '.join(met)}", file=sys.stderr)
     return EXIT_FAIL if failing else EXIT_OK
-
-
-def load_report(path: str) -> PostureReport:
-    """A posture saved by `--save`, for `--load` and `exconn audit --posture`; UsageError if not."""
-    try:
-        data = json.loads(read_small_file(path, POSTURE_FILE_LIMIT).decode("utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {_reason(exc)}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path} is not JSON: {exc}") from None
-    try:
-        return PostureReport.from_json(data)
-    except FactsFormatError as exc:
-        raise UsageError(f"{path}: {exc}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import dns.resolver
 
+from exconn.names import normalize
 from exconn.posture import dns as pdns
 from exconn.posture.dane import check_dane
 from exconn.posture.errors import ProbeError
@@ -50,28 +51,9 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def normalise_domain(text: str) -> str:
-    return text.strip().rstrip(".").lower()
-
-
-def to_a_labels(text: str) -> str:
-    """A domain as DNS carries it: an IDN (`bücher.example`) in A-labels (`xn--bcher-kva.example`).
-
-    Text that IDNA cannot encode (an empty or over-long label) is returned as it is, for the
-    caller's validation to refuse with a reason.
-    """
-    name = text.strip()
-    if name.isascii():
-        return name
-    try:
-        return name.encode("idna").decode("ascii")
-    except UnicodeError:
-        return name
-
-
 def scan_domain(domain: str, *, resolver: dns.resolver.Resolver, options: ScanOptions) -> DomainPosture:
     """Everything exconn observes about one domain. Never raises."""
-    domain = normalise_domain(domain)
+    domain = normalize(domain)
     observed_at = now_iso()
     try:
         return _scan(domain, observed_at, resolver, options)
@@ -197,7 +179,7 @@ def scan_domains(
     """Scan `domains` with at most `concurrency` at a time; results in input order."""
     options = options or ScanOptions()
     started = now_iso()
-    unique = list(dict.fromkeys(normalise_domain(d) for d in domains if d.strip()))
+    unique = list(dict.fromkeys(normalize(d) for d in domains if d.strip()))
     if not unique:
         return PostureReport(observed_at=started, domains=())
 

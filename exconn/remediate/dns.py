@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exconn import __version__
+from exconn._version import __version__
+from exconn.fix import PublishMtaSts
+from exconn.names import is_domain_name
 from exconn.output import write_file
-from exconn.posture.targets import is_domain_name
-from exconn.rules.base import Finding, PublishMtaSts, Report
+from exconn.rules.base import Finding, Report
 
 TXT_TTL = 3600
 # RFC 8460 §3: mailto: or https: URIs; characters that would end the TXT string, the record's

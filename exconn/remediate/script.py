@@ -16,13 +16,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exconn import __version__
+import exconn.pwsh as pwsh
+from exconn._version import __version__
 from exconn.errors import InputError
+from exconn.fix import Command, NewCommand, ParamChange, SetCommand, same_value
 from exconn.model import TlsAuthLevel
 from exconn.output import stage_file
-from exconn.remediate import pwsh
-from exconn.rules.base import Command, Finding, NewCommand, ParamChange, Report, SetCommand
-from exconn.rules.helpers import same_value
+from exconn.rules.base import Finding, Report
 
 BOM = "\ufeff"
 _LINE_BREAKS = ("\r", "\n", "\u2028", "\u2029", "\u0085")

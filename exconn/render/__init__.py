@@ -16,7 +16,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from exconn import __version__
+from exconn._version import __version__
 from exconn.model import (
     UNKNOWN,
     AddressSpace,

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from exconn.fix import Fix, ParamChange, SetCommand, same_value
 from exconn.model import (
     UNKNOWN,
     AuthMechanism,
@@ -26,8 +27,8 @@ from exconn.model import (
     TransportConfig,
     flag_names,
 )
-from exconn.remediate.pwsh import PsValue
-from exconn.rules.base import CannotJudge, Fix, ParamChange, SetCommand, Severity, Target
+from exconn.pwsh import PsValue
+from exconn.rules.base import CannotJudge, Severity, Target
 from exconn.rules.emulation import Fidelity, emulate, tls_domain_matches
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "normalize_dn",
     "receive_reach",
     "same_server",
-    "same_value",
     "send_reach",
     "set_fix",
     "smart_host_tls_domain",
@@ -340,21 +340,6 @@ def transport_config(org: Organization) -> TransportConfig | None:
 
 
 # --- fixes ---------------------------------------------------------------------------------------
-
-
-def same_value(a: PsValue, b: PsValue) -> bool:
-    """Equal as Exchange compares them: case-insensitive, lists as sets, `$null` = empty list."""
-
-    def norm(v: PsValue) -> object:
-        if isinstance(v, enum.Enum):
-            return str(v.value).lower()
-        if isinstance(v, str):
-            return v.lower()
-        if v is None or isinstance(v, bool | int):
-            return v
-        return sorted(str(x).lower() for x in v) or None
-
-    return norm(a) == norm(b)
 
 
 def set_fix(

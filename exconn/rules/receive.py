@@ -10,7 +10,7 @@ from exconn.model import (
     Maybe,
     ReceiveConnector,
 )
-from exconn.remediate.pwsh import PsValue
+from exconn.pwsh import PsValue
 from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.helpers import (
     CertLookup,

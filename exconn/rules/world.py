@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from exconn.fix import Fix, NewCommand, PublishMtaSts
 from exconn.model import (
     UNKNOWN,
-    AcceptedDomainType,
     AddressSpace,
     AuthMechanism,
     ExchangeCertificate,
@@ -31,18 +31,8 @@ from exconn.model import (
 )
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import DomainPosture, MtaStsPolicy, MxHostFacts
-from exconn.remediate.pwsh import PsValue
-from exconn.rules.base import (
-    CannotJudge,
-    Context,
-    Fix,
-    Hit,
-    NewCommand,
-    PublishMtaSts,
-    Severity,
-    Target,
-    rule,
-)
+from exconn.pwsh import PsValue
+from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.emulation import (
     Emulation,
     Fidelity,
@@ -80,6 +70,7 @@ from exconn.rules.refs import (
     SET_RECEIVE,
     SET_SEND,
 )
+from exconn.scope import is_exo_mx, is_exo_routing, is_ours, our_observable_domains
 
 Result = Iterator[Hit | CannotJudge]
 
@@ -88,10 +79,6 @@ Result = Iterator[Hit | CannotJudge]
 # testing (a mistake is corrected quickly), a week once enforced.
 MAX_AGE_ENFORCE = 604800
 MAX_AGE_TESTING = 86400
-# Exchange Online's inbound MX host names (the classic one and the DNSSEC-signed one since 2024).
-EXO_MX_SUFFIXES = (".mail.protection.outlook.com", ".mx.microsoft")
-# The tenant's routing domain (`<tenant>.mail.onmicrosoft.com`) that hybrid connectors send to.
-EXO_ROUTING_SUFFIX = ".mail.onmicrosoft.com"
 # New-SendConnector takes address-space costs from 1 to 100; 1 ties with the lowest possible cost.
 NEW_CONNECTOR_COST = 1
 CONNECTOR_NAME_MAX = 64
@@ -107,40 +94,6 @@ def domain_target(domain: str) -> Target:
 def posture_of(ctx: Context, domain: str) -> DomainPosture | None:
     found = ctx.posture.get(domain)
     return found if isinstance(found, DomainPosture) else None
-
-
-def accepted_names(org: Organization) -> set[str]:
-    return {
-        d.domain_name.lower().rstrip(".") for d in org.accepted_domains if not d.domain_name.startswith("*")
-    }
-
-
-def is_ours(org: Organization, domain: str) -> bool:
-    return domain.lower().rstrip(".") in accepted_names(org)
-
-
-def our_observable_domains(org: Organization) -> list[str]:
-    """Accepted domains that receive mail from the internet at our MX: the Authoritative ones.
-
-    A domain whose type was not exported is kept: observing it costs little, skipping it could hide
-    a problem.
-    """
-    names = [
-        d.domain_name.lower().rstrip(".")
-        for d in org.accepted_domains
-        if not d.domain_name.startswith("*")
-        and (d.domain_type is UNKNOWN or d.domain_type is AcceptedDomainType.AUTHORITATIVE)
-    ]
-    return list(dict.fromkeys(names))
-
-
-def is_exo_routing(c: SendConnector, domain: str) -> bool:
-    """The hybrid connector to Exchange Online (or its routing domain): Microsoft's, not a partner."""
-    return c.cloud_services_mail_enabled is True or domain.endswith(EXO_ROUTING_SUFFIX)
-
-
-def is_exo_mx(host: str) -> bool:
-    return host.lower().rstrip(".").endswith(EXO_MX_SUFFIXES)
 
 
 def _errors(errors: Sequence[ProbeError]) -> str:

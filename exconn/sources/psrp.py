@@ -806,7 +806,7 @@ def save_snapshot(collection: Collection, directory: Path) -> dict[str, Any]:
     cmdlet (UTF-16LE, like its `Export-Clixml -Encoding Unicode`), every server's receive
     connectors in one file, certificates per server, and `manifest.json` (UTF-8 without BOM) with
     one entry per cmdlet run. Returns the manifest."""
-    from exconn import __version__
+    from exconn._version import __version__
     from exconn.clixml.writer import encode
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -1080,3 +1080,19 @@ def _isatty(stream: IO[str]) -> bool:
 
 def expected_runs(host_count: int) -> int:
     return len(ORG_CMDLETS) + len(SERVER_CMDLETS) * host_count
+
+
+def run_collection(
+    hosts: Sequence[str], options: ConnectionOptions, *, warn: Callable[[str], None]
+) -> Collection:
+    """Collect from `hosts` with a progress bar on a terminal; each cmdlet's error goes to `warn`."""
+    progress = Progress(expected_runs(len(hosts)))
+    try:
+        collection = collect(list(hosts), options, progress=progress)
+    finally:
+        progress.finish()
+    for run in collection.runs:
+        where = f" -Server {run.server}" if run.server else ""
+        for error in run.errors:
+            warn(f"{run.host}: {run.cmdlet}{where}: {error}")
+    return collection

@@ -13,19 +13,15 @@ import os
 import sys
 from pathlib import Path
 
+from exconn.arg_cli import path_argument
 from exconn.errors import UsageError
-from exconn.model import Organization
-from exconn.output import path_argument
 from exconn.sources.psrp import (
     AUTH_CHOICES,
     Collection,
     ConnectionOptions,
-    Progress,
     check_options,
-    collect,
-    expected_runs,
+    run_collection,
     save_snapshot,
-    to_organization,
 )
 
 NEEDS_PASSWORD = ("basic", "ntlm", "credssp")
@@ -159,17 +155,11 @@ def connection_options(args: argparse.Namespace) -> ConnectionOptions:
 
 def _collect(args: argparse.Namespace) -> Collection:
     options = connection_options(args)
-    hosts = list(dict.fromkeys(args.server))
-    progress = Progress(expected_runs(len(hosts)))
-    try:
-        collection = collect(hosts, options, progress=progress)
-    finally:
-        progress.finish()
-    for run in collection.runs:
-        where = f" -Server {run.server}" if run.server else ""
-        for error in run.errors:
-            print(f"exconn: warning: {run.host}: {run.cmdlet}{where}: {error}", file=sys.stderr)
-    return collection
+    return run_collection(list(dict.fromkeys(args.server)), options, warn=_warn)
+
+
+def _warn(text: str) -> None:
+    print(f"exconn: warning: {text}", file=sys.stderr)
 
 
 def run_collect(args: argparse.Namespace) -> int:
@@ -185,8 +175,3 @@ def run_collect(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def collect_organization(args: argparse.Namespace) -> Organization:
-    """`exconn audit --server ...`: collect and convert, without writing files."""
-    return to_organization(_collect(args))

@@ -1,4 +1,4 @@
-"""Which domains `exconn audit` observes, and observing them.
+"""Which domains `exconn audit` observes.
 
 Ours: the Authoritative accepted domains of the export that can exist on the internet, or exactly the
 domains of `--domains FILE` (each must be an accepted domain: the inbound rules judge accepted
@@ -9,39 +9,11 @@ line; `#` starts a comment.
 
 from __future__ import annotations
 
-import argparse
-import re
-from functools import cache
-
-from publicsuffixlist import PublicSuffixList
-
 from exconn.errors import InputError
 from exconn.model import UNKNOWN, Organization
+from exconn.names import is_domain_name, is_public, normalize, to_a_labels
 from exconn.output import DOMAIN_LIST_LIMIT, decode_text, read_small_file
-from exconn.posture.cli import NetworkOptions
-from exconn.posture.facts import DomainPosture
-from exconn.posture.scan import scan_domains, to_a_labels
-from exconn.rules.world import accepted_names, is_exo_routing, our_observable_domains
-
-_LDH_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-
-
-def is_domain_name(text: str) -> bool:
-    """A fully qualified host name of LDH labels (RFC 1123), at least two labels, A-labels for IDNs."""
-    name = text.lower().rstrip(".")
-    labels = name.split(".")
-    return 1 < len(labels) and len(name) <= 253 and all(_LDH_LABEL.match(label) for label in labels)
-
-
-@cache
-def _psl() -> PublicSuffixList:
-    # accept_unknown=False: a TLD the list does not know (.local, .test, .corp) is not public.
-    return PublicSuffixList(accept_unknown=False)
-
-
-def is_public(domain: str) -> bool:
-    """Can the domain exist on the internet, below a public suffix (and not be one itself)?"""
-    return is_domain_name(domain) and _psl().privatesuffix(domain.lower().rstrip(".")) is not None
+from exconn.scope import accepted_names, is_exo_routing, our_observable_domains
 
 
 def read_domain_file(path: str) -> list[str]:
@@ -62,7 +34,7 @@ def read_domain_file(path: str) -> list[str]:
         if not is_domain_name(entry):
             shown = entry if entry.isprintable() else repr(entry)
             raise InputError(path, f"line {number}: not a domain name: {shown[:80]}")
-        domains.append(entry.lower().rstrip("."))
+        domains.append(normalize(entry))
     return list(dict.fromkeys(domains))
 
 
@@ -93,14 +65,3 @@ def partner_domains(org: Organization, partners_file: str | None, *, ours: list[
         # Listed on purpose: observed even under a suffix the public list does not know.
         partners += [d for d in read_domain_file(partners_file) if d not in excluded]
     return list(dict.fromkeys(partners))
-
-
-def observe(org: Organization, args: argparse.Namespace) -> dict[str, DomainPosture]:
-    """Observe our domains and the partners' (the posture scan, with `exconn posture`'s options)."""
-    options = NetworkOptions.from_args(args)
-    ours = our_domains(org, args.domains)
-    domains = [*ours, *partner_domains(org, args.partners, ours=ours)]
-    if not domains:
-        return {}
-    report = scan_domains(domains, resolver=options.resolver(), options=options.scan_options())
-    return {p.domain: p for p in report.domains}

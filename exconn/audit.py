@@ -1,0 +1,196 @@
+"""The audit pipeline: load -> observe -> evaluate -> render and write, from typed options.
+
+The command line parses arguments into `AuditOptions` and prints what `run` returns; a script can
+call `run` the same way. Nothing here reads `argparse` or prints: messages for the user come back
+in `AuditResult.notes`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from exconn.errors import InputError, UsageError
+from exconn.model import Organization
+from exconn.output import write_file
+from exconn.render import Format, RunInfo, render
+from exconn.rules.base import Context, Report, Severity, evaluate
+
+if TYPE_CHECKING:
+    from exconn.posture.facts import DomainPosture
+    from exconn.posture.options import NetworkOptions
+    from exconn.sources.psrp import ConnectionOptions
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSource:
+    """Collect over PowerShell remoting instead of reading files."""
+
+    hosts: tuple[str, ...]
+    connection: ConnectionOptions
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """How to observe the domains' posture; every field None means "the default"."""
+
+    domains_file: str | None = None
+    partners_file: str | None = None
+    resolver: str | None = None
+    ca_file: str | None = None
+    timeout: float | None = None
+    smtp_port: int | None = None
+    https_port: int | None = None
+
+    def given(self) -> list[str]:
+        """The options set, as the command line spells them (for messages)."""
+        names = ("domains", "partners", "resolver", "ca_file", "timeout", "smtp_port", "https_port")
+        values = (
+            self.domains_file,
+            self.partners_file,
+            self.resolver,
+            self.ca_file,
+            self.timeout,
+            self.smtp_port,
+            self.https_port,
+        )
+        return [f"--{n.replace('_', '-')}" for n, v in zip(names, values, strict=True) if v is not None]
+
+    def network(self) -> NetworkOptions:
+        from exconn.posture.options import NetworkOptions
+
+        return NetworkOptions.checked(
+            resolver_address=self.resolver,
+            ca_file=self.ca_file,
+            timeout=self.timeout,
+            smtp_port=self.smtp_port,
+            https_port=self.https_port,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditOptions:
+    paths: tuple[str, ...] = ()
+    live: LiveSource | None = None
+    offline: bool = False
+    posture_file: str | None = None
+    observation: Observation = field(default_factory=Observation)
+    format: Format = Format.TABLE
+    output: str | None = None
+    fail_on: Severity = Severity.HIGH
+    fix_out: str | None = None
+    tlsrpt_rua: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditResult:
+    report: Report
+    org: Organization
+    exit_code: int
+    written: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()  # one line each, for stderr
+
+
+def check(options: AuditOptions) -> None:
+    """Contradictions among the options, before any work. Raises UsageError."""
+    given = options.observation.given()
+    if options.live is not None and options.paths:
+        raise UsageError("give either export PATHs or --server, not both")
+    if options.live is not None and options.offline:
+        raise UsageError("--offline promises no network use; it cannot be combined with --server")
+    if options.live is None and not options.paths:
+        raise UsageError("nothing to audit: give export files or folders (or --server HOST)")
+    if options.offline and given:
+        raise UsageError(f"--offline promises no network use; it cannot be combined with {', '.join(given)}")
+    if options.posture_file and given:
+        raise UsageError(f"--posture replays a saved observation; {', '.join(given)} would observe anew")
+    if options.tlsrpt_rua is not None:
+        from exconn.remediate.dns import DnsFixError, check_rua
+
+        try:
+            check_rua(options.tlsrpt_rua)
+        except DnsFixError as exc:
+            raise UsageError(str(exc)) from None
+
+
+def load(options: AuditOptions, warn: Callable[[str], None]) -> Organization:
+    if options.live is not None:
+        from exconn.sources.psrp import run_collection, to_organization
+
+        collection = run_collection(options.live.hosts, options.live.connection, warn=warn)
+        return to_organization(collection)
+    from exconn.sources.files import load as load_files
+
+    return load_files(list(options.paths))
+
+
+def observe(options: AuditOptions, org: Organization) -> dict[str, DomainPosture] | None:
+    """The posture to cross-check with: replayed (--posture), observed, or None with --offline."""
+    if options.posture_file:
+        from exconn.posture.saved import load_report
+
+        return {p.domain: p for p in load_report(options.posture_file).domains}
+    if options.offline:
+        return None
+    from exconn.posture.scan import scan_domains
+    from exconn.targets import our_domains, partner_domains
+
+    obs = options.observation
+    network = obs.network()
+    ours = our_domains(org, obs.domains_file)
+    domains = [*ours, *partner_domains(org, obs.partners_file, ours=ours)]
+    if not domains:
+        return {}
+    report = scan_domains(domains, resolver=network.resolver(), options=network.scan_options())
+    return {p.domain: p for p in report.domains}
+
+
+def run(
+    options: AuditOptions,
+    stdout: TextIO | None = None,
+    *,
+    warn: Callable[[str], None] | None = None,
+    now: dt.datetime | None = None,
+) -> AuditResult:
+    """The whole audit. Raises ExconnError (UsageError, InputError) for what the user can fix."""
+    check(options)
+    now = now or dt.datetime.now(dt.UTC)
+    notes: list[str] = []
+    org = load(options, warn or notes.append)
+    posture = observe(options, org)
+    ctx = Context(
+        org=org, now=now, posture=posture or {}, offline=posture is None, tlsrpt_rua=options.tlsrpt_rua
+    )
+    report = evaluate(ctx)
+    info = RunInfo(generated_at=now, sources=org.sources, fail_on=options.fail_on, offline=options.offline)
+    _emit(render(report, org, info, options.format), options.output, stdout or sys.stdout)
+    written: list[Path] = []
+    if options.fix_out:
+        from exconn.remediate.dns import write_dns
+        from exconn.remediate.script import write_fix
+
+        written += write_fix(report, org.sources, Path(options.fix_out), generated_at=now)
+        # The DNS side comes from the findings too (EXC-W…, with a posture only).
+        dns_fix = write_dns(report, Path(options.fix_out), generated_at=now)
+        written += dns_fix.written
+        notes += [f"dns: {note}" for note in dns_fix.notes]
+        notes.append(f"wrote {', '.join(str(w) for w in written)}")
+    worst = report.worst()
+    code = EXIT_FINDINGS if worst is not None and worst >= options.fail_on else EXIT_OK
+    return AuditResult(report, org, code, tuple(written), tuple(notes))
+
+
+def _emit(text: str, output: str | None, stdout: TextIO) -> None:
+    if output is None:
+        stdout.write(text)
+        return
+    try:
+        write_file(output, text.encode("utf-8"))
+    except OSError as exc:
+        raise InputError(output, f"cannot write: {exc.strerror}") from None

@@ -433,7 +433,7 @@ def test_s010_domain_secure_send_list() -> None:
     report = run(send.domain_secure_send_list, c, transport_configs=(cfg,))
     assert fired(report) == [("Internet", Severity.MEDIUM)]
     assert report.findings[0].fix[0].render() == (
-        "Set-TransportConfig -TLSSendDomainSecureList @('fabrikam.com','woodgrove.com')"
+        "Set-TransportConfig -TLSSendDomainSecureList @{Add='woodgrove.com'}"
     )
     listed = TransportConfig("Transport Settings", SRC, ("Woodgrove.com",), ())
     assert run(send.domain_secure_send_list, c, transport_configs=(listed,)).findings == ()

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from exconn.fix import Fix, ParamChange, SetCommand, same_value
+from exconn.fix import UNREAD, Fix, ParamChange, SetCommand, same_value
 from exconn.model import (
     UNKNOWN,
     AuthMechanism,
@@ -349,12 +349,14 @@ def set_fix(
     *,
     singleton: bool = False,
 ) -> SetCommand | None:
-    """A Set-* command for the parameters whose value changes; None when nothing changes or an
-    observed value is unknown (the script must compare it before changing, and restore it after)."""
+    """A Set-* command for the parameters whose value changes; None when nothing changes. An
+    observed value the export lacks is read by the script at apply time (and recorded for the
+    rollback) rather than dropping the fix."""
     params: list[ParamChange] = []
     for name, new, observed in changes:
         if observed is UNKNOWN:
-            return None
+            params.append(ParamChange(name, new, UNREAD))
+            continue
         if isinstance(observed, list | tuple) and not observed:
             observed = None  # Exchange reads an empty multi-valued property back as $null
         if not same_value(new, observed):

@@ -147,7 +147,8 @@ def mx_requires_tls(ctx: Context, c: ReceiveConnector) -> Result:
         return  # a partner- or device-scoped connector may rightly require TLS
     changes: list[tuple[str, PsValue, Maybe[PsValue]]] = [("RequireTLS", False, True)]
     epp = c.extended_protection_policy
-    if epp is UNKNOWN or epp.lower() != "none":
+    # Not exported: the script checks at apply time that it is None (a requirement of RequireTLS $false).
+    if epp is not UNKNOWN and epp.lower() != "none":
         changes.append(("ExtendedProtectionPolicy", "None", epp))
     yield Hit(
         Target.of(c),

@@ -57,7 +57,7 @@ from exconn.posture.facts import (
 from exconn.remediate.dns import DnsFixError, write_dns
 from exconn.remediate.script import render_scripts
 from exconn.render import Format, RunInfo, render
-from exconn.rules import world
+from exconn.rules import inbound, outbound, policy, posture_view, routing
 from exconn.rules.base import Context, Finding, Report, Rule, Severity, Target, evaluate
 from exconn.targets import our_domains, partner_domains, read_domain_file
 from tests.test_remediation import apply, norm, state_of, validate
@@ -323,24 +323,26 @@ def test_w001_fires_when_an_mx_is_not_in_the_policy() -> None:
         ("mail.fabrikam.com", "mx2.fabrikam.com"),
         patterns=("mail.fabrikam.com", "old.fabrikam.com"),
     )
-    report = run(world.policy_covers_mx, org(), p)
+    report = run(inbound.policy_covers_mx, org(), p)
     assert hits(report) == [("Domain", "fabrikam.com", Severity.HIGH)]
     message = report.findings[0].message
     assert "mx2.fabrikam.com" in message and "old.fabrikam.com" in message
     assert p.mta_sts.policy is not None
     testing = replace(p, mta_sts=replace(p.mta_sts, policy=replace(p.mta_sts.policy, mode="testing")))
-    assert hits(run(world.policy_covers_mx, org(), testing)) == [("Domain", "fabrikam.com", Severity.MEDIUM)]
+    assert hits(run(inbound.policy_covers_mx, org(), testing)) == [
+        ("Domain", "fabrikam.com", Severity.MEDIUM)
+    ]
 
 
 def test_w001_quiet_with_one_label_wildcard_and_cannot_judge_without_facts() -> None:
     covered = posture("fabrikam.com", ("mail.fabrikam.com", "mx2.fabrikam.com"), patterns=("*.fabrikam.com",))
-    assert hits(run(world.policy_covers_mx, org(), covered)) == []
+    assert hits(run(inbound.policy_covers_mx, org(), covered)) == []
     # `*.` is one label: a.b.fabrikam.com is not covered.
     deep = posture("fabrikam.com", ("a.b.fabrikam.com",), patterns=("*.fabrikam.com",))
-    assert len(run(world.policy_covers_mx, org(), deep).findings) == 1
+    assert len(run(inbound.policy_covers_mx, org(), deep).findings) == 1
     errored = posture("fabrikam.com", ("mail.fabrikam.com",), sts_status="error")
-    assert skipped(run(world.policy_covers_mx, org(), errored)) == ["fabrikam.com"]
-    assert skipped(run(world.policy_covers_mx, org())) == ["fabrikam.com"]  # not observed at all
+    assert skipped(run(inbound.policy_covers_mx, org(), errored)) == ["fabrikam.com"]
+    assert skipped(run(inbound.policy_covers_mx, org())) == ["fabrikam.com"]  # not observed at all
 
 
 # --- EXC-W002 receive connectors behind the MX ----------------------------------------------------
@@ -349,7 +351,7 @@ def test_w001_quiet_with_one_label_wildcard_and_cannot_judge_without_facts() -> 
 def test_w002_connector_without_tls_gets_tls_added() -> None:
     o = org(receive_connectors=(frontend(auth_mechanism=AuthMechanism.INTEGRATED),))
     p = posture("fabrikam.com", ("mail.fabrikam.com",), hosts=(host("mail.fabrikam.com", starttls=False),))
-    report = run(world.mx_served_with_tls, o, p)
+    report = run(inbound.mx_served_with_tls, o, p)
     assert hits(report) == [("ReceiveConnector", "EX01\\Default Frontend EX01", Severity.HIGH)]
     f = report.findings[0]
     assert "STARTTLS is never offered" in f.message and "STARTTLS not offered" in f.message
@@ -368,7 +370,9 @@ def test_w002_expired_certificate_is_replaced_by_a_current_one() -> None:
         CertificateNameStatus.OK,
     )
     o = org(receive_connectors=(frontend(tls_certificate_name=old_name),), certificates=(GOOD_CERT, OLD_CERT))
-    report = run(world.mx_served_with_tls, o, posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing"))
+    report = run(
+        inbound.mx_served_with_tls, o, posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing")
+    )
     assert hits(report) == [("ReceiveConnector", "EX01\\Default Frontend EX01", Severity.MEDIUM)]
     assert "only expired certificates" in report.findings[0].message
     fix = report.findings[0].fix[0]
@@ -378,23 +382,23 @@ def test_w002_expired_certificate_is_replaced_by_a_current_one() -> None:
 def test_w002_exchange_online_mx_is_microsofts_and_checks_the_patterns() -> None:
     exo = "fabrikam-com.mail.protection.outlook.com"
     uncovered = posture("fabrikam.com", (exo,), patterns=("mail.fabrikam.com",), hosts=(host(exo),))
-    report = run(world.mx_served_with_tls, org(receive_connectors=()), uncovered)
+    report = run(inbound.mx_served_with_tls, org(receive_connectors=()), uncovered)
     assert hits(report) == [("Domain", "fabrikam.com", Severity.HIGH)]
     assert "Microsoft's" in report.findings[0].message
     assert "mx: *.mail.protection.outlook.com" in report.findings[0].message
     covered = posture("fabrikam.com", (exo,), patterns=("*.mail.protection.outlook.com",))
-    assert hits(run(world.mx_served_with_tls, org(receive_connectors=()), covered)) == []
+    assert hits(run(inbound.mx_served_with_tls, org(receive_connectors=()), covered)) == []
     # W001 leaves the Exchange Online host to W002, so the problem is reported once.
-    assert hits(run(world.policy_covers_mx, org(), uncovered)) == []
+    assert hits(run(inbound.policy_covers_mx, org(), uncovered)) == []
 
 
 def test_w002_quiet_on_a_sound_mx_and_cannot_judge_an_unprobed_foreign_mx() -> None:
-    assert hits(run(world.mx_served_with_tls, org(), OURS)) == []
+    assert hits(run(inbound.mx_served_with_tls, org(), OURS)) == []
     gateway = posture("fabrikam.com", ("gw.fabrikam.com",), hosts=(host("gw.fabrikam.com", probe="error"),))
-    assert skipped(run(world.mx_served_with_tls, org(), gateway)) == ["fabrikam.com"]
+    assert skipped(run(inbound.mx_served_with_tls, org(), gateway)) == ["fabrikam.com"]
     # The probe saw a failure that no connector explains: reported on the domain.
     failing = posture("fabrikam.com", ("gw.fabrikam.com",), hosts=(host("gw.fabrikam.com", expired=True),))
-    report = run(world.mx_served_with_tls, org(), failing)
+    report = run(inbound.mx_served_with_tls, org(), failing)
     assert hits(report) == [("Domain", "fabrikam.com", Severity.HIGH)]
     assert "no exported receive connector explains it" in report.findings[0].message
 
@@ -404,9 +408,9 @@ def test_w002_quiet_on_a_sound_mx_and_cannot_judge_an_unprobed_foreign_mx() -> N
 
 def test_w003_testing_with_every_mx_passing_proposes_enforce() -> None:
     p = posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing")
-    report = run(world.testing_ready_for_enforce, org(), p)
+    report = run(inbound.testing_ready_for_enforce, org(), p)
     assert hits(report) == [("Domain", "fabrikam.com", Severity.LOW)]
-    proposed = world.proposed_policy(ctx_of(org(), p), p)
+    proposed = policy.proposed_policy(ctx_of(org(), p), p)
     assert proposed.mode == "enforce" and proposed.max_age == 604800
 
 
@@ -417,15 +421,15 @@ def test_w003_quiet_when_an_mx_fails_and_cannot_judge_unprobed() -> None:
         mode="testing",
         hosts=(host("mail.fabrikam.com", trusted=False),),
     )
-    assert hits(run(world.testing_ready_for_enforce, org(), failing)) == []
-    assert world.proposed_policy(ctx_of(org(), failing), failing).mode == "testing"
+    assert hits(run(inbound.testing_ready_for_enforce, org(), failing)) == []
+    assert policy.proposed_policy(ctx_of(org(), failing), failing).mode == "testing"
     unprobed = posture(
         "fabrikam.com",
         ("mail.fabrikam.com",),
         mode="testing",
         hosts=(host("mail.fabrikam.com", probe="skipped"),),
     )
-    assert skipped(run(world.testing_ready_for_enforce, org(), unprobed)) == ["fabrikam.com"]
+    assert skipped(run(inbound.testing_ready_for_enforce, org(), unprobed)) == ["fabrikam.com"]
 
 
 def _two_frontends() -> Organization:
@@ -454,35 +458,35 @@ def test_w003_no_enforce_while_a_connector_behind_the_mx_fails() -> None:
     same MX name: no enforce (rule, proposed policy and DNS file alike)."""
     o = _two_frontends()
     p = posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing")
-    assert hits(run(world.mx_served_with_tls, o, p)) == [
+    assert hits(run(inbound.mx_served_with_tls, o, p)) == [
         ("ReceiveConnector", "EX02\\Default Frontend EX02", Severity.MEDIUM)
     ]
-    assert hits(run(world.testing_ready_for_enforce, o, p)) == []
-    choice = world.mode_choice(ctx_of(o, p), p, tlsrpt_rua="mailto:tls@fabrikam.com")
+    assert hits(run(inbound.testing_ready_for_enforce, o, p)) == []
+    choice = policy.mode_choice(ctx_of(o, p), p, tlsrpt_rua="mailto:tls@fabrikam.com")
     assert choice.mode == "testing" and "EX02\\Default Frontend EX02" in choice.why
-    assert hits(run(world.policy_out_of_date, o, p)) == []  # the testing policy stays as it is
+    assert hits(run(inbound.policy_out_of_date, o, p)) == []  # the testing policy stays as it is
     # A connector that may answer for the MX but cannot be judged: not every MX is known to pass.
     unknown = org(receive_connectors=(frontend(), frontend(identity="EX03\\X", fqdn=UNKNOWN)))
-    assert skipped(run(world.testing_ready_for_enforce, unknown, p)) == ["fabrikam.com"]
-    assert world.proposed_mode(ctx_of(unknown, p), p) == "testing"
+    assert skipped(run(inbound.testing_ready_for_enforce, unknown, p)) == ["fabrikam.com"]
+    assert policy.proposed_mode(ctx_of(unknown, p), p) == "testing"
 
 
 def test_w004_enforce_with_a_failing_connector_behind_a_passing_mx() -> None:
     o = _two_frontends()
-    report = run(world.enforce_with_failing_mx, o, OURS)
+    report = run(inbound.enforce_with_failing_mx, o, OURS)
     assert hits(report) == [("Domain", "fabrikam.com", Severity.HIGH)]  # not critical: EX01 passes
     assert "EX02\\Default Frontend EX02" in report.findings[0].message
-    assert world.proposed_mode(ctx_of(o, OURS), OURS) == "testing"
+    assert policy.proposed_mode(ctx_of(o, OURS), OURS) == "testing"
 
 
 def test_w003_no_enforce_without_tlsrpt_unless_a_rua_is_given(tmp_path: Path) -> None:
     p = posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing", tlsrpt="absent")
-    assert hits(run(world.testing_ready_for_enforce, org(), p)) == []
+    assert hits(run(inbound.testing_ready_for_enforce, org(), p)) == []
     ctx = ctx_of(org(), p)
-    choice = world.mode_choice(ctx, p)
+    choice = policy.mode_choice(ctx, p)
     assert choice.mode == "testing" and "TLS-RPT" in choice.why
-    assert world.proposed_mode(ctx, p, tlsrpt_rua="mailto:tls@fabrikam.com") == "enforce"
-    assert "stays in mode testing" in run(world.mta_sts_without_tlsrpt, org(), p).findings[0].message
+    assert policy.proposed_mode(ctx, p, tlsrpt_rua="mailto:tls@fabrikam.com") == "enforce"
+    assert "stays in mode testing" in run(inbound.mta_sts_without_tlsrpt, org(), p).findings[0].message
     write_dns(report_of(org(), p), tmp_path / "a", generated_at=NOW)
     folder = tmp_path / "a" / "dns" / "fabrikam.com"
     assert b"mode: testing" in (folder / "mta-sts.txt").read_bytes()
@@ -494,26 +498,26 @@ def test_w003_no_enforce_without_tlsrpt_unless_a_rua_is_given(tmp_path: Path) ->
     assert "publish _smtp._tls.fabrikam.com (step 4) first" in readme
     # An enforced policy is not downgraded for lack of TLS-RPT.
     enforced = posture("fabrikam.com", ("mail.fabrikam.com",), tlsrpt="absent")
-    assert world.proposed_mode(ctx_of(org(), enforced), enforced) == "enforce"
+    assert policy.proposed_mode(ctx_of(org(), enforced), enforced) == "enforce"
 
 
 def test_w004_enforce_with_a_failing_mx_proposes_testing() -> None:
     two = ("mail.fabrikam.com", "mx2.fabrikam.com")
     one_bad = posture("fabrikam.com", two, hosts=(host(two[0]), host(two[1], name_matches=False)))
-    report = run(world.enforce_with_failing_mx, org(), one_bad)
+    report = run(inbound.enforce_with_failing_mx, org(), one_bad)
     assert hits(report) == [("Domain", "fabrikam.com", Severity.HIGH)]
     assert "does not name mx2.fabrikam.com" in report.findings[0].message
-    assert world.proposed_policy(ctx_of(org(), one_bad), one_bad).mode == "testing"
+    assert policy.proposed_policy(ctx_of(org(), one_bad), one_bad).mode == "testing"
     all_bad = posture("fabrikam.com", two, hosts=(host(two[0], starttls=False), host(two[1], expired=True)))
-    assert hits(run(world.enforce_with_failing_mx, org(), all_bad)) == [
+    assert hits(run(inbound.enforce_with_failing_mx, org(), all_bad)) == [
         ("Domain", "fabrikam.com", Severity.CRITICAL)
     ]
 
 
 def test_w004_quiet_when_all_pass_and_cannot_judge_unprobed() -> None:
-    assert hits(run(world.enforce_with_failing_mx, org(), OURS)) == []
+    assert hits(run(inbound.enforce_with_failing_mx, org(), OURS)) == []
     unprobed = posture("fabrikam.com", hosts=(host("mx.fabrikam.com", probe="error"),))
-    assert skipped(run(world.enforce_with_failing_mx, org(), unprobed)) == ["fabrikam.com"]
+    assert skipped(run(inbound.enforce_with_failing_mx, org(), unprobed)) == ["fabrikam.com"]
 
 
 # --- EXC-W005 TLS-RPT, EXC-W006 no MTA-STS, EXC-W007 id -------------------------------------------
@@ -521,21 +525,21 @@ def test_w004_quiet_when_all_pass_and_cannot_judge_unprobed() -> None:
 
 def test_w005_tlsrpt() -> None:
     absent = posture("fabrikam.com", tlsrpt="absent")
-    assert hits(run(world.mta_sts_without_tlsrpt, org(), absent)) == [
+    assert hits(run(inbound.mta_sts_without_tlsrpt, org(), absent)) == [
         ("Domain", "fabrikam.com", Severity.LOW)
     ]
-    assert hits(run(world.mta_sts_without_tlsrpt, org(), OURS)) == []
-    assert skipped(run(world.mta_sts_without_tlsrpt, org(), posture("fabrikam.com", tlsrpt="error"))) == [
+    assert hits(run(inbound.mta_sts_without_tlsrpt, org(), OURS)) == []
+    assert skipped(run(inbound.mta_sts_without_tlsrpt, org(), posture("fabrikam.com", tlsrpt="error"))) == [
         "fabrikam.com"
     ]
 
 
 def test_w006_no_policy() -> None:
     none = posture("fabrikam.com", mode=None)
-    assert hits(run(world.no_mta_sts, org(), none)) == [("Domain", "fabrikam.com", Severity.MEDIUM)]
-    assert hits(run(world.no_mta_sts, org(), OURS)) == []
-    assert hits(run(world.no_mta_sts, org(), replace(none, dane=DaneFacts("valid")))) == []
-    assert skipped(run(world.no_mta_sts, org(), posture("fabrikam.com", sts_status="error"))) == [
+    assert hits(run(inbound.no_mta_sts, org(), none)) == [("Domain", "fabrikam.com", Severity.MEDIUM)]
+    assert hits(run(inbound.no_mta_sts, org(), OURS)) == []
+    assert hits(run(inbound.no_mta_sts, org(), replace(none, dane=DaneFacts("valid")))) == []
+    assert skipped(run(inbound.no_mta_sts, org(), posture("fabrikam.com", sts_status="error"))) == [
         "fabrikam.com"
     ]
 
@@ -544,12 +548,12 @@ def test_w007_policy_that_must_change_needs_a_new_id() -> None:
     stale = posture(
         "fabrikam.com", ("mail.fabrikam.com",), patterns=("mail.fabrikam.com", "old.fabrikam.com")
     )
-    report = run(world.policy_out_of_date, org(), stale)
+    report = run(inbound.policy_out_of_date, org(), stale)
     assert hits(report) == [("Domain", "fabrikam.com", Severity.LOW)]
     assert "20240101000000" in report.findings[0].message and "old.fabrikam.com" in report.findings[0].message
-    assert hits(run(world.policy_out_of_date, org(), OURS)) == []
+    assert hits(run(inbound.policy_out_of_date, org(), OURS)) == []
     short = posture("fabrikam.com", ("mail.fabrikam.com",), max_age=300)
-    assert "max_age 300 -> 604800" in run(world.policy_out_of_date, org(), short).findings[0].message
+    assert "max_age 300 -> 604800" in run(inbound.policy_out_of_date, org(), short).findings[0].message
 
 
 # --- EXC-W008 partner enforces, our route is opportunistic ----------------------------------------
@@ -557,7 +561,7 @@ def test_w007_policy_that_must_change_needs_a_new_id() -> None:
 
 def test_w008_proposes_an_exact_scoped_connector() -> None:
     partner = posture("tailspintoys.com", ("mx.tailspintoys.com",))
-    report = run(world.partner_route_opportunistic, org(), partner)
+    report = run(outbound.partner_route_opportunistic, org(), partner)
     assert hits(report) == [("Domain", "tailspintoys.com", Severity.HIGH)]
     f = report.findings[0]
     assert "most specific address space first" in f.message and f.message.rstrip().endswith(
@@ -577,7 +581,7 @@ def test_w008_proposes_an_exact_scoped_connector() -> None:
 
 def test_w008_says_when_the_emulation_is_looser_or_has_no_name_check() -> None:
     looser = posture("northwind.com", ("a.mail.northwind.com",), patterns=("*.mail.northwind.com",))
-    f = run(world.partner_route_opportunistic, org(), looser).findings[0]
+    f = run(outbound.partner_route_opportunistic, org(), looser).findings[0]
     assert "Looser than the policy" in f.message
     assert ("TlsDomain", "*.mail.northwind.com") in f.fix[0].parameters  # type: ignore[union-attr]
     spread = posture(
@@ -585,7 +589,7 @@ def test_w008_says_when_the_emulation_is_looser_or_has_no_name_check() -> None:
         ("mx.wingtiptoys.com",),
         patterns=("mx.wingtiptoys.com", "*.mail.protection.outlook.com"),
     )
-    f = run(world.partner_route_opportunistic, org(), spread).findings[0]
+    f = run(outbound.partner_route_opportunistic, org(), spread).findings[0]
     assert "No name check possible" in f.message
     params = dict(f.fix[0].parameters)  # type: ignore[union-attr]
     assert params["TlsAuthLevel"] is TlsAuthLevel.CERTIFICATE_VALIDATION and "TlsDomain" not in params
@@ -595,7 +599,7 @@ def test_w008_says_when_the_emulation_is_looser_or_has_no_name_check() -> None:
 def test_w008_ignore_starttls_on_a_scoped_connector_is_critical_and_fixed_in_place() -> None:
     scoped = send("To Tailspin", "smtp:tailspintoys.com;10", ignore_starttls=True)
     o = org(send_connectors=(INTERNET, scoped))
-    report = run(world.partner_route_opportunistic, o, posture("tailspintoys.com"))
+    report = run(outbound.partner_route_opportunistic, o, posture("tailspintoys.com"))
     assert hits(report) == [("SendConnector", "To Tailspin", Severity.CRITICAL)]
     fix = report.findings[0].fix[0]
     assert fix.render() == (
@@ -607,15 +611,19 @@ def test_w008_ignore_starttls_on_a_scoped_connector_is_critical_and_fixed_in_pla
 
 def test_w008_dane_partner_with_untrusted_certificates_gets_no_connector() -> None:
     dane = posture("adatum.com", mode=None, dane="valid", hosts=(host("mx.adatum.com", trusted=False),))
-    report = run(world.partner_route_opportunistic, org(), dane)
+    report = run(outbound.partner_route_opportunistic, org(), dane)
     assert hits(report) == [("Domain", "adatum.com", Severity.HIGH)]
     assert report.findings[0].fix == () and "cannot do DANE" in report.findings[0].message
     trusted = posture("adatum.com", mode=None, dane="valid")
-    assert isinstance(run(world.partner_route_opportunistic, org(), trusted).findings[0].fix[0], NewCommand)
+    assert isinstance(
+        run(outbound.partner_route_opportunistic, org(), trusted).findings[0].fix[0], NewCommand
+    )
 
 
 def test_w008_quiet_and_cannot_judge() -> None:
-    assert hits(run(world.partner_route_opportunistic, org(), posture("testing.com", mode="testing"))) == []
+    assert (
+        hits(run(outbound.partner_route_opportunistic, org(), posture("testing.com", mode="testing"))) == []
+    )
     validated = send(
         "To Tailspin",
         "smtp:tailspintoys.com;1",
@@ -626,19 +634,19 @@ def test_w008_quiet_and_cannot_judge() -> None:
     assert (
         hits(
             run(
-                world.partner_route_opportunistic,
+                outbound.partner_route_opportunistic,
                 org(send_connectors=(INTERNET, validated)),
                 posture("tailspintoys.com"),
             )
         )
         == []
     )
-    assert skipped(run(world.partner_route_opportunistic, org(), posture("x.com", sts_status="error"))) == [
-        "x.com"
-    ]
+    assert skipped(
+        run(outbound.partner_route_opportunistic, org(), posture("x.com", sts_status="error"))
+    ) == ["x.com"]
     unknown = replace(INTERNET, source_transport_servers=UNKNOWN)
     f = run(
-        world.partner_route_opportunistic, org(send_connectors=(unknown,)), posture("tailspintoys.com")
+        outbound.partner_route_opportunistic, org(send_connectors=(unknown,)), posture("tailspintoys.com")
     ).findings[0]
     assert f.fix == () and "SourceTransportServers" in f.message
 
@@ -652,11 +660,11 @@ def test_w008_more_specific_space_wins_over_lower_cost() -> None:
         tls_auth_level=TlsAuthLevel.DOMAIN_VALIDATION,
         tls_domain="mx.tailspintoys.com",
     )
-    route = world.route_to(org(send_connectors=(cheap_star, specific)), "tailspintoys.com")
-    assert isinstance(route, world.Route) and route.connector.identity == "To Tailspin"
+    route = routing.route_to(org(send_connectors=(cheap_star, specific)), "tailspintoys.com")
+    assert isinstance(route, routing.Route) and route.connector.identity == "To Tailspin"
     two_stars = org(send_connectors=(send("B", "SMTP:*;5"), send("A", "SMTP:*;2")))
-    route = world.route_to(two_stars, "tailspintoys.com")
-    assert isinstance(route, world.Route) and route.connector.identity == "A"
+    route = routing.route_to(two_stars, "tailspintoys.com")
+    assert isinstance(route, routing.Route) and route.connector.identity == "A"
 
 
 # --- EXC-W009 / EXC-W010 existing scoped connectors -----------------------------------------------
@@ -667,7 +675,7 @@ def test_w009_encryption_only_gets_domain_validation() -> None:
         "To Contoso", "smtp:contoso.com;10", require_tls=True, tls_auth_level=TlsAuthLevel.ENCRYPTION_ONLY
     )
     o = org(send_connectors=(INTERNET, to_contoso))
-    report = run(world.scoped_connector_mismatch, o, posture("contoso.com", ("mail.contoso.com",)))
+    report = run(outbound.scoped_connector_mismatch, o, posture("contoso.com", ("mail.contoso.com",)))
     assert hits(report) == [("SendConnector", "To Contoso", Severity.MEDIUM)]
     fix = report.findings[0].fix[0]
     assert fix.render() == (
@@ -691,16 +699,22 @@ def test_w009_tls_domain_that_no_longer_covers_the_policy() -> None:
         patterns=("*.mail.protection.outlook.com",),
         hosts=(host("contoso-com.mail.protection.outlook.com", sans=("*.mail.protection.outlook.com",)),),
     )
-    report = run(world.scoped_connector_mismatch, o, moved)
+    report = run(outbound.scoped_connector_mismatch, o, moved)
     assert hits(report) == [("SendConnector", "To Contoso", Severity.HIGH)]
     assert "mail is queuing now" in report.findings[0].message
     assert "TlsDomain '*.mail.protection.outlook.com'" in report.findings[0].fix[0].render()
     assert_valid(o, report.findings[0].fix)
     # Still covered: quiet.
-    assert hits(run(world.scoped_connector_mismatch, o, posture("contoso.com", ("mail.contoso.com",)))) == []
+    assert (
+        hits(run(outbound.scoped_connector_mismatch, o, posture("contoso.com", ("mail.contoso.com",)))) == []
+    )
     unknown = replace(old, tls_domain=UNKNOWN)
     assert skipped(
-        run(world.scoped_connector_mismatch, org(send_connectors=(INTERNET, unknown)), posture("contoso.com"))
+        run(
+            outbound.scoped_connector_mismatch,
+            org(send_connectors=(INTERNET, unknown)),
+            posture("contoso.com"),
+        )
     ) == ["To Contoso"]
 
 
@@ -713,14 +727,14 @@ def test_w008_w009_leave_domain_secured_connectors_without_a_tls_auth_level_fix(
     opportunistic = send("To Tailspin", "smtp:tailspintoys.com;10", domain_secure_enabled=True)
     partner = posture("tailspintoys.com")
     o = org(send_connectors=(INTERNET, opportunistic), transport_configs=_secure_list("contoso.com"))
-    report = run(world.partner_route_opportunistic, o, partner)
+    report = run(outbound.partner_route_opportunistic, o, partner)
     assert hits(report) == [("SendConnector", "To Tailspin", Severity.HIGH)]
     f = report.findings[0]
     assert f.fix == () and "DomainSecureEnabled" in f.message and "TLSSendDomainSecureList" in f.message
     # Listed: domain security (mutual TLS) already authenticates the partner.
     listed = replace(o, transport_configs=_secure_list("tailspintoys.com"))
-    assert hits(run(world.partner_route_opportunistic, listed, partner)) == []
-    assert skipped(run(world.partner_route_opportunistic, replace(o, transport_configs=()), partner)) == [
+    assert hits(run(outbound.partner_route_opportunistic, listed, partner)) == []
+    assert skipped(run(outbound.partner_route_opportunistic, replace(o, transport_configs=()), partner)) == [
         "To Tailspin"
     ]
     # The internet connector itself domain-secured for the partner: no new connector dropping it.
@@ -728,7 +742,7 @@ def test_w008_w009_leave_domain_secured_connectors_without_a_tls_auth_level_fix(
     assert (
         hits(
             run(
-                world.partner_route_opportunistic,
+                outbound.partner_route_opportunistic,
                 org(send_connectors=(secure_internet,), transport_configs=_secure_list("tailspintoys.com")),
                 partner,
             )
@@ -737,11 +751,11 @@ def test_w008_w009_leave_domain_secured_connectors_without_a_tls_auth_level_fix(
     )
     required = replace(opportunistic, require_tls=True)
     o = org(send_connectors=(INTERNET, required), transport_configs=_secure_list("contoso.com"))
-    report = run(world.scoped_connector_mismatch, o, partner)
+    report = run(outbound.scoped_connector_mismatch, o, partner)
     assert hits(report) == [("SendConnector", "To Tailspin", Severity.MEDIUM)]
     assert report.findings[0].fix == () and "refuses TlsAuthLevel" in report.findings[0].message
     listed = replace(o, transport_configs=_secure_list("tailspintoys.com"))
-    assert hits(run(world.scoped_connector_mismatch, listed, partner)) == []
+    assert hits(run(outbound.scoped_connector_mismatch, listed, partner)) == []
 
 
 def test_w009_validating_connector_to_a_dane_partner_without_a_public_certificate() -> None:
@@ -755,7 +769,7 @@ def test_w009_validating_connector_to_a_dane_partner_without_a_public_certificat
             "To Litware", "smtp:litware.com;10", require_tls=True, tls_auth_level=level, tls_domain=domain
         )
         o = org(send_connectors=(INTERNET, to_litware))
-        report = run(world.scoped_connector_mismatch, o, dane)
+        report = run(outbound.scoped_connector_mismatch, o, dane)
         assert hits(report) == [("SendConnector", "To Litware", Severity.HIGH)]
         f = report.findings[0]
         assert "not publicly trusted" in f.message and "454 4.7.5" in f.message
@@ -764,12 +778,12 @@ def test_w009_validating_connector_to_a_dane_partner_without_a_public_certificat
         assert f.fix[0].render() == expected + (" -TlsDomain $null" if domain else "")
         assert_valid(o, f.fix)
         # W010 does not claim the partner dropped its policy.
-        assert hits(run(world.partner_dropped_policy, o, dane)) == []
+        assert hits(run(outbound.partner_dropped_policy, o, dane)) == []
     encryption_only = send(
         "To Litware", "smtp:litware.com;10", require_tls=True, tls_auth_level=TlsAuthLevel.ENCRYPTION_ONLY
     )
     assert (
-        hits(run(world.scoped_connector_mismatch, org(send_connectors=(INTERNET, encryption_only)), dane))
+        hits(run(outbound.scoped_connector_mismatch, org(send_connectors=(INTERNET, encryption_only)), dane))
         == []
     )
     validating = send(
@@ -781,9 +795,9 @@ def test_w009_validating_connector_to_a_dane_partner_without_a_public_certificat
     )
     o = org(send_connectors=(INTERNET, validating))
     trusted = posture("litware.com", mode=None, dane="valid", hosts=(host("mx.litware.com"),))
-    assert hits(run(world.scoped_connector_mismatch, o, trusted)) == []
+    assert hits(run(outbound.scoped_connector_mismatch, o, trusted)) == []
     unprobed = posture("litware.com", mode=None, dane="valid", hosts=(host("mx.litware.com", probe="error"),))
-    assert skipped(run(world.scoped_connector_mismatch, o, unprobed)) == ["To Litware"]
+    assert skipped(run(outbound.scoped_connector_mismatch, o, unprobed)) == ["To Litware"]
 
 
 def test_w010_partner_dropped_its_policy() -> None:
@@ -796,16 +810,16 @@ def test_w010_partner_dropped_its_policy() -> None:
     )
     o = org(send_connectors=(INTERNET, kept))
     dropped = posture("contoso.com", ("mail.contoso.com",), mode=None)
-    assert hits(run(world.partner_dropped_policy, o, dropped)) == [
+    assert hits(run(outbound.partner_dropped_policy, o, dropped)) == [
         ("SendConnector", "To Contoso", Severity.LOW)
     ]
     moved = posture("contoso.com", ("mx.elsewhere.net",), mode=None, hosts=(host("mx.elsewhere.net"),))
-    report = run(world.partner_dropped_policy, o, moved)
+    report = run(outbound.partner_dropped_policy, o, moved)
     assert hits(report) == [("SendConnector", "To Contoso", Severity.HIGH)]
     assert "mx.elsewhere.net" in report.findings[0].message
-    assert hits(run(world.partner_dropped_policy, o, posture("contoso.com", ("mail.contoso.com",)))) == []
-    assert skipped(run(world.partner_dropped_policy, o)) == ["To Contoso"]
-    assert skipped(run(world.partner_dropped_policy, o, posture("contoso.com", sts_status="error"))) == [
+    assert hits(run(outbound.partner_dropped_policy, o, posture("contoso.com", ("mail.contoso.com",)))) == []
+    assert skipped(run(outbound.partner_dropped_policy, o)) == ["To Contoso"]
+    assert skipped(run(outbound.partner_dropped_policy, o, posture("contoso.com", sts_status="error"))) == [
         "To Contoso"
     ]
 
@@ -835,7 +849,7 @@ def exo_out(**kw: Any) -> OutboundConnector:
 def test_w011_exchange_online_connector() -> None:
     partner = posture("contoso.com", ("mail.contoso.com",), dane="valid")
     off = exo_out(mta_sts_mode="None", smtp_dane_mode="None")
-    report = run(world.exo_outbound_vs_partner, org(outbound_connectors=(off,)), partner)
+    report = run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(off,)), partner)
     assert [f.property for f in report.findings] == ["MtaStsMode", "SmtpDaneMode"]
     assert (
         report.findings[0].fix[0].render()
@@ -844,18 +858,18 @@ def test_w011_exchange_online_connector() -> None:
     moved = posture(
         "contoso.com", ("x.mail.protection.outlook.com",), patterns=("*.mail.protection.outlook.com",)
     )
-    report = run(world.exo_outbound_vs_partner, org(outbound_connectors=(exo_out(),)), moved)
+    report = run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(exo_out(),)), moved)
     assert [f.property for f in report.findings] == ["TlsDomain"]
     assert "-TlsDomain '*.mail.protection.outlook.com'" in report.findings[0].fix[0].render()
 
 
 def test_w011_quiet_and_cannot_judge() -> None:
     partner = posture("contoso.com", ("mail.contoso.com",))
-    assert hits(run(world.exo_outbound_vs_partner, org(outbound_connectors=(exo_out(),)), partner)) == []
+    assert hits(run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(exo_out(),)), partner)) == []
     smart = exo_out(use_mx_record=False, mta_sts_mode="None")
-    assert hits(run(world.exo_outbound_vs_partner, org(outbound_connectors=(smart,)), partner)) == []
+    assert hits(run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(smart,)), partner)) == []
     unknown = exo_out(mta_sts_mode=UNKNOWN)
-    assert skipped(run(world.exo_outbound_vs_partner, org(outbound_connectors=(unknown,)), partner)) == [
+    assert skipped(run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(unknown,)), partner)) == [
         "To Contoso"
     ]
 
@@ -978,12 +992,15 @@ def test_dns_writer_reads_only_the_findings(tmp_path: Path) -> None:
     # Two findings want fabrikam.com's policy: one folder. A third disagrees: the most severe wins.
     odd = replace(com, mode="testing", max_age=86400)
     report = _report(
-        _finding(world.policy_out_of_date, world.domain_target("fabrikam.com"), com),
-        _finding(world.testing_ready_for_enforce, world.domain_target("fabrikam.com"), com),
+        _finding(inbound.policy_out_of_date, posture_view.domain_target("fabrikam.com"), com),
+        _finding(inbound.testing_ready_for_enforce, posture_view.domain_target("fabrikam.com"), com),
         _finding(
-            world.mta_sts_without_tlsrpt, world.domain_target("fabrikam.com"), odd, severity=Severity.INFO
+            inbound.mta_sts_without_tlsrpt,
+            posture_view.domain_target("fabrikam.com"),
+            odd,
+            severity=Severity.INFO,
         ),
-        _finding(world.no_mta_sts, world.domain_target("fabrikam.co.uk"), uk),
+        _finding(inbound.no_mta_sts, posture_view.domain_target("fabrikam.co.uk"), uk),
     )
     fix = write_dns(report, tmp_path, generated_at=NOW)
     assert sorted(str(x.relative_to(tmp_path)) for x in fix.written) == [
@@ -1013,18 +1030,22 @@ def test_dns_writer_reads_only_the_findings(tmp_path: Path) -> None:
     assert "3. Then create the _mta-sts.fabrikam.co.uk TXT record" in (uk_folder / "README.txt").read_text()
     # Hand-made findings are checked like the rules' own: names, mode, max_age, the given rua.
     hostile = _report(
-        _finding(world.no_mta_sts, world.domain_target("../../x"), _publish("../../x")),
+        _finding(inbound.no_mta_sts, posture_view.domain_target("../../x"), _publish("../../x")),
         _finding(
-            world.no_mta_sts, world.domain_target("a.com"), _publish("a.com", mx=("m.a.com\nmode: none",))
+            inbound.no_mta_sts,
+            posture_view.domain_target("a.com"),
+            _publish("a.com", mx=("m.a.com\nmode: none",)),
         ),
-        _finding(world.no_mta_sts, world.domain_target("b.com"), _publish("b.com", mode="enforce\nmx: *")),
+        _finding(
+            inbound.no_mta_sts, posture_view.domain_target("b.com"), _publish("b.com", mode="enforce\nmx: *")
+        ),
     )
     fix = write_dns(hostile, tmp_path / "h", generated_at=NOW)
     assert fix.written == () and len(fix.notes) == 3 and not (tmp_path / "h").exists()
     with pytest.raises(DnsFixError):
         bad_rua = _publish(tlsrpt_rua='mailto:a@b.com"; evil')
         write_dns(
-            _report(_finding(world.no_mta_sts, world.domain_target("fabrikam.com"), bad_rua)),
+            _report(_finding(inbound.no_mta_sts, posture_view.domain_target("fabrikam.com"), bad_rua)),
             tmp_path,
             generated_at=NOW,
         )
@@ -1035,8 +1056,10 @@ def test_ps1_writer_and_renderers_keep_the_dns_side_apart() -> None:
     """remediation.ps1 has no PowerShell for DNS; JSON keeps `fix` PowerShell-only and lists `dns` apart."""
     pub = _publish(tlsrpt_rua="mailto:tls@fabrikam.com")
     cmd = SetCommand("Set-ReceiveConnector", "EX02\\Frontend", (ParamChange("AuthMechanism", "Tls", "None"),))
-    both = _finding(world.mx_served_with_tls, world.domain_target("fabrikam.com"), cmd, pub)
-    dns_only = _finding(world.no_mta_sts, world.domain_target("fabrikam.co.uk"), _publish("fabrikam.co.uk"))
+    both = _finding(inbound.mx_served_with_tls, posture_view.domain_target("fabrikam.com"), cmd, pub)
+    dns_only = _finding(
+        inbound.no_mta_sts, posture_view.domain_target("fabrikam.co.uk"), _publish("fabrikam.co.uk")
+    )
     report = _report(both, dns_only)
     assert both.commands == (cmd,) and both.dns == (pub,)
     fix_text, undo_text = render_scripts(report, ["test.xml"], generated_at=NOW)

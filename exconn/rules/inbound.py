@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from exconn.names import wildcard_matches
 from exconn.posture.facts import DomainPosture, MtaStsPolicy
 from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
-from exconn.rules.emulation import mtasts_pattern_matches
 from exconn.rules.mx import connector_failures, connector_problems, serving_connectors
 from exconn.rules.policy import MAX_AGE_ENFORCE, mx_pattern_for, proposed_policy, publish_fix, same_policy
 from exconn.rules.posture_view import (
@@ -75,9 +75,9 @@ def policy_covers_mx(ctx: Context) -> Result:
         uncovered = [
             h
             for h in p.mx.hosts
-            if not is_exo_mx(h) and not any(mtasts_pattern_matches(pat, h) for pat in policy.mx)
+            if not is_exo_mx(h) and not any(wildcard_matches(pat, h) for pat in policy.mx)
         ]
-        stale = [pat for pat in policy.mx if not any(mtasts_pattern_matches(pat, h) for h in p.mx.hosts)]
+        stale = [pat for pat in policy.mx if not any(wildcard_matches(pat, h) for h in p.mx.hosts)]
         if not uncovered:
             continue
         enforce = policy.mode == "enforce"
@@ -139,7 +139,7 @@ def mx_served_with_tls(ctx: Context) -> Result:
 def _exo_mx(p: DomainPosture, host: str, policy: MtaStsPolicy | None) -> Result:
     if policy is None or policy.mode == "none":
         return
-    if any(mtasts_pattern_matches(pat, host) for pat in policy.mx):
+    if any(wildcard_matches(pat, host) for pat in policy.mx):
         return
     yield Hit(
         domain_target(p.domain),
@@ -230,7 +230,7 @@ def testing_ready_for_enforce(ctx: Context) -> Result:
         if verdict is None:
             yield CannotJudge(target, "not every MX host could be probed, so we cannot say all pass")
             continue
-        if not verdict or not all(any(mtasts_pattern_matches(x, h) for x in policy.mx) for h in p.mx.hosts):
+        if not verdict or not all(any(wildcard_matches(x, h) for x in policy.mx) for h in p.mx.hosts):
             continue
         # The probe reached one server per MX name; EXC-W002 judges every connector behind it.
         connectors = connector_failures(ctx, p)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from exconn.fix import Fix
 from exconn.model import UNKNOWN, AuthMechanism, ExchangeCertificate, Organization, ReceiveConnector
+from exconn.names import normalize
 from exconn.posture.facts import DomainPosture
 from exconn.rules.base import CannotJudge, Context, Target
 from exconn.rules.helpers import (
@@ -53,7 +54,7 @@ def _serves(org: Organization, c: ReceiveConnector, host: str) -> bool | None:
         return None
     if not anonymous or c.enabled is False:
         return False
-    if c.fqdn is not None and c.fqdn.lower().rstrip(".") == host:
+    if c.fqdn is not None and normalize(c.fqdn) == host:
         return True
     if c.tls_certificate_name is UNKNOWN or c.tls_certificate_name is None:
         return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exconn.fix import Fix, PublishMtaSts
+from exconn.names import normalize
 from exconn.posture.facts import DomainPosture, MtaStsPolicy
 from exconn.rules.base import Context
 from exconn.rules.mx import connector_failures
@@ -23,7 +24,7 @@ MAX_AGE_TESTING = 86400
 
 def mx_pattern_for(host: str) -> str:
     """Exchange Online hosts change within Microsoft's zone: name the zone's label, not the host."""
-    host = host.lower().rstrip(".")
+    host = normalize(host)
     if is_exo_mx(host):
         return "*." + host.split(".", 1)[1]
     return host

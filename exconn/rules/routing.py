@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from exconn.fix import Fix, NewCommand
 from exconn.model import UNKNOWN, AddressSpace, Maybe, Organization, SendConnector
+from exconn.names import normalize, tls_domain_matches
 from exconn.posture.facts import DomainPosture
 from exconn.pwsh import PsValue
-from exconn.rules.emulation import Emulation, Fidelity, emulate, tls_domain_matches
+from exconn.rules.emulation import Emulation, Fidelity, emulate
 from exconn.rules.helpers import set_fix, transport_config
 from exconn.rules.posture_view import dane_secure, enforced_policy, host_facts, host_verdict
 
@@ -34,7 +35,7 @@ def _space_rank(space: AddressSpace, domain: str) -> int | None:
         return None
     if space.is_internet:
         return 0
-    address = space.address.strip().lower().rstrip(".")
+    address = normalize(space.address)
     if address == domain:
         return 1000
     if address.startswith("*."):
@@ -161,7 +162,7 @@ def domain_secured(org: Organization, c: SendConnector, domain: str) -> bool | N
     config = transport_config(org)
     if config is None or config.tls_send_domain_secure_list is UNKNOWN:
         return None
-    return domain in {d.lower().rstrip(".") for d in config.tls_send_domain_secure_list}
+    return domain in {normalize(d) for d in config.tls_send_domain_secure_list}
 
 
 def domain_secure_text(domain: str) -> str:

@@ -292,7 +292,7 @@ def test_validating_connector_to_dane_partner_with_untrusted_certificate(
 
     from exconn.model import TlsAuthLevel
     from exconn.posture.facts import PostureReport
-    from exconn.rules import world as rules_world
+    from exconn.rules import outbound
     from exconn.rules.base import Context, evaluate
     from exconn.sources.files import load
 
@@ -314,7 +314,7 @@ def test_validating_connector_to_dane_partner_with_untrusted_certificate(
     )
     org = replace(org, send_connectors=(*org.send_connectors, to_litware))
     ctx = Context(org, dt.datetime.now(dt.UTC), observed, offline=False)
-    report = evaluate(ctx, [rules_world.scoped_connector_mismatch])
+    report = evaluate(ctx, [outbound.scoped_connector_mismatch])
     (f,) = report.findings
     assert (f.target.identity, f.severity.label) == ("To Litware", "high")
     assert "not publicly trusted" in f.message and "454 4.7.5" in f.message

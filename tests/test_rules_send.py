@@ -20,6 +20,7 @@ from exconn.model import (
     TlsAuthLevel,
     TransportConfig,
 )
+from exconn.names import tls_domain_matches
 from exconn.rules import send
 from exconn.rules.base import Context, Report, Rule, Severity, evaluate
 from exconn.rules.helpers import (
@@ -27,7 +28,6 @@ from exconn.rules.helpers import (
     is_lab_domain,
     normalize_dn,
     smart_host_tls_domain,
-    tls_domain_matches,
     tls_domain_problem,
 )
 from tests.rule_helpers import cannot, fired

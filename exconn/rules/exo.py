@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 from exconn.model import UNKNOWN, InboundConnector, Maybe, OutboundConnector, TlsAuthLevel
+from exconn.names import normalize, tls_domain_matches
 from exconn.rules.base import (
     EACH_INBOUND_CONNECTOR,
     EACH_OUTBOUND_CONNECTOR,
@@ -29,7 +30,6 @@ from exconn.rules.helpers import (
     missing,
     set_fix,
     smart_host_tls_domain,
-    tls_domain_matches,
     tls_domain_problem,
 )
 from exconn.rules.refs import EXO_CONNECTORS, NEW_OUTBOUND, RFC7435_3, SET_INBOUND, SET_OUTBOUND
@@ -52,7 +52,7 @@ def _domain(raw: str) -> str:
     head, sep, rest = text.partition(":")
     if sep and head.isalnum():
         text = rest
-    return text.split(";", 1)[0].strip().lower().rstrip(".")
+    return normalize(text.split(";", 1)[0])
 
 
 def _enabled(c: InboundConnector | OutboundConnector) -> tuple[bool, tuple[str, ...]]:
@@ -221,7 +221,7 @@ def outbound_domain_validation_tls_domain(ctx: Context, c: OutboundConnector) ->
             problem = "is empty while the connector routes to smart hosts"
         else:
             td = c.tls_domain
-            names = [h.strip().lower().rstrip(".") for h in c.smart_hosts if h.strip()]
+            names = [normalize(h) for h in c.smart_hosts if h.strip()]
             uncovered = [h for h in names if not _is_address(h) and not tls_domain_matches(td, h)]
             if uncovered:
                 # Assumes each smart host's certificate names the host itself.

@@ -10,6 +10,7 @@ from exconn.model import (
     Maybe,
     ReceiveConnector,
 )
+from exconn.names import normalize
 from exconn.pwsh import PsValue
 from exconn.rules.base import EACH_RECEIVE_CONNECTOR, CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.helpers import (
@@ -181,7 +182,7 @@ def domain_secure_receive_list(ctx: Context) -> Result:
             partners |= {a.domain for a in s.address_spaces if a.domain}
     # A domain secured outbound (TLSSendDomainSecureList) is a domain-security partner inbound too.
     if config is not None and config.tls_send_domain_secure_list is not UNKNOWN:
-        partners |= {d.lower().rstrip(".") for d in config.tls_send_domain_secure_list}
+        partners |= {normalize(d) for d in config.tls_send_domain_secure_list}
     for c in ctx.org.receive_connectors:
         if c.domain_secure_enabled is UNKNOWN or c.bindings is UNKNOWN:
             yield missing(c, "DomainSecureEnabled/Bindings")
@@ -194,7 +195,7 @@ def domain_secure_receive_list(ctx: Context) -> Result:
         if config is None or config.tls_receive_domain_secure_list is UNKNOWN:
             yield CannotJudge(Target.of(c), "TLSReceiveDomainSecureList not exported (Get-TransportConfig)")
             continue
-        listed = {d.lower().rstrip(".") for d in config.tls_receive_domain_secure_list}
+        listed = {normalize(d) for d in config.tls_receive_domain_secure_list}
         absent = sorted(domains - listed)
         if not absent:
             continue

@@ -10,6 +10,7 @@ from exconn.model import (
     SmartHostAuthMechanism,
     TlsAuthLevel,
 )
+from exconn.names import normalize
 from exconn.rules.base import EACH_SEND_CONNECTOR, CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.helpers import (
     EXO_TLS_DOMAIN,
@@ -374,7 +375,7 @@ def exo_connector_tls(ctx: Context, c: SendConnector) -> Result:
         wrong.append("RequireTLS is $false")
     if c.tls_auth_level is not TlsAuthLevel.DOMAIN_VALIDATION:
         wrong.append(f"TlsAuthLevel is {c.tls_auth_level.value if c.tls_auth_level else '$null'}")
-    if (c.tls_domain or "").lower().rstrip(".") != EXO_TLS_DOMAIN:
+    if normalize(c.tls_domain or "") != EXO_TLS_DOMAIN:
         wrong.append(f"TlsDomain is {c.tls_domain or '$null'}")
     if not wrong:
         return
@@ -497,7 +498,7 @@ def domain_secure_send_list(ctx: Context) -> Result:
         if config is None or config.tls_send_domain_secure_list is UNKNOWN:
             yield CannotJudge(Target.of(c), "TLSSendDomainSecureList not exported (Get-TransportConfig)")
             continue
-        listed = {d.lower().rstrip(".") for d in config.tls_send_domain_secure_list}
+        listed = {normalize(d) for d in config.tls_send_domain_secure_list}
         domains = sorted({s.domain for s in c.address_spaces if s.domain} - listed)
         if not domains:
             continue

@@ -16,6 +16,7 @@ from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.mx import connector_failures, connector_problems, serving_connectors
 from exconn.rules.policy import MAX_AGE_ENFORCE, mx_pattern_for, proposed_policy, publish_fix, same_policy
 from exconn.rules.posture_view import (
+    EACH_OUR_DOMAIN,
     HostVerdict,
     all_hosts_pass,
     dane_secure,
@@ -57,49 +58,45 @@ Result = Iterator[Hit | CannotJudge]
     remediation="""DNS side: publish dns/<domain>/mta-sts.txt (built from the real MX set) and then the
         new id in records.txt, both written by --fix-out.""",
     needs_posture=True,
+    each=EACH_OUR_DOMAIN,
 )
-def policy_covers_mx(ctx: Context) -> Result:
-    for p in our_postures(ctx):
-        if isinstance(p, CannotJudge):
-            yield p
-            continue
-        target = domain_target(p.domain)
-        if (why := sts_problem(p) or mx_problem(p)) is not None:
-            if p.mx.status != "null":
-                yield CannotJudge(target, why)
-            continue
-        policy = valid_policy(p)
-        if policy is None or policy.mode == "none":
-            continue
-        # Exchange Online MX hosts are judged by EXC-W002, which says what Microsoft's side needs.
-        uncovered = [
-            h
-            for h in p.mx.hosts
-            if not is_exo_mx(h) and not any(wildcard_matches(pat, h) for pat in policy.mx)
-        ]
-        stale = [pat for pat in policy.mx if not any(wildcard_matches(pat, h) for h in p.mx.hosts)]
-        if not uncovered:
-            continue
-        enforce = policy.mode == "enforce"
-        consequence = (
-            "senders that enforce MTA-STS will not deliver to "
-            if enforce
-            else "mode testing: senders deliver anyway but report failures for "
-        )
-        text = (
-            f"MX host(s) {', '.join(uncovered)} match no mx pattern of the policy ({', '.join(policy.mx)}): "
-        )
-        text += consequence + ("them" if len(uncovered) > 1 else "it") + "."
-        if stale:
-            text += f" Pattern(s) matching no current MX: {', '.join(stale)}."
-        yield Hit(
-            target,
-            "mta-sts.mx",
-            list(policy.mx),
-            text,
-            severity=Severity.HIGH if enforce else Severity.MEDIUM,
-            fix=publish_fix(ctx, p),
-        )
+def policy_covers_mx(ctx: Context, p: DomainPosture | CannotJudge) -> Result:
+    if isinstance(p, CannotJudge):
+        yield p
+        return
+    target = domain_target(p.domain)
+    if (why := sts_problem(p) or mx_problem(p)) is not None:
+        if p.mx.status != "null":
+            yield CannotJudge(target, why)
+        return
+    policy = valid_policy(p)
+    if policy is None or policy.mode == "none":
+        return
+    # Exchange Online MX hosts are judged by EXC-W002, which says what Microsoft's side needs.
+    uncovered = [
+        h for h in p.mx.hosts if not is_exo_mx(h) and not any(wildcard_matches(pat, h) for pat in policy.mx)
+    ]
+    stale = [pat for pat in policy.mx if not any(wildcard_matches(pat, h) for h in p.mx.hosts)]
+    if not uncovered:
+        return
+    enforce = policy.mode == "enforce"
+    consequence = (
+        "senders that enforce MTA-STS will not deliver to "
+        if enforce
+        else "mode testing: senders deliver anyway but report failures for "
+    )
+    text = f"MX host(s) {', '.join(uncovered)} match no mx pattern of the policy ({', '.join(policy.mx)}): "
+    text += consequence + ("them" if len(uncovered) > 1 else "it") + "."
+    if stale:
+        text += f" Pattern(s) matching no current MX: {', '.join(stale)}."
+    yield Hit(
+        target,
+        "mta-sts.mx",
+        list(policy.mx),
+        text,
+        severity=Severity.HIGH if enforce else Severity.MEDIUM,
+        fix=publish_fix(ctx, p),
+    )
 
 
 @rule(
@@ -213,49 +210,49 @@ def _exchange_mx(ctx: Context, postures: list[DomainPosture], host: str) -> Resu
     remediation="""DNS side: publish the enforce policy from dns/<domain>/mta-sts.txt, then the new id
         from records.txt (and the `_smtp._tls` record there first, if it is not published yet).""",
     needs_posture=True,
+    each=EACH_OUR_DOMAIN,
 )
-def testing_ready_for_enforce(ctx: Context) -> Result:
-    for p in our_postures(ctx):
-        if isinstance(p, CannotJudge):
-            yield p
-            continue
-        policy = valid_policy(p)
-        if policy is None or policy.mode != "testing":
-            continue
-        target = domain_target(p.domain)
-        if (why := mx_problem(p)) is not None:
-            yield CannotJudge(target, why)
-            continue
-        verdict = all_hosts_pass(p)
-        if verdict is None:
-            yield CannotJudge(target, "not every MX host could be probed, so we cannot say all pass")
-            continue
-        if not verdict or not all(any(wildcard_matches(x, h) for x in policy.mx) for h in p.mx.hosts):
-            continue
-        # The probe reached one server per MX name; EXC-W002 judges every connector behind it.
-        connectors = connector_failures(ctx, p)
-        if connectors is None:
-            yield CannotJudge(
-                target, "a receive connector that answers (or may answer) for an MX cannot be judged"
-            )
-            continue
-        if connectors or (p.tlsrpt.status != "valid" and ctx.tlsrpt_rua is None):
-            continue  # EXC-W002 / EXC-W005 say what must come first
-        first = (
-            f" Publish _smtp._tls.{p.domain} (records.txt, rua {ctx.tlsrpt_rua}) first."
-            if p.tlsrpt.status != "valid"
-            else ""
+def testing_ready_for_enforce(ctx: Context, p: DomainPosture | CannotJudge) -> Result:
+    if isinstance(p, CannotJudge):
+        yield p
+        return
+    policy = valid_policy(p)
+    if policy is None or policy.mode != "testing":
+        return
+    target = domain_target(p.domain)
+    if (why := mx_problem(p)) is not None:
+        yield CannotJudge(target, why)
+        return
+    verdict = all_hosts_pass(p)
+    if verdict is None:
+        yield CannotJudge(target, "not every MX host could be probed, so we cannot say all pass")
+        return
+    if not verdict or not all(any(wildcard_matches(x, h) for x in policy.mx) for h in p.mx.hosts):
+        return
+    # The probe reached one server per MX name; EXC-W002 judges every connector behind it.
+    connectors = connector_failures(ctx, p)
+    if connectors is None:
+        yield CannotJudge(
+            target, "a receive connector that answers (or may answer) for an MX cannot be judged"
         )
-        yield Hit(
-            target,
-            "mta-sts.mode",
-            policy.mode,
-            f"Every MX ({', '.join(p.mx.hosts)}) offers STARTTLS with a trusted certificate for its "
-            "name, so do the receive connectors behind it, and the policy matches: switch to mode "
-            f"enforce (max_age {MAX_AGE_ENFORCE}) once the TLS reports for a couple of weeks show no "
-            "failures." + first,
-            fix=publish_fix(ctx, p),
-        )
+        return
+    if connectors or (p.tlsrpt.status != "valid" and ctx.tlsrpt_rua is None):
+        return  # EXC-W002 / EXC-W005 say what must come first
+    first = (
+        f" Publish _smtp._tls.{p.domain} (records.txt, rua {ctx.tlsrpt_rua}) first."
+        if p.tlsrpt.status != "valid"
+        else ""
+    )
+    yield Hit(
+        target,
+        "mta-sts.mode",
+        policy.mode,
+        f"Every MX ({', '.join(p.mx.hosts)}) offers STARTTLS with a trusted certificate for its "
+        "name, so do the receive connectors behind it, and the policy matches: switch to mode "
+        f"enforce (max_age {MAX_AGE_ENFORCE}) once the TLS reports for a couple of weeks show no "
+        "failures." + first,
+        fix=publish_fix(ctx, p),
+    )
 
 
 @rule(
@@ -271,43 +268,43 @@ def testing_ready_for_enforce(ctx: Context) -> Result:
         (senders keep the enforce policy cached until they see a new id); go back to enforce when the
         MX passes.""",
     needs_posture=True,
+    each=EACH_OUR_DOMAIN,
 )
-def enforce_with_failing_mx(ctx: Context) -> Result:
-    for p in our_postures(ctx):
-        if isinstance(p, CannotJudge):
-            yield p
-            continue
-        policy = enforced_policy(p)
-        if policy is None:
-            continue
-        target = domain_target(p.domain)
-        if (why := mx_problem(p)) is not None:
-            yield CannotJudge(target, why)
-            continue
-        failing = []
-        for host in p.mx.hosts:
-            facts = host_facts(p, host)
-            verdict = host_verdict(facts) if facts is not None else HostVerdict(None, "not probed")
-            if verdict.passing is False:
-                failing.append(f"{host}: {verdict.reason}")
-        # Every MX answering by the probe does not make a failing server behind it pass (EXC-W002).
-        everything = bool(failing) and len(failing) == len(p.mx.hosts)
-        failing += connector_failures(ctx, p) or []
-        if failing:
-            yield Hit(
-                target,
-                "mta-sts.mode",
-                policy.mode,
-                "Mode enforce, but "
-                + "; ".join(failing)
-                + ". "
-                + ("No MX passes: MTA-STS senders cannot deliver at all. " if everything else "")
-                + "Publish mode testing until the MX is fixed.",
-                severity=Severity.CRITICAL if everything else None,
-                fix=publish_fix(ctx, p),
-            )
-        elif all_hosts_pass(p) is None:
-            yield CannotJudge(target, "not every MX host could be probed")
+def enforce_with_failing_mx(ctx: Context, p: DomainPosture | CannotJudge) -> Result:
+    if isinstance(p, CannotJudge):
+        yield p
+        return
+    policy = enforced_policy(p)
+    if policy is None:
+        return
+    target = domain_target(p.domain)
+    if (why := mx_problem(p)) is not None:
+        yield CannotJudge(target, why)
+        return
+    failing = []
+    for host in p.mx.hosts:
+        facts = host_facts(p, host)
+        verdict = host_verdict(facts) if facts is not None else HostVerdict(None, "not probed")
+        if verdict.passing is False:
+            failing.append(f"{host}: {verdict.reason}")
+    # Every MX answering by the probe does not make a failing server behind it pass (EXC-W002).
+    everything = bool(failing) and len(failing) == len(p.mx.hosts)
+    failing += connector_failures(ctx, p) or []
+    if failing:
+        yield Hit(
+            target,
+            "mta-sts.mode",
+            policy.mode,
+            "Mode enforce, but "
+            + "; ".join(failing)
+            + ". "
+            + ("No MX passes: MTA-STS senders cannot deliver at all. " if everything else "")
+            + "Publish mode testing until the MX is fixed.",
+            severity=Severity.CRITICAL if everything else None,
+            fix=publish_fix(ctx, p),
+        )
+    elif all_hosts_pass(p) is None:
+        yield CannotJudge(target, "not every MX host could be probed")
 
 
 @rule(
@@ -320,31 +317,31 @@ def enforce_with_failing_mx(ctx: Context) -> Result:
     remediation="""DNS side: publish the `_smtp._tls` TXT record from dns/<domain>/records.txt (rua from
         --tlsrpt-rua).""",
     needs_posture=True,
+    each=EACH_OUR_DOMAIN,
 )
-def mta_sts_without_tlsrpt(ctx: Context) -> Result:
-    for p in our_postures(ctx):
-        if isinstance(p, CannotJudge):
-            yield p
-            continue
-        if valid_policy(p) is None:
-            continue
-        target = domain_target(p.domain)
-        if p.tlsrpt.status == "error":
-            yield CannotJudge(target, f"TLS-RPT could not be observed ({errors_text(p.tlsrpt.errors)})")
-            continue
-        if p.tlsrpt.status == "valid":
-            continue
-        detail = "no _smtp._tls record" if p.tlsrpt.status == "absent" else errors_text(p.tlsrpt.errors)
-        text = (
-            f"MTA-STS is published but TLS-RPT is {p.tlsrpt.status} ({detail}): nobody reports TLS "
-            f"failures to you. Publish _smtp._tls.{p.domain} (see records.txt)."
+def mta_sts_without_tlsrpt(ctx: Context, p: DomainPosture | CannotJudge) -> Result:
+    if isinstance(p, CannotJudge):
+        yield p
+        return
+    if valid_policy(p) is None:
+        return
+    target = domain_target(p.domain)
+    if p.tlsrpt.status == "error":
+        yield CannotJudge(target, f"TLS-RPT could not be observed ({errors_text(p.tlsrpt.errors)})")
+        return
+    if p.tlsrpt.status == "valid":
+        return
+    detail = "no _smtp._tls record" if p.tlsrpt.status == "absent" else errors_text(p.tlsrpt.errors)
+    text = (
+        f"MTA-STS is published but TLS-RPT is {p.tlsrpt.status} ({detail}): nobody reports TLS "
+        f"failures to you. Publish _smtp._tls.{p.domain} (see records.txt)."
+    )
+    if (policy := valid_policy(p)) is not None and policy.mode == "testing":
+        text += (
+            " Until then (or until --fix-out is given --tlsrpt-rua) the proposed policy stays in "
+            "mode testing: enforce is safe only once TLS reports show no failures."
         )
-        if (policy := valid_policy(p)) is not None and policy.mode == "testing":
-            text += (
-                " Until then (or until --fix-out is given --tlsrpt-rua) the proposed policy stays in "
-                "mode testing: enforce is safe only once TLS reports show no failures."
-            )
-        yield Hit(target, "tlsrpt", p.tlsrpt.status, text, fix=publish_fix(ctx, p))
+    yield Hit(target, "tlsrpt", p.tlsrpt.status, text, fix=publish_fix(ctx, p))
 
 
 @rule(
@@ -358,36 +355,36 @@ def mta_sts_without_tlsrpt(ctx: Context) -> Result:
     remediation="""DNS side: publish dns/<domain>/mta-sts.txt at
         https://mta-sts.<domain>/.well-known/mta-sts.txt, then the records in records.txt.""",
     needs_posture=True,
+    each=EACH_OUR_DOMAIN,
 )
-def no_mta_sts(ctx: Context) -> Result:
-    for p in our_postures(ctx):
-        if isinstance(p, CannotJudge):
-            yield p
-            continue
-        target = domain_target(p.domain)
-        if p.mx.status == "null":
-            continue
-        if (why := sts_problem(p)) is not None:
-            yield CannotJudge(target, why)
-            continue
-        if p.mta_sts.status == "valid" and p.mta_sts.policy is not None and p.mta_sts.policy.mode != "none":
-            continue
-        if dane_secure(p):
-            continue  # DANE already tells senders to require authenticated TLS
-        if p.mta_sts.status == "absent":
-            text = "No _mta-sts TXT record"
-        elif p.mta_sts.status == "valid":
-            text = "The policy's mode is none (it withdraws MTA-STS)"
-        else:
-            text = f"The MTA-STS policy is invalid ({errors_text(p.mta_sts.errors)}), so senders ignore it"
-        yield Hit(
-            target,
-            "mta_sts",
-            p.mta_sts.status,
-            text + ": senders fall back to opportunistic TLS, which an attacker on the path can strip. "
-            "Publish the policy in dns/" + p.domain + "/ (mode testing first).",
-            fix=publish_fix(ctx, p),
-        )
+def no_mta_sts(ctx: Context, p: DomainPosture | CannotJudge) -> Result:
+    if isinstance(p, CannotJudge):
+        yield p
+        return
+    target = domain_target(p.domain)
+    if p.mx.status == "null":
+        return
+    if (why := sts_problem(p)) is not None:
+        yield CannotJudge(target, why)
+        return
+    if p.mta_sts.status == "valid" and p.mta_sts.policy is not None and p.mta_sts.policy.mode != "none":
+        return
+    if dane_secure(p):
+        return  # DANE already tells senders to require authenticated TLS
+    if p.mta_sts.status == "absent":
+        text = "No _mta-sts TXT record"
+    elif p.mta_sts.status == "valid":
+        text = "The policy's mode is none (it withdraws MTA-STS)"
+    else:
+        text = f"The MTA-STS policy is invalid ({errors_text(p.mta_sts.errors)}), so senders ignore it"
+    yield Hit(
+        target,
+        "mta_sts",
+        p.mta_sts.status,
+        text + ": senders fall back to opportunistic TLS, which an attacker on the path can strip. "
+        "Publish the policy in dns/" + p.domain + "/ (mode testing first).",
+        fix=publish_fix(ctx, p),
+    )
 
 
 @rule(
@@ -401,35 +398,35 @@ def no_mta_sts(ctx: Context) -> Result:
     remediation="""DNS side: publish dns/<domain>/mta-sts.txt first, then the `_mta-sts` TXT record with
         the fresh id from records.txt (replace the old record, do not add a second one).""",
     needs_posture=True,
+    each=EACH_OUR_DOMAIN,
 )
-def policy_out_of_date(ctx: Context) -> Result:
-    for p in our_postures(ctx):
-        if isinstance(p, CannotJudge):
-            yield p
-            continue
-        current = valid_policy(p)
-        if current is None:
-            continue
-        target = domain_target(p.domain)
-        if (why := mx_problem(p)) is not None:
-            yield CannotJudge(target, why)
-            continue
-        wanted = proposed_policy(ctx, p)
-        if same_policy(current, wanted):
-            continue
-        changes = []
-        if current.mode != wanted.mode:
-            changes.append(f"mode {current.mode} -> {wanted.mode}")
-        if sorted(current.mx) != sorted(wanted.mx):
-            changes.append(f"mx {', '.join(current.mx)} -> {', '.join(wanted.mx)}")
-        if current.max_age != wanted.max_age:
-            changes.append(f"max_age {current.max_age} -> {wanted.max_age}")
-        yield Hit(
-            target,
-            "mta-sts.id",
-            p.mta_sts.id,
-            f"The policy should change ({'; '.join(changes)}). Senders that cached the current one "
-            f"(id {p.mta_sts.id}) keep it for up to {current.max_age} s unless the id changes: publish "
-            "the new file, then the new id.",
-            fix=publish_fix(ctx, p),
-        )
+def policy_out_of_date(ctx: Context, p: DomainPosture | CannotJudge) -> Result:
+    if isinstance(p, CannotJudge):
+        yield p
+        return
+    current = valid_policy(p)
+    if current is None:
+        return
+    target = domain_target(p.domain)
+    if (why := mx_problem(p)) is not None:
+        yield CannotJudge(target, why)
+        return
+    wanted = proposed_policy(ctx, p)
+    if same_policy(current, wanted):
+        return
+    changes = []
+    if current.mode != wanted.mode:
+        changes.append(f"mode {current.mode} -> {wanted.mode}")
+    if sorted(current.mx) != sorted(wanted.mx):
+        changes.append(f"mx {', '.join(current.mx)} -> {', '.join(wanted.mx)}")
+    if current.max_age != wanted.max_age:
+        changes.append(f"max_age {current.max_age} -> {wanted.max_age}")
+    yield Hit(
+        target,
+        "mta-sts.id",
+        p.mta_sts.id,
+        f"The policy should change ({'; '.join(changes)}). Senders that cached the current one "
+        f"(id {p.mta_sts.id}) keep it for up to {current.max_age} s unless the id changes: publish "
+        "the new file, then the new id.",
+        fix=publish_fix(ctx, p),
+    )

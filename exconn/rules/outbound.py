@@ -13,15 +13,24 @@ from collections.abc import Iterator
 from exconn.model import UNKNOWN, Maybe, OutboundConnector, SendConnector, TlsAuthLevel
 from exconn.posture.facts import DomainPosture
 from exconn.pwsh import PsValue
-from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
+from exconn.rules.base import (
+    EACH_OUTBOUND_CONNECTOR,
+    EACH_SEND_CONNECTOR,
+    CannotJudge,
+    Context,
+    Hit,
+    Severity,
+    Target,
+    rule,
+)
 from exconn.rules.emulation import emulate, tls_domain_covers_pattern
 from exconn.rules.helpers import set_fix
 from exconn.rules.posture_view import (
+    EACH_PARTNER_DOMAIN,
     dane_secure,
     domain_target,
     enforced_policy,
     host_facts,
-    partner_postures,
     posture_of,
     sts_problem,
     valid_policy,
@@ -71,102 +80,102 @@ Result = Iterator[Hit | CannotJudge]
         that emulate its policy (New-SendConnector), or those settings on the existing scoped
         connector (Set-SendConnector).""",
     needs_posture=True,
+    each=EACH_PARTNER_DOMAIN,
 )
-def partner_route_opportunistic(ctx: Context) -> Result:
-    for p in partner_postures(ctx):
-        target = domain_target(p.domain)
-        demand = partner_demand(p)
-        if demand is None:
-            if (why := sts_problem(p)) is not None and p.dane.status not in ("valid", "unverified"):
-                yield CannotJudge(target, why)
-            continue
-        route = route_to(ctx.org, p.domain)
-        if isinstance(route, str):
-            yield CannotJudge(target, route)
-            continue
-        if route is None:
-            continue  # no connector sends there: nothing leaves unprotected
-        c = route.connector
-        if c.ignore_starttls is UNKNOWN or c.require_tls is UNKNOWN or c.dns_routing_enabled is UNKNOWN:
-            yield CannotJudge(Target.of(c), "IgnoreSTARTTLS/RequireTLS/DNSRoutingEnabled not in the export")
-            continue
-        if c.require_tls and not c.ignore_starttls:
-            continue  # EXC-W009 compares its TLS settings with the policy
-        secured = domain_secured(ctx.org, c, p.domain)
-        if secured is None:
-            yield CannotJudge(
-                Target.of(c),
-                "DomainSecureEnabled/TLSSendDomainSecureList (Get-TransportConfig) not in the export",
-            )
-            continue
-        if secured:
-            continue  # domain security (mutual TLS) already authenticates the partner
-        how = "never uses STARTTLS (IgnoreSTARTTLS)" if c.ignore_starttls else "is opportunistic"
-        severity = Severity.CRITICAL if c.ignore_starttls else None
-        if not c.dns_routing_enabled:
-            yield Hit(
-                Target.of(c),
-                "SmartHosts",
-                list(c.smart_hosts) if c.smart_hosts is not UNKNOWN else "unknown",
-                f"{p.domain} publishes {demand.kind}; mail to it leaves through smart host(s) on "
-                f"{c.identity}, which {how}: whether the policy is honoured depends on that relay.",
-                severity=Severity.LOW,
-            )
-            continue
-        if not demand.usable:
-            yield Hit(
-                target,
-                "route",
-                c.identity,
-                f"{p.domain} publishes {demand.kind}, and our route ({c.identity}) {how}. No connector is "
-                f"proposed: {demand.note}.",
-                severity=severity,
-            )
-            continue
-        text = (
-            f"{p.domain} publishes {demand.kind} (mx {', '.join(demand.patterns)}), but our route to it "
-            f"({c.identity}, {route.space.raw}) {how}: Exchange accepts any certificate and falls back "
-            "to plaintext. "
+def partner_route_opportunistic(ctx: Context, p: DomainPosture) -> Result:
+    target = domain_target(p.domain)
+    demand = partner_demand(p)
+    if demand is None:
+        if (why := sts_problem(p)) is not None and p.dane.status not in ("valid", "unverified"):
+            yield CannotJudge(target, why)
+        return
+    route = route_to(ctx.org, p.domain)
+    if isinstance(route, str):
+        yield CannotJudge(target, route)
+        return
+    if route is None:
+        return  # no connector sends there: nothing leaves unprotected
+    c = route.connector
+    if c.ignore_starttls is UNKNOWN or c.require_tls is UNKNOWN or c.dns_routing_enabled is UNKNOWN:
+        yield CannotJudge(Target.of(c), "IgnoreSTARTTLS/RequireTLS/DNSRoutingEnabled not in the export")
+        return
+    if c.require_tls and not c.ignore_starttls:
+        return  # EXC-W009 compares its TLS settings with the policy
+    secured = domain_secured(ctx.org, c, p.domain)
+    if secured is None:
+        yield CannotJudge(
+            Target.of(c),
+            "DomainSecureEnabled/TLSSendDomainSecureList (Get-TransportConfig) not in the export",
         )
-        if route.space.is_internet:
-            made = emulating_connector(p.domain, demand, c)
-            if isinstance(made, str):
-                yield Hit(
-                    target, "route", c.identity, text + f"No connector proposed: {made}.", severity=severity
-                )
-                continue
-            text += (
-                f"Proposed: connector {made.name!r} with SMTP:{p.domain};{NEW_CONNECTOR_COST}; "
-                "Exchange picks the most specific address space first and the lowest cost only "
-                f"among equals, so it wins over {route.space.raw}. "
-            )
-            yield Hit(
-                target,
-                "route",
-                c.identity,
-                text + fidelity_text(demand.emulation),
-                severity=severity,
-                fix=(made,),
-            )
-            continue
-        if c.domain_secure_enabled:
-            yield Hit(
-                Target.of(c),
-                "DomainSecureEnabled",
-                True,
-                text + domain_secure_text(p.domain) + fidelity_text(demand.emulation),
-                severity=severity,
-            )
-            continue
-        fix = settings_fix(c, demand.emulation)
+        return
+    if secured:
+        return  # domain security (mutual TLS) already authenticates the partner
+    how = "never uses STARTTLS (IgnoreSTARTTLS)" if c.ignore_starttls else "is opportunistic"
+    severity = Severity.CRITICAL if c.ignore_starttls else None
+    if not c.dns_routing_enabled:
         yield Hit(
             Target.of(c),
-            "RequireTLS",
-            c.require_tls,
+            "SmartHosts",
+            list(c.smart_hosts) if c.smart_hosts is not UNKNOWN else "unknown",
+            f"{p.domain} publishes {demand.kind}; mail to it leaves through smart host(s) on "
+            f"{c.identity}, which {how}: whether the policy is honoured depends on that relay.",
+            severity=Severity.LOW,
+        )
+        return
+    if not demand.usable:
+        yield Hit(
+            target,
+            "route",
+            c.identity,
+            f"{p.domain} publishes {demand.kind}, and our route ({c.identity}) {how}. No connector is "
+            f"proposed: {demand.note}.",
+            severity=severity,
+        )
+        return
+    text = (
+        f"{p.domain} publishes {demand.kind} (mx {', '.join(demand.patterns)}), but our route to it "
+        f"({c.identity}, {route.space.raw}) {how}: Exchange accepts any certificate and falls back "
+        "to plaintext. "
+    )
+    if route.space.is_internet:
+        made = emulating_connector(p.domain, demand, c)
+        if isinstance(made, str):
+            yield Hit(
+                target, "route", c.identity, text + f"No connector proposed: {made}.", severity=severity
+            )
+            return
+        text += (
+            f"Proposed: connector {made.name!r} with SMTP:{p.domain};{NEW_CONNECTOR_COST}; "
+            "Exchange picks the most specific address space first and the lowest cost only "
+            f"among equals, so it wins over {route.space.raw}. "
+        )
+        yield Hit(
+            target,
+            "route",
+            c.identity,
             text + fidelity_text(demand.emulation),
             severity=severity,
-            fix=(fix,) if fix is not None else (),
+            fix=(made,),
         )
+        return
+    if c.domain_secure_enabled:
+        yield Hit(
+            Target.of(c),
+            "DomainSecureEnabled",
+            True,
+            text + domain_secure_text(p.domain) + fidelity_text(demand.emulation),
+            severity=severity,
+        )
+        return
+    fix = settings_fix(c, demand.emulation)
+    yield Hit(
+        Target.of(c),
+        "RequireTLS",
+        c.require_tls,
+        text + fidelity_text(demand.emulation),
+        severity=severity,
+        fix=(fix,) if fix is not None else (),
+    )
 
 
 @rule(
@@ -185,75 +194,71 @@ def partner_route_opportunistic(ctx: Context) -> Result:
         kept): encryption without authentication is the best Exchange Server can do there. None on a
         domain-secured connector.""",
     needs_posture=True,
+    each=EACH_PARTNER_DOMAIN,
 )
-def scoped_connector_mismatch(ctx: Context) -> Result:
-    for p in partner_postures(ctx):
-        demand = partner_demand(p)
-        if demand is None:
-            continue
-        route = route_to(ctx.org, p.domain)
-        if not isinstance(route, Route) or route.space.is_internet:
-            continue
-        c = route.connector
-        if c.require_tls is not True or c.ignore_starttls is not False or c.dns_routing_enabled is not True:
-            continue  # not a TLS-requiring MX route: EXC-W008's case
-        if c.tls_auth_level is UNKNOWN or c.tls_domain is UNKNOWN or c.domain_secure_enabled is UNKNOWN:
-            yield CannotJudge(Target.of(c), "TlsAuthLevel/TlsDomain/DomainSecureEnabled not in the export")
-            continue
-        if not demand.usable:
-            yield from _validating_against_dane(p, demand, c)
-            continue
-        if c.domain_secure_enabled:
-            secured = domain_secured(ctx.org, c, p.domain)
-            if secured is None:
-                yield CannotJudge(
-                    Target.of(c), "TLSSendDomainSecureList (Get-TransportConfig) not in the export"
-                )
-            elif not secured:
-                yield Hit(
-                    Target.of(c),
-                    "DomainSecureEnabled",
-                    True,
-                    f"{p.domain} publishes {demand.kind} (mx {', '.join(demand.patterns)}), but this "
-                    f"connector checks no certificate: domain security applies only to domains in "
-                    f"TLSSendDomainSecureList. "
-                    + domain_secure_text(p.domain)
-                    + fidelity_text(demand.emulation),
-                )
-            continue  # listed: domain security (mutual TLS) already authenticates the partner
-        emu = demand.emulation
-        level = c.tls_auth_level
-        if level is TlsAuthLevel.DOMAIN_VALIDATION:
-            td = effective_tls_domain(c.tls_domain, p.domain)
-            uncovered = [x for x in demand.patterns if not tls_domain_covers_pattern(td, x)]
-            if not uncovered:
-                continue
-            outside = mx_names_outside(p, td)
-            problem = f"TlsDomain {td} does not cover the partner's mx pattern(s) {', '.join(uncovered)}" + (
-                f"; the certificates of {', '.join(outside)} are outside it: mail is queuing now"
-                if outside
-                else ""
+def scoped_connector_mismatch(ctx: Context, p: DomainPosture) -> Result:
+    demand = partner_demand(p)
+    if demand is None:
+        return
+    route = route_to(ctx.org, p.domain)
+    if not isinstance(route, Route) or route.space.is_internet:
+        return
+    c = route.connector
+    if c.require_tls is not True or c.ignore_starttls is not False or c.dns_routing_enabled is not True:
+        return  # not a TLS-requiring MX route: EXC-W008's case
+    if c.tls_auth_level is UNKNOWN or c.tls_domain is UNKNOWN or c.domain_secure_enabled is UNKNOWN:
+        yield CannotJudge(Target.of(c), "TlsAuthLevel/TlsDomain/DomainSecureEnabled not in the export")
+        return
+    if not demand.usable:
+        yield from _validating_against_dane(p, demand, c)
+        return
+    if c.domain_secure_enabled:
+        secured = domain_secured(ctx.org, c, p.domain)
+        if secured is None:
+            yield CannotJudge(Target.of(c), "TLSSendDomainSecureList (Get-TransportConfig) not in the export")
+        elif not secured:
+            yield Hit(
+                Target.of(c),
+                "DomainSecureEnabled",
+                True,
+                f"{p.domain} publishes {demand.kind} (mx {', '.join(demand.patterns)}), but this "
+                f"connector checks no certificate: domain security applies only to domains in "
+                f"TLSSendDomainSecureList. " + domain_secure_text(p.domain) + fidelity_text(demand.emulation),
             )
-            severity = Severity.HIGH if outside else None
-        elif emu.tls_auth_level is TlsAuthLevel.DOMAIN_VALIDATION or level in (
-            None,
-            TlsAuthLevel.ENCRYPTION_ONLY,
-        ):
-            shown = level.value if level is not None else "not set"
-            problem = f"TlsAuthLevel {shown} checks less than the partner's policy asks for"
-            severity = None
-        else:
-            continue  # CertificateValidation already is the best a single TlsDomain allows
-        fix = settings_fix(c, emu)
-        yield Hit(
-            Target.of(c),
-            "TlsDomain" if level is TlsAuthLevel.DOMAIN_VALIDATION else "TlsAuthLevel",
-            c.tls_domain if level is TlsAuthLevel.DOMAIN_VALIDATION else (level.value if level else None),
-            f"{p.domain} publishes {demand.kind} (mx {', '.join(demand.patterns)}): {problem}. "
-            + fidelity_text(emu),
-            severity=severity,
-            fix=(fix,) if fix is not None else (),
+        return  # listed: domain security (mutual TLS) already authenticates the partner
+    emu = demand.emulation
+    level = c.tls_auth_level
+    if level is TlsAuthLevel.DOMAIN_VALIDATION:
+        td = effective_tls_domain(c.tls_domain, p.domain)
+        uncovered = [x for x in demand.patterns if not tls_domain_covers_pattern(td, x)]
+        if not uncovered:
+            return
+        outside = mx_names_outside(p, td)
+        problem = f"TlsDomain {td} does not cover the partner's mx pattern(s) {', '.join(uncovered)}" + (
+            f"; the certificates of {', '.join(outside)} are outside it: mail is queuing now"
+            if outside
+            else ""
         )
+        severity = Severity.HIGH if outside else None
+    elif emu.tls_auth_level is TlsAuthLevel.DOMAIN_VALIDATION or level in (
+        None,
+        TlsAuthLevel.ENCRYPTION_ONLY,
+    ):
+        shown = level.value if level is not None else "not set"
+        problem = f"TlsAuthLevel {shown} checks less than the partner's policy asks for"
+        severity = None
+    else:
+        return  # CertificateValidation already is the best a single TlsDomain allows
+    fix = settings_fix(c, emu)
+    yield Hit(
+        Target.of(c),
+        "TlsDomain" if level is TlsAuthLevel.DOMAIN_VALIDATION else "TlsAuthLevel",
+        c.tls_domain if level is TlsAuthLevel.DOMAIN_VALIDATION else (level.value if level else None),
+        f"{p.domain} publishes {demand.kind} (mx {', '.join(demand.patterns)}): {problem}. "
+        + fidelity_text(emu),
+        severity=severity,
+        fix=(fix,) if fix is not None else (),
+    )
 
 
 def _validating_against_dane(p: DomainPosture, demand: Demand, c: SendConnector) -> Result:
@@ -324,49 +329,47 @@ def _validating_against_dane(p: DomainPosture, demand: Demand, c: SendConnector)
     remediation="""none: ask the partner whether the withdrawal is meant; keep the connector while its MX
         still passes, relax or remove it if not.""",
     needs_posture=True,
+    each=EACH_SEND_CONNECTOR,
 )
-def partner_dropped_policy(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        if c.address_spaces is UNKNOWN or c.require_tls is not True or c.dns_routing_enabled is not True:
+def partner_dropped_policy(ctx: Context, c: SendConnector) -> Result:
+    if c.address_spaces is UNKNOWN or c.require_tls is not True or c.dns_routing_enabled is not True:
+        return
+    level = c.tls_auth_level
+    if level is not TlsAuthLevel.DOMAIN_VALIDATION and level is not TlsAuthLevel.CERTIFICATE_VALIDATION:
+        return
+    for space in c.address_spaces:
+        if space.domain is None or is_exo_routing(c, space.domain):
             continue
-        level = c.tls_auth_level
-        if level is not TlsAuthLevel.DOMAIN_VALIDATION and level is not TlsAuthLevel.CERTIFICATE_VALIDATION:
+        p = posture_of(ctx, space.domain)
+        if p is None:
+            yield CannotJudge(Target.of(c), f"no posture observed for {space.domain}")
             continue
-        for space in c.address_spaces:
-            if space.domain is None or is_exo_routing(c, space.domain):
-                continue
-            p = posture_of(ctx, space.domain)
-            if p is None:
-                yield CannotJudge(Target.of(c), f"no posture observed for {space.domain}")
-                continue
-            if (why := sts_problem(p)) is not None:
-                yield CannotJudge(Target.of(c), f"{space.domain}: {why}")
-                continue
-            # An invalid policy is the partner's bug rather than a withdrawal: senders keep their cache.
-            if partner_demand(p) is not None or p.mta_sts.status == "invalid":
-                continue
-            policy = valid_policy(p)
-            now = f"mode {policy.mode}" if policy is not None else "no policy"
-            text = (
-                f"{space.domain} no longer demands authenticated TLS (MTA-STS: {now}; no DANE), but this "
-                f"connector still requires {level.value}."
-            )
-            if level is TlsAuthLevel.DOMAIN_VALIDATION and c.tls_domain is not UNKNOWN:
-                td = effective_tls_domain(c.tls_domain, space.domain)
-                outside = mx_names_outside(p, td)
-                if outside:
-                    text += (
-                        f" The certificates of {', '.join(outside)} fall outside TlsDomain {td}: mail queues."
-                    )
-            else:
-                outside = []
-            yield Hit(
-                Target.of(c),
-                "TlsAuthLevel",
-                level.value,
-                text,
-                severity=Severity.HIGH if outside else None,
-            )
+        if (why := sts_problem(p)) is not None:
+            yield CannotJudge(Target.of(c), f"{space.domain}: {why}")
+            continue
+        # An invalid policy is the partner's bug rather than a withdrawal: senders keep their cache.
+        if partner_demand(p) is not None or p.mta_sts.status == "invalid":
+            continue
+        policy = valid_policy(p)
+        now = f"mode {policy.mode}" if policy is not None else "no policy"
+        text = (
+            f"{space.domain} no longer demands authenticated TLS (MTA-STS: {now}; no DANE), but this "
+            f"connector still requires {level.value}."
+        )
+        if level is TlsAuthLevel.DOMAIN_VALIDATION and c.tls_domain is not UNKNOWN:
+            td = effective_tls_domain(c.tls_domain, space.domain)
+            outside = mx_names_outside(p, td)
+            if outside:
+                text += f" The certificates of {', '.join(outside)} fall outside TlsDomain {td}: mail queues."
+        else:
+            outside = []
+        yield Hit(
+            Target.of(c),
+            "TlsAuthLevel",
+            level.value,
+            text,
+            severity=Severity.HIGH if outside else None,
+        )
 
 
 @rule(
@@ -380,17 +383,17 @@ def partner_dropped_policy(ctx: Context) -> Result:
     remediation="""Set-OutboundConnector -MtaStsMode Opportunistic / -SmtpDaneMode Opportunistic (the
         defaults), or -TlsDomain to the emulation of the partner's policy.""",
     needs_posture=True,
+    each=EACH_OUTBOUND_CONNECTOR,
 )
-def exo_outbound_vs_partner(ctx: Context) -> Result:
-    for c in ctx.org.outbound_connectors:
-        if c.enabled is False or c.recipient_domains is UNKNOWN:
+def exo_outbound_vs_partner(ctx: Context, c: OutboundConnector) -> Result:
+    if c.enabled is False or c.recipient_domains is UNKNOWN:
+        return
+    for raw in c.recipient_domains:
+        domain = raw.strip().lower().removeprefix("*.").rstrip(".")
+        p = posture_of(ctx, domain)
+        if p is None or is_ours(ctx.org, domain):
             continue
-        for raw in c.recipient_domains:
-            domain = raw.strip().lower().removeprefix("*.").rstrip(".")
-            p = posture_of(ctx, domain)
-            if p is None or is_ours(ctx.org, domain):
-                continue
-            yield from _exo_checks(c, p)
+        yield from _exo_checks(c, p)
 
 
 def _exo_checks(c: OutboundConnector, p: DomainPosture) -> Result:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import DomainPosture, MtaStsPolicy, MxHostFacts
-from exconn.rules.base import CannotJudge, Context, Target
+from exconn.rules.base import CannotJudge, Context, Each, Target
 from exconn.scope import is_ours, our_observable_domains
 
 
@@ -126,3 +126,13 @@ def partner_postures(ctx: Context) -> Iterator[DomainPosture]:
         p = posture_of(ctx, domain)
         if p is not None and not is_ours(ctx.org, domain):
             yield p
+
+
+def _posture_target(item: DomainPosture | CannotJudge) -> Target:
+    return item.target if isinstance(item, CannotJudge) else domain_target(item.domain)
+
+
+# The cross-check rules judge one domain at a time: a failure on one domain's posture leaves the
+# others' findings standing. A CannotJudge item is an accepted domain that was not observed.
+EACH_OUR_DOMAIN = Each("domain", our_postures, _posture_target)
+EACH_PARTNER_DOMAIN = Each("partner domain", partner_postures, _posture_target)

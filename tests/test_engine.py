@@ -58,3 +58,24 @@ def test_a_real_rule_judges_the_sound_connectors_beside_a_malformed_one() -> Non
     assert [(s.target, "internal error" in s.reason) for s in report.skipped] == [
         (Target("SendConnector", "Odd"), True)
     ]
+
+
+def test_a_name_quoting_refuses_keeps_the_finding_and_says_why_there_is_no_fix() -> None:
+    """Was: the control character reached the renderers' fix text (or crashed them)."""
+    odd = replace(conn(ignore_starttls=True), name="Bad\x07Name", identity="Bad\x07Name")
+    report = evaluate(Context(Organization(send_connectors=(odd,)), NOW), [send.ignore_starttls])
+    (finding,) = report.findings
+    assert finding.target.identity == "Bad\x07Name" and finding.fix == ()
+    assert (
+        finding.fix_note is not None
+        and "fix withheld" in finding.fix_note
+        and "control character" in finding.fix_note
+    )
+
+
+def test_every_finding_without_a_fix_says_why() -> None:
+    ok = replace(conn(ignore_starttls=True), name="Plain", identity="Plain")
+    report = evaluate(Context(Organization(send_connectors=(ok,)), NOW), [send.ignore_starttls])
+    assert report.findings[0].fix and report.findings[0].fix_note is None
+    report = evaluate(Context(Organization(send_connectors=(ok,)), NOW), [FRAGILE])
+    assert report.findings[0].fix == () and report.findings[0].fix_note == "no automatic fix: test"

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from exconn.fix import Command, Fix, NewCommand, PublishMtaSts, SetCommand
+from exconn.pwsh import UnsafeValue
 from exconn.model import ModelObject, Organization, identity_of, kind_of
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class Hit:
     message: str
     severity: Severity | None = None
     fix: tuple[Fix, ...] = ()
+    # Why there is no fix, when the rule knows better than its declared remediation says.
+    fix_note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +134,8 @@ class Finding:
     message: str
     fix: tuple[Fix, ...]
     source: str | None = None
+    # Why the finding has no fix (or only part of one): every finding without a fix says why.
+    fix_note: str | None = None
 
     # `property` is a field of Finding: the decorator is spelled in full.
     @builtins.property
@@ -259,6 +264,11 @@ def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
 
 
 def _finding(r: Rule, hit: Hit, source: str | None) -> Finding:
+    fix, note = _writable(hit.fix)
+    if note is None:
+        note = hit.fix_note
+    if note is None and not fix:
+        note = _declared_note(r)
     return Finding(
         rule=r,
         severity=hit.severity if hit.severity is not None else r.severity,
@@ -266,6 +276,30 @@ def _finding(r: Rule, hit: Hit, source: str | None) -> Finding:
         property=hit.property,
         observed=hit.observed,
         message=hit.message,
-        fix=hit.fix,
+        fix=fix,
         source=source,
+        fix_note=note,
     )
+
+
+def _writable(fixes: tuple[Fix, ...]) -> tuple[tuple[Fix, ...], str | None]:
+    """The fixes PowerShell quoting can write; a value it refuses (a control character in a
+    connector name) withholds that command, and the note says why. The finding itself stands."""
+    kept: list[Fix] = []
+    notes: list[str] = []
+    for f in fixes:
+        if isinstance(f, SetCommand | NewCommand):
+            try:
+                f.render()
+            except UnsafeValue as exc:
+                notes.append(f"fix withheld: {exc}; make this change by hand")
+                continue
+        kept.append(f)
+    return tuple(kept), "; ".join(notes) or None
+
+
+def _declared_note(r: Rule) -> str:
+    text = r.remediation
+    if text.lower().startswith("none"):
+        return "no automatic fix: " + text.split(":", 1)[-1].strip()
+    return f"no automatic fix for this case; what to do: {text}"

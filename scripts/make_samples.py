@@ -19,8 +19,8 @@ import json
 import random
 import sys
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exconn.clixml.writer import (  # noqa: E402 - after the sys.path tweak for a plain checkout
+from tests.clixml_build import (  # noqa: E402 - after the sys.path tweak for a plain checkout
     ACCEPTED_DOMAIN_TYPES,
     AUTH_MECHANISMS_TYPE,
     EXCHANGE_CERTIFICATE_TYPES,
@@ -59,6 +59,7 @@ from exconn.clixml.writer import (  # noqa: E402 - after the sys.path tweak for 
     Value,
     encode,
     to_xml,
+    write_file,
 )
 
 SEED = 20250602
@@ -955,6 +956,28 @@ def build(out: Path) -> dict[str, bytes]:
     files.update(bad_files(files["fabrikam/Get-ReceiveConnector.xml"]))
     files["README.md"] = readme(recv_specs, send_specs, certs).encode("utf-8")
     return files
+
+
+def big_export(path: Path, connectors: int) -> int:
+    """Stream a large live export to `path` (UTF-8, as PowerShell 7 writes it) for the benchmarks:
+    per server the five receive connectors Setup creates plus one of the samples' send connectors,
+    servers `SRV00000`, `SRV00001`..., with realistic SerializationData blobs (about 70 % of the file,
+    as in real exports). Deterministic; returns the number of connectors written."""
+    RNG.reset(SEED + 2)
+    created = dt.datetime(2023, 5, 10, 15, 4, 33, tzinfo=BST)
+    sends = send_connectors()
+    servers = max(1, connectors // 6)
+
+    def objects() -> Iterator[Obj]:
+        for n in range(servers):
+            server = f"SRV{n:05d}"
+            for c in default_receive(server):
+                yield receive_obj(server, c, created)
+            send = sends[n % len(sends)]
+            yield send_obj(replace(send, name=f"{send.name} {server}"), created)
+
+    write_file(path, objects(), "live", "utf-8", serialization_data="realistic", seed=SEED)
+    return servers * 6
 
 
 def bad_files(receive_utf16: bytes) -> dict[str, bytes]:

@@ -4,6 +4,8 @@ every form they come in."""
 from __future__ import annotations
 
 import filecmp
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import pytest
 from lxml import etree
 
 from exconn import model
+from exconn.cli import main
 from exconn.sources import files
 from tests.clixml_build import PS_NAMESPACE
 
@@ -104,3 +107,72 @@ def test_reader_loads_the_fabrikam_samples() -> None:
     assert send["Legacy Scanner Relay"].smart_host_auth_mechanism == model.SmartHostAuthMechanism.BASIC_AUTH
     assert send["Lab"].enabled is False
     assert org.transport_configs[0].tls_receive_domain_secure_list == ("tailspintoys.com",)
+
+
+# --- samples/README.md's promised findings, against the tool ------------------------------------------
+
+_FOLDER = re.compile(r"^### `([a-z]+)/`$")
+_ROW = re.compile(r"^\| `(?P<target>[^`]+)` \| (?P<planted>.*) \| (?P<expected>.*) \|$")
+_FINDING = re.compile(r"`(EXC-[A-Z]\d{3})` \*\*(critical|high|medium|low|info)\*\*")
+
+
+def documented_findings(readme: str) -> dict[str, set[tuple[str, str, str]]]:
+    """Per sample folder: (rule, target, severity) of every finding its connector tables promise."""
+    found: dict[str, set[tuple[str, str, str]]] = {}
+    folder: str | None = None
+    for line in readme.splitlines():
+        if line.startswith("## "):
+            folder = None
+        elif heading := _FOLDER.match(line):
+            folder = heading[1]
+            found[folder] = set()
+        elif folder is not None and (row := _ROW.match(line)) and row["target"] != "connector":
+            cell = row["expected"]
+            findings = _FINDING.findall(cell)
+            # A row promises findings or says "none: why"; anything else is a typo the test would miss.
+            assert findings or cell.startswith("none: "), line
+            found[folder] |= {(rule, row["target"], severity) for rule, severity in findings}
+    return found
+
+
+def test_readme_parser_reads_what_it_is_given() -> None:
+    readme = (
+        "## Mistakes\n### `x/`\n| connector | planted | expected finding |\n|---|---|---|\n"
+        "| `A\\B` | p | `EXC-R002` **high**: why; `EXC-S004` **critical**: why |\n| `C` | p | none: fine |\n"
+        "## bad/\n| `D` | p | `EXC-R001` **low**: not a connector table |\n"
+    )
+    assert documented_findings(readme) == {
+        "x": {("EXC-R002", "A\\B", "high"), ("EXC-S004", "A\\B", "critical")}
+    }
+
+
+def test_every_severity_samples_readme_documents_is_what_audit_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """samples/README.md and the tool cannot drift: each sample folder's audit prints exactly the
+    findings (rule, target, severity) the README's tables list for it, no more, no fewer. A rule change
+    that moves one of them means updating the Expect entries in scripts/make_samples.py."""
+    documented = documented_findings((ROOT / "samples" / "README.md").read_text(encoding="utf-8"))
+    assert set(documented) == {"fabrikam", "exo"}
+    assert len(documented["fabrikam"]) == 8 and len(documented["exo"]) == 1
+    for folder, promised in documented.items():
+        main(
+            [
+                "audit",
+                "--offline",
+                "--format",
+                "json",
+                "--fail-on",
+                "critical",
+                str(ROOT / "samples" / folder),
+            ]
+        )
+        report = json.loads(capsys.readouterr().out)
+        printed = {(f["rule"], f["target"]["identity"], f["severity"]) for f in report["findings"]}
+        assert printed == promised, (
+            folder,
+            {
+                "printed, not in the README": printed - promised,
+                "in the README, not printed": promised - printed,
+            },
+        )

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from exconn.fix import Command, Fix, NewCommand, PublishMtaSts, SetCommand
-from exconn.pwsh import UnsafeValue
 from exconn.model import ModelObject, Organization, identity_of, kind_of
+from exconn.pwsh import UnsafeValue
 
 if TYPE_CHECKING:
     from exconn.posture.facts import DomainPosture

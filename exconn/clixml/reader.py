@@ -12,21 +12,23 @@ Every refusal is an `InputError`: one line naming the file and saying what to do
 
 from __future__ import annotations
 
-import base64
 import binascii
 import codecs
-import datetime as dt
-import decimal
 import os
 import re
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import AnyStr, BinaryIO
 
 from lxml import etree
 
-from exconn.clixml.objects import Form, PSObject, PSValue, SecureString
+from exconn.clixml.objects import Form, PSObject, PSValue
+from exconn.clixml.primitives import CONTAINERS as _CONTAINERS
+from exconn.clixml.primitives import PRIMITIVES as _PRIMITIVES
+from exconn.clixml.primitives import PROGRESS_FIELDS as _PROGRESS_FIELDS
+from exconn.clixml.primitives import SERIALIZATION_DATA as SERIALIZATION_DATA
+from exconn.clixml.primitives import strip_type_names as strip_type_names
+from exconn.clixml.primitives import unescape as unescape
 from exconn.errors import InputError
 
 PS_NAMESPACE = "http://schemas.microsoft.com/powershell/2004/04"
@@ -34,127 +36,6 @@ PS_NAMESPACE = "http://schemas.microsoft.com/powershell/2004/04"
 _SNIFF_BYTES = 64 * 1024
 _SCAN_CHUNK = 256 * 1024
 _EXPORT_ADVICE = "export the objects instead, e.g. `Get-SendConnector | Export-Clixml send.xml`"
-
-# --- strings ---------------------------------------------------------------------------------
-
-_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def unescape(text: str) -> str:
-    """Undo PowerShell's `_xHHHH_` escaping (XmlConvert.EncodeName style, UTF-16 code units).
-
-    One pass, left to right, so the escaped underscore `_x005F_` yields a literal `_` and what
-    follows it is not read as another escape. Characters outside the BMP arrive as two escaped
-    surrogates; they are joined back into one character, and a lone surrogate is kept as is.
-    """
-    if "_x" not in text:
-        return text
-    decoded = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
-    if _SURROGATE.search(decoded):
-        decoded = decoded.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
-    return decoded
-
-
-# --- primitives --------------------------------------------------------------------------------
-
-_DURATION = re.compile(
-    r"(?P<sign>-)?P(?:(?P<days>\d+)D)?"
-    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?"
-)
-
-
-def _duration(text: str) -> dt.timedelta:
-    match = _DURATION.fullmatch(text.strip())
-    if match is None or text.strip() in ("P", "-P", "PT", "-PT"):
-        raise ValueError(f"not an xs:duration: {text!r}")
-    parts = {k: float(v) for k, v in match.groupdict().items() if v is not None and k != "sign"}
-    delta = dt.timedelta(**parts)
-    return -delta if match["sign"] else delta
-
-
-def _boolean(text: str) -> bool:
-    value = text.strip()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def _datetime(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.strip())
-
-
-def _base64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def _char(text: str) -> str:
-    return chr(int(text))
-
-
-_PRIMITIVES: dict[str, Callable[[str], PSValue]] = {
-    "S": unescape,
-    "C": _char,
-    "B": _boolean,
-    "DT": _datetime,
-    "TS": _duration,
-    "By": int,
-    "SB": int,
-    "U16": int,
-    "I16": int,
-    "U32": int,
-    "I32": int,
-    "U64": int,
-    "I64": int,
-    "Sg": float,
-    "Db": float,
-    "D": decimal.Decimal,
-    "BA": _base64,
-    "G": uuid.UUID,
-    "URI": unescape,
-    "Version": str,
-    "XD": unescape,
-    "SBK": unescape,
-    "SS": SecureString,
-}
-
-_CONTAINERS = frozenset({"LST", "IE", "STK", "QUE"})
-
-# Children of a <PR> progress record, by the property they stand for.
-_PROGRESS_FIELDS: dict[str, tuple[str, Callable[[str], PSValue]]] = {
-    "AV": ("Activity", unescape),
-    "AI": ("ActivityId", int),
-    "CO": ("CurrentOperation", unescape),
-    "PI": ("ParentActivityId", int),
-    "PC": ("PercentComplete", int),
-    "T": ("RecordType", unescape),
-    "SR": ("SecondsRemaining", int),
-    "SD": ("StatusDescription", unescape),
-}
-
-SERIALIZATION_DATA = "SerializationData"
-
-
-def strip_type_names(raw: tuple[str, ...]) -> tuple[tuple[str, ...], Form]:
-    """Drop `Deserialized.` and `Selected.` prefixes and say which form they revealed."""
-    form = Form.LIVE
-    names = []
-    for name in raw:
-        while True:
-            if name.startswith("Deserialized."):
-                name = name[len("Deserialized.") :]
-                if form is Form.LIVE:
-                    form = Form.DESERIALIZED
-            elif name.startswith("Selected."):
-                name = name[len("Selected.") :]
-                form = Form.SELECTED
-            else:
-                break
-        names.append(name)
-    return tuple(names), form
-
 
 # --- sniffing ----------------------------------------------------------------------------------
 

@@ -28,7 +28,9 @@ from pypsrp.wsman import WSMan
 from exconn.cli import main
 from exconn.model import Organization, Source, kind_of
 from exconn.sources.files import load
-from exconn.sources.psrp import ConnectionOptions, _server_name, collect, open_session, to_organization
+from exconn.sources.psrp import _server_name, collect
+from exconn.sources.psrp_adapt import to_organization
+from exconn.sources.psrp_session import ConnectionOptions, describe_error, kerberos_available, open_session
 from tests.servers.ca import TestCA
 from tests.servers.psrp import (
     NO_LANGUAGE_MESSAGE,
@@ -498,9 +500,6 @@ def test_basic_over_http_is_refused_before_connecting(
 
 
 def test_kerberos_without_gssapi_says_what_to_install(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip  # noqa: B018 - documents the intent; the check below decides
-    from exconn.sources.psrp import kerberos_available
-
     if kerberos_available():
         pytest.skip("GSSAPI is installed here; the hint is only shown without it")
     code = main(["collect", "--server", "ex01.contoso.com", "--auth", "kerberos", "--out", "x"])
@@ -511,8 +510,6 @@ def test_kerberos_without_gssapi_says_what_to_install(capsys: pytest.CaptureFixt
 def test_the_password_is_not_in_repr_or_errors() -> None:
     options = ConnectionOptions(auth="ntlm", username=ADMIN, password=PASSWORD)
     assert PASSWORD not in repr(options)
-    from exconn.sources.psrp import describe_error
-
     leaked = RuntimeError(f"server said: bad password {PASSWORD}")
     assert PASSWORD not in describe_error(leaked, "ex01", options)
 

@@ -15,6 +15,7 @@ and DNS failures (resolving a name would leave loopback; `describe_error` maps `
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import socket
 import time
@@ -556,3 +557,187 @@ def test_audit_server_collects_and_audits_in_one_go(
     kinds = [entry["kind"] for entry in report["inventory"]]
     assert kinds.count("ReceiveConnector") == 5 and kinds.count("SendConnector") == 2
     assert not (tmp_path / "snapshot").exists()  # nothing written: the live model is audited directly
+
+
+# --- one decoder for files and live objects (MS-PSRP §2.2.5, as PowerShell's deserialiser reads it) ----
+
+
+def _with_default(text: str) -> bytes:
+    """Exchange's accepted domain with `Default` written as `text` (PowerShell writes true/false)."""
+    obj = _org().accepted_domains[0]
+    assert b'<B N="Default">true</B>' in obj
+    return obj.replace(b'<B N="Default">true</B>', f'<B N="Default">{text}</B>'.encode())
+
+
+def test_live_objects_are_read_as_powershell_reads_them(
+    one_server: ExchangeEndpoint, org: ExchangeOrg, tmp_path: Path
+) -> None:
+    """`<B>1</B>` is true to XmlConvert.ToBoolean (and to the file reader); pypsrp reads it false,
+    and the live path used to take pypsrp's reading, so a live run and its snapshot disagreed."""
+    org.accepted_domains = [_with_default("1")]
+    with open_session("127.0.0.2", _options(one_server.port)) as session:
+        raw = session.run("Get-AcceptedDomain").objects[0]
+    assert raw.adapted_properties["Default"] is False  # pypsrp's own reading: not the one we use
+
+    live = to_organization(collect(["127.0.0.2"], _options(one_server.port)))
+    assert [d.default for d in live.accepted_domains] == [True]
+    out = tmp_path / "snapshot"
+    assert main(["collect", *_ntlm_args("127.0.0.2", port=one_server.port), "--out", str(out)]) == 0
+    assert [d.default for d in load([out]).accepted_domains] == [True]
+
+
+def test_a_live_value_powershell_would_refuse_is_one_line(
+    one_server: ExchangeEndpoint, org: ExchangeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pypsrp reads `<B>yes</B>` as false without a word; PowerShell refuses it, and so does exconn,
+    naming the cmdlet and the object, the way the file reader names the file and the object."""
+    org.accepted_domains = [_with_default("yes")]
+    # The refusal comes while loading, before any domain would be observed.
+    code = main(["audit", *_ntlm_args("127.0.0.2", port=one_server.port)])
+    lines = _stderr_lines(capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert "psrp://127.0.0.2/Get-AcceptedDomain object #0" in lines[0]
+    assert "<B> holds 'yes', which is not a valid B" in lines[0]
+
+
+_OBJ = '<Obj RefId="0"><TN RefId="0"><T>Exconn.Test</T><T>System.Object</T></TN><Props>{}</Props></Obj>'
+
+
+@pytest.mark.parametrize(
+    ("member", "expected"),
+    [
+        ('<B N="V">1</B>', True),  # old live path: False (pypsrp)
+        ('<B N="V">True</B>', "not a valid B"),  # XmlConvert is case-sensitive; old live path: True
+        ('<TS N="V">PT1H30M</TS>', dt.timedelta(hours=1, minutes=30)),
+        ('<TS N="V">01:30:00</TS>', "not a valid TS"),  # old live path: the string "01:30:00"
+        ('<Ref N="V" RefId="7" />', "points at no earlier object"),  # old live path: None
+        ('<Version N="V">15.2_x0035_</Version>', "15.2_x0035_"),  # written raw; old live path: "15.25"
+        ('<URI N="V">http://a/_x0041_</URI>', "http://a/A"),  # an escaped string, like S
+        ('<S N="V">_xD83D__xDE00_ x_x005F_x0041_</S>', "\U0001f600 x_x0041_"),
+        ('<I32 N="V">x</I32>', "not a valid I32"),
+        ('<Nil N="V" />', None),
+    ],
+)
+def test_files_and_live_objects_share_one_decoder(tmp_path: Path, member: str, expected: object) -> None:
+    """The same object, read from an Export-Clixml file and as a PSRP message, means one thing."""
+    from types import SimpleNamespace
+
+    from exconn.clixml.reader import iter_clixml
+    from exconn.errors import InputError
+    from exconn.sources.psrp_adapt import to_psobject
+
+    xml = _OBJ.format(member)
+    file = tmp_path / "one.xml"
+    file.write_text(
+        f'<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">{xml}</Objs>'
+    )
+    # pypsrp keeps each received object's CLIXML in `_xml`: that string is all the adapter reads.
+    message = SimpleNamespace(_xml=xml)
+    readings: list[object] = []
+    for read in (lambda: next(iter_clixml(file)), lambda: to_psobject(message, where="psrp://ex01/Get-Test")):
+        try:
+            obj = read()
+        except InputError as error:
+            readings.append(("refused", error.reason.split(": ", 1)[-1]))
+        else:
+            assert not isinstance(obj, str | None) and hasattr(obj, "get")
+            readings.append(obj.get("V"))  # type: ignore[union-attr]
+    assert readings[0] == readings[1]
+    if isinstance(expected, str) and expected.startswith(("not a valid", "points at")):
+        assert isinstance(readings[0], tuple) and expected in str(readings[0][1])
+    else:
+        assert readings[0] == expected
+
+
+# --- --server HOST[:PORT] ------------------------------------------------------------------------------
+
+
+def _closed_port(host: str = "127.0.0.2") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])  # closed again when the block ends: nothing listens
+
+
+def test_each_server_may_carry_its_own_port(
+    ntlm_users: None, org: ExchangeOrg, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two endpoints on different ports in one collect; --port (closed here) is only the default."""
+    ex01 = ExchangeEndpoint(org, server_name=EX01, users=USERS, admins={ADMIN}, host="127.0.0.2").start()
+    ex02 = ExchangeEndpoint(org, server_name=EX02, users=USERS, admins={ADMIN}, host="127.0.0.3").start()
+    try:
+        assert ex01.port != ex02.port
+        out = tmp_path / "snapshot"
+        servers = [f"127.0.0.2:{ex01.port}", f"127.0.0.3:{ex02.port}"]
+        args = _ntlm_args(*servers, port=_closed_port())
+        assert main(["collect", *args, "--out", str(out)]) == 0
+    finally:
+        ex01.stop()
+        ex02.stop()
+    manifest = json.loads((out / "manifest.json").read_text("utf-8"))
+    assert manifest["collectedFrom"] == [
+        f"http://127.0.0.2:{ex01.port}/PowerShell",
+        f"http://127.0.0.3:{ex02.port}/PowerShell",
+    ]
+    runs = {(c["cmdlet"], c["server"]): c for c in manifest["commands"]}
+    # -Server names the host, never the port; each server answered its own per-server cmdlets.
+    assert runs[("Get-ReceiveConnector", "127.0.0.2")]["count"] == 5
+    assert runs[("Get-ReceiveConnector", "127.0.0.3")]["count"] == 5
+    assert all(c["errors"] == [] for c in manifest["commands"])
+    assert ex01.requests and ex02.requests
+    assert "warning" not in capsys.readouterr().err
+    snapshot = load([out])
+    assert {c.server for c in snapshot.certificates} == {"127.0.0.2", "127.0.0.3"}  # PSComputerName: the host
+
+
+def test_an_ipv6_server_in_brackets_with_its_port(ntlm_users: None, org: ExchangeOrg) -> None:
+    org.aliases["::1"] = EX01
+    endpoint = ExchangeEndpoint(org, server_name=EX01, users=USERS, admins={ADMIN}, host="::1").start()
+    try:
+        collection = collect([f"[::1]:{endpoint.port}"], _options(_closed_port("127.0.0.1")))
+    finally:
+        endpoint.stop()
+    assert collection.hosts == (f"[::1]:{endpoint.port}",)
+    assert collection.endpoints == (f"http://[::1]:{endpoint.port}/PowerShell",)
+    assert all(run.errors == [] for run in collection.runs)
+    live = to_organization(collection)
+    assert len(live.receive_connectors) == 5
+    assert {o.source.path for o in live.receive_connectors} == {
+        f"psrp://[::1]:{endpoint.port}/Get-ReceiveConnector"
+    }
+
+
+def test_the_same_endpoint_twice_is_one_session(one_server: ExchangeEndpoint) -> None:
+    port = one_server.port
+    collection = collect(["127.0.0.2", f"127.0.0.2:{port}"], _options(port))
+    assert collection.hosts == ("127.0.0.2",)
+    assert len([r for r in collection.runs if r.cmdlet == "Get-ReceiveConnector"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("ex01.contoso.com", "ex01.contoso.com", None),
+        ("ex01.contoso.com:5985", "ex01.contoso.com", 5985),
+        ("[::1]:5985", "::1", 5985),
+        ("[::1]", "::1", None),
+        ("::1", "::1", None),  # a bare IPv6 address has no port
+        ("[fe80::1%eth0]:80", "fe80::1%eth0", 80),
+        ("192.0.2.1:443", "192.0.2.1", 443),
+    ],
+)
+def test_server_values(text: str, host: str, port: int | None) -> None:
+    from exconn.sources.psrp_session import Server, parse_server
+
+    assert parse_server(text) == Server(host, port)
+
+
+@pytest.mark.parametrize(
+    "text", ["ex01:", "ex01:0", "ex01:65536", "ex01:http", "[::1", "[ex01]:80", "[::1]x", "a:b:c", ":80", " "]
+)
+def test_bad_server_values_are_one_line_before_any_packet(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["collect", "--server", text, "--auth", "ntlm", "--username", ADMIN, "--out", "x"])
+    lines = _stderr_lines(capsys)
+    assert code == 2 and len(lines) == 1 and "--server" in lines[0], lines
+    assert "Traceback" not in lines[0]

@@ -120,6 +120,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 def connection_options(args: argparse.Namespace) -> ConnectionOptions:
     """Options from the command line; the password from the environment or a prompt."""
+    servers = [parse_server(text) for text in args.server or ()]  # a bad one: UsageError, first
     ca_flag = args.server_ca_file_flag
     if args.server_ca_file and args.no_cert_validation:
         raise UsageError(f"{ca_flag} and --no-cert-validation contradict each other")
@@ -152,7 +153,6 @@ def connection_options(args: argparse.Namespace) -> ConnectionOptions:
         ca_file_flag=ca_flag,
         timeout_flag=args.server_timeout_flag,
     )
-    servers = [parse_server(text) for text in args.server or ()]  # a bad one: UsageError, no packet sent
     check_options(options, servers[0] if servers else "")
     return options
 

@@ -31,6 +31,7 @@ import copy
 import datetime as dt
 import http.server
 import re
+import socket
 import ssl
 import threading
 import time
@@ -394,6 +395,10 @@ class _Shell:
         self.lock.notify_all()
 
 
+class _IPv6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class ExchangeEndpoint:
     """One emulated Exchange server's `/PowerShell` endpoint on a loopback address."""
 
@@ -431,7 +436,8 @@ class ExchangeEndpoint:
             pass
 
         Handler.endpoint = endpoint
-        self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        server_class = _IPv6Server if ":" in host else http.server.ThreadingHTTPServer
+        self.httpd = server_class((host, port), Handler)
         self.httpd.daemon_threads = True
         self.tls = tls_chain is not None
         if tls_chain is not None:

@@ -6,10 +6,13 @@ CLIXML objects taken from real Exchange 2019 exports. The peer is `tests/servers
 HTTP, real NTLM acceptor, real PSRP server state machine (psrpcore); only the cmdlets, RBAC and the
 no-language restriction are emulated there (no Exchange can run here).
 
-Not exercised here, because no peer can run in a test: Kerberos (needs a KDC and GSSAPI; this suite
-checks the "what to install" message instead), CredSSP (needs requests-credssp and a TLS-in-TLS
-acceptor nobody ships for Python), certificate authentication (IIS client-certificate mapping),
-and DNS failures (resolving a name would leave loopback; `describe_error` maps `gaierror`).
+Kerberos is real too: Debian's MIT KDC on loopback (`tests/servers/kdc.py`), the endpoint accepting
+with a keytab for HTTP/localhost, GSSAPI on the client, a ticket got from a password or from the
+credential cache `kinit` fills, and a KDC whose clock is off (libfaketime).
+
+Not exercised here, because no peer can run in a test: CredSSP (needs requests-credssp and a
+TLS-in-TLS acceptor nobody ships for Python), certificate authentication (IIS client-certificate
+mapping), and DNS failures (resolving a name would leave loopback; `describe_error` maps `gaierror`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from exconn.sources.psrp import _server_name, collect
 from exconn.sources.psrp_adapt import to_organization
 from exconn.sources.psrp_session import ConnectionOptions, describe_error, kerberos_available, open_session
 from tests.servers.ca import TestCA
+from tests.servers.kdc import KDC, REALM, missing_binaries
 from tests.servers.psrp import (
     NO_LANGUAGE_MESSAGE,
     ExchangeEndpoint,
@@ -500,9 +504,15 @@ def test_basic_over_http_is_refused_before_connecting(
     assert one_server.requests == []  # not one packet
 
 
-def test_kerberos_without_gssapi_says_what_to_install(capsys: pytest.CaptureFixture[str]) -> None:
-    if kerberos_available():
-        pytest.skip("GSSAPI is installed here; the hint is only shown without it")
+def test_kerberos_without_gssapi_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The test machine has GSSAPI (the Kerberos tests below need it): its absence is simulated,
+    since a missing library has no peer to run."""
+    import exconn.sources.psrp_session as session_module
+
+    assert kerberos_available()
+    monkeypatch.setattr(session_module, "kerberos_available", lambda: False)
     code = main(["collect", "--server", "ex01.contoso.com", "--auth", "kerberos", "--out", "x"])
     lines = _stderr_lines(capsys)
     assert code == 2 and len(lines) == 1 and "pip install 'exconn[kerberos]'" in lines[0]
@@ -741,3 +751,135 @@ def test_bad_server_values_are_one_line_before_any_packet(
     lines = _stderr_lines(capsys)
     assert code == 2 and len(lines) == 1 and "--server" in lines[0], lines
     assert "Traceback" not in lines[0]
+
+
+# --- Kerberos, end to end: a real MIT KDC on loopback, the endpoint accepting with its keytab -------
+
+KRB_USER, KRB_PASSWORD = "exadmin", "Kerb3ros!-not-in-any-output"
+KRB_PRINCIPAL = f"{KRB_USER}@{REALM}"
+
+
+def _kerberos_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, org: ExchangeOrg, *, skew_seconds: int = 0
+) -> Iterator[tuple[KDC, ExchangeEndpoint]]:
+    missing = missing_binaries()
+    assert not missing, f"{missing} missing: run scripts/install-test-servers.sh"
+    kdc = KDC(tmp_path / "kdc", users={KRB_USER: KRB_PASSWORD}, skew_seconds=skew_seconds).start()
+    for name, value in kdc.env().items():
+        if name != "KRB5_TRACE":
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv(PW_ENV, KRB_PASSWORD)
+    # The endpoint listens on 127.0.0.1; the client names it `localhost`, whose HTTP SPN the KDC has.
+    endpoint = ExchangeEndpoint(
+        org, server_name=EX01, users=USERS, admins={KRB_PRINCIPAL}, host="127.0.0.1"
+    ).start()
+    org.aliases["localhost"] = EX01
+    try:
+        yield kdc, endpoint
+    finally:
+        endpoint.stop()
+        kdc.stop()
+
+
+@pytest.fixture
+def kerberos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, org: ExchangeOrg
+) -> Iterator[tuple[KDC, ExchangeEndpoint]]:
+    yield from _kerberos_world(tmp_path, monkeypatch, org)
+
+
+def _krb_collect(endpoint: ExchangeEndpoint, out: Path, *extra: str, host: str = "localhost") -> int:
+    return main(["collect", "--server", f"{host}:{endpoint.port}", *extra, "--out", str(out)])
+
+
+def _assert_kerberos_snapshot(endpoint: ExchangeEndpoint, out: Path) -> None:
+    assert endpoint.logins and set(endpoint.logins) == {(KRB_PRINCIPAL, "kerberos")}
+    manifest = json.loads((out / "manifest.json").read_text("utf-8"))
+    assert all(c["errors"] == [] for c in manifest["commands"])
+    assert {(c["cmdlet"], c["count"]) for c in manifest["commands"]} >= {("Get-ReceiveConnector", 5)}
+    # Over plain HTTP, every SOAP body after the login was sealed with the Kerberos session key.
+    bodies = [r for r in endpoint.requests if r["body"]]
+    assert bodies and all(r["content_type"].startswith("multipart/encrypted") for r in bodies)
+    assert b"Envelope" not in endpoint.raw_traffic()
+    assert KRB_PASSWORD.encode() not in endpoint.raw_traffic()
+
+
+def test_kerberos_with_a_password(
+    kerberos: tuple[KDC, ExchangeEndpoint], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--auth kerberos --username user@REALM`: the ticket is got from the password (no kinit)."""
+    kdc, endpoint = kerberos
+    out = tmp_path / "snapshot"
+    args = ["--auth", "kerberos", "--username", KRB_PRINCIPAL, "--password-env", PW_ENV]
+    assert _krb_collect(endpoint, out, *args) == 0
+    _assert_kerberos_snapshot(endpoint, out)
+    assert not kdc.ccache.exists()  # the password's ticket stays in memory, not in the user's cache
+    assert KRB_PASSWORD not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("auth", [None, "kerberos"])
+def test_the_ticket_from_the_credential_cache(
+    kerberos: tuple[KDC, ExchangeEndpoint], tmp_path: Path, auth: str | None
+) -> None:
+    """After `kinit`, no user name nor password: the default (negotiate) and --auth kerberos use
+    the cached ticket, as on a domain-joined admin workstation."""
+    kdc, endpoint = kerberos
+    kdc.kinit(KRB_USER, KRB_PASSWORD)
+    out = tmp_path / "snapshot"
+    assert _krb_collect(endpoint, out, *(["--auth", auth] if auth else [])) == 0
+    _assert_kerberos_snapshot(endpoint, out)
+
+
+def test_kerberos_without_a_ticket_or_password_says_kinit(
+    kerberos: tuple[KDC, ExchangeEndpoint], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _kdc, endpoint = kerberos
+    assert _krb_collect(endpoint, tmp_path / "x", "--auth", "kerberos") == 2
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1 and "no ticket in the credential cache" in lines[0] and "kinit" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "host", "expected"),
+    [
+        ("nobody@" + REALM, KRB_PASSWORD, "localhost", f"knows no user nobody@{REALM}: check --username"),
+        (KRB_PRINCIPAL, "Wr0ng!password-xyz", "localhost", "password of exadmin@EXLAB.TEST was refused"),
+        # An address instead of the name the SPN is registered for: the KDC has no HTTP/127.0.0.1.
+        (KRB_PRINCIPAL, KRB_PASSWORD, "127.0.0.1", f"no service principal HTTP/127.0.0.1@{REALM}"),
+    ],
+)
+def test_unknown_kerberos_principals_give_one_clear_line(
+    kerberos: tuple[KDC, ExchangeEndpoint],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    user: str,
+    password: str,
+    host: str,
+    expected: str,
+) -> None:
+    _kdc, endpoint = kerberos
+    monkeypatch.setenv(PW_ENV, password)
+    args = ["--auth", "kerberos", "--username", user, "--password-env", PW_ENV]
+    assert _krb_collect(endpoint, tmp_path / "x", *args, host=host) == 2
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert f"http://{host}:{endpoint.port}/PowerShell: Kerberos: " in lines[0]
+    assert password not in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_clock_skew_gives_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, org: ExchangeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The KDC's clock an hour ahead (libfaketime): Kerberos refuses the login, and says why."""
+    world = _kerberos_world(tmp_path, monkeypatch, org, skew_seconds=3600)
+    _kdc, endpoint = next(world)
+    try:
+        args = ["--auth", "kerberos", "--username", KRB_PRINCIPAL, "--password-env", PW_ENV]
+        assert _krb_collect(endpoint, tmp_path / "x", *args) == 2
+    finally:
+        world.close()
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1 and "clock" in lines[0] and "differ by more than the allowed skew" in lines[0]
+    assert endpoint.logins == []

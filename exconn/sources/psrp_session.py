@@ -213,6 +213,10 @@ def _wsman(server: Server, options: ConnectionOptions) -> Any:
     kwargs: dict[str, Any] = {}
     if options.auth == "certificate":
         kwargs = {"certificate_pem": options.cert_pem, "certificate_key_pem": options.cert_key_pem}
+    if options.auth in ("negotiate", "kerberos"):
+        # Exchange's endpoint is an IIS site: Kerberos asks for HTTP/<host>, as PowerShell's own
+        # client does (Active Directory maps HTTP to the computer's HOST SPN), not WSMAN/<host>.
+        kwargs = {"negotiate_service": "HTTP"}
     return WSMan(
         server.host,
         port=options.port_for(server),
@@ -401,6 +405,10 @@ def _describe(error: BaseException, server: Server, options: ConnectionOptions) 
 
     host, port = server.host, options.port_for(server)
     seconds = _timeouts(options.timeout)[1]
+    if options.auth in ("kerberos", "negotiate"):
+        kerberos = _kerberos_reason(" ".join(str(e) for e in _chain(error)), options)
+        if kerberos is not None:
+            return kerberos
     if isinstance(error, AuthenticationError):
         message = str(error)
         if "did not response with one of" in message:
@@ -521,6 +529,48 @@ def _describe(error: BaseException, server: Server, options: ConnectionOptions) 
     if options.auth in ("kerberos", "negotiate") and "gssapi" in str(error).lower():
         return KERBEROS_HINT
     return f"{type(error).__name__}: {_last_line(str(error)) or 'no detail'}"
+
+
+_KRB_CLIENT_UNKNOWN = re.compile(r"Client '?([^' ]+)'? not found in Kerberos database")
+_KRB_SERVER_UNKNOWN = re.compile(r"Server '?([^' ]+)'? not found in Kerberos database")
+_KRB_NO_KDC = re.compile(r"Cannot (?:contact|find) any KDC for (?:requested )?realm '?([^' ]+?)'?(?: |$)")
+
+
+def _kerberos_reason(text: str, options: ConnectionOptions) -> str | None:
+    """What MIT Kerberos (through GSSAPI or krb5) said, as advice; None if it was not Kerberos."""
+    if "Clock skew too great" in text:
+        return (
+            "Kerberos: this computer's clock and the domain controller's differ by more than the allowed "
+            "skew (5 minutes by default); synchronise the time (e.g. w32tm /resync, chronyc makestep) "
+            "and try again"
+        )
+    if match := _KRB_CLIENT_UNKNOWN.search(text):
+        return (
+            f"Kerberos: the domain controller (KDC) knows no user {match.group(1)}: check --username "
+            "(user@REALM, the realm in capitals)"
+        )
+    if match := _KRB_SERVER_UNKNOWN.search(text):
+        return (
+            f"Kerberos: the domain controller knows no service principal {match.group(1)}: connect with "
+            "the server's FQDN (the name its HTTP/HOST SPN is registered for), not an IP address or an "
+            "alias (or use --auth ntlm)"
+        )
+    if "Preauthentication failed" in text or "Decrypt integrity check failed" in text:
+        return (
+            f"Kerberos: the password of {options.username or 'the user'} was refused (pre-authentication "
+            "failed): check it, and whether the account is locked or expired"
+        )
+    if "No Kerberos credentials available" in text or "No credentials cache found" in text:
+        return (
+            "Kerberos: no ticket in the credential cache and no password given: run kinit user@REALM "
+            "first, or give --username and --password-env"
+        )
+    if match := _KRB_NO_KDC.search(text):
+        return (
+            f"Kerberos: no domain controller (KDC) of realm {match.group(1)} answers: check that this "
+            "computer can reach one (DNS SRV records, or the realm's kdc in krb5.conf)"
+        )
+    return None
 
 
 def _last_line(text: str) -> str:

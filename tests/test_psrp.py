@@ -766,8 +766,7 @@ def _kerberos_world(
     assert not missing, f"{missing} missing: run scripts/install-test-servers.sh"
     kdc = KDC(tmp_path / "kdc", users={KRB_USER: KRB_PASSWORD}, skew_seconds=skew_seconds).start()
     for name, value in kdc.env().items():
-        if name != "KRB5_TRACE":
-            monkeypatch.setenv(name, value)
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv(PW_ENV, KRB_PASSWORD)
     # The endpoint listens on 127.0.0.1; the client names it `localhost`, whose HTTP SPN the KDC has.
     endpoint = ExchangeEndpoint(

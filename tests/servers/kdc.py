@@ -71,7 +71,6 @@ class KDC:
             "KRB5_KDC_PROFILE": str(self.kdc_conf),
             "KRB5_KTNAME": f"FILE:{self.keytab}",
             "KRB5CCNAME": f"FILE:{self.ccache}",
-            "KRB5_TRACE": str(self.dir / "trace.log"),
         }
 
     def _write_config(self) -> None:

@@ -37,15 +37,17 @@ if TYPE_CHECKING:
     from exconn.render import Format, RunInfo
     from exconn.rules.base import Context, Finding, Report, Rule, Severity, Skip, all_rules, evaluate
     from exconn.sources.files import load
-    from exconn.sources.psrp import ConnectionOptions, collect, to_organization
+    from exconn.sources.psrp import collect
+    from exconn.sources.psrp_adapt import to_organization
+    from exconn.sources.psrp_session import ConnectionOptions
 
 # Public name -> the module that defines it. No function is named like a subpackage: importing
 # `exconn.render` binds that name to the module, so the renderer is `exconn.render.render`.
 _EXPORTS = {
     "load": "exconn.sources.files",
-    "ConnectionOptions": "exconn.sources.psrp",
+    "ConnectionOptions": "exconn.sources.psrp_session",
     "collect": "exconn.sources.psrp",
-    "to_organization": "exconn.sources.psrp",
+    "to_organization": "exconn.sources.psrp_adapt",
     "Organization": "exconn.model",
     "make_resolver": "exconn.posture.dns",
     "ScanOptions": "exconn.posture.scan",

@@ -23,7 +23,7 @@ from exconn.rules.base import Context, Report, Severity, evaluate
 if TYPE_CHECKING:
     from exconn.posture.facts import DomainPosture
     from exconn.posture.options import NetworkOptions
-    from exconn.sources.psrp import ConnectionOptions
+    from exconn.sources.psrp_session import ConnectionOptions
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -123,7 +123,8 @@ def check(options: AuditOptions) -> None:
 
 def load(options: AuditOptions, warn: Callable[[str], None]) -> Organization:
     if options.live is not None:
-        from exconn.sources.psrp import run_collection, to_organization
+        from exconn.sources.psrp import run_collection
+        from exconn.sources.psrp_adapt import to_organization
 
         collection = run_collection(options.live.hosts, options.live.connection, warn=warn)
         return to_organization(collection)

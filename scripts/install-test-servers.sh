@@ -1,10 +1,12 @@
 #!/bin/sh
 # Install the real servers the posture tests start on loopback (tests/servers/): Knot (authoritative,
-# signs the test zones), Unbound (validating resolver), nginx (MTA-STS policy hosts).
+# signs the test zones), Unbound (validating resolver), nginx (MTA-STS policy hosts), MIT Kerberos
+# (a KDC for the PSRP endpoint's Kerberos login; libkrb5-dev and gcc build the `gssapi`/`krb5`
+# wheels of `pip install -e '.[dev]'`), faketime (a KDC whose clock is off, for the skew message).
 # Idempotent: installs only what is missing. Needs root (or sudo) on Debian/Ubuntu.
 set -eu
 
-PACKAGES="knot unbound nginx-light"
+PACKAGES="knot unbound nginx-light krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc faketime"
 
 missing=""
 for pkg in $PACKAGES; do
@@ -21,8 +23,20 @@ case "$missing" in
         ;;
 esac
 
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
+# Kerberos for the PSRP tests: pyspnego's GSSAPI/krb5 bindings are built against libkrb5-dev,
+# so they are installed here, after apt, into the active environment (the `kerberos` extra).
+python_kerberos() {
+    if command -v python >/dev/null 2>&1 && ! python -c 'import gssapi, krb5' 2>/dev/null; then
+        echo "installing the Python Kerberos bindings: pip install -e '.[kerberos]'"
+        python -m pip install --quiet -e "$ROOT[kerberos]"
+    fi
+}
+
 if [ -z "$missing" ]; then
     echo "test servers already installed: $PACKAGES"
+    python_kerberos
     exit 0
 fi
 
@@ -41,3 +55,4 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 # shellcheck disable=SC2086
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+python_kerberos

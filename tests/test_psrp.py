@@ -6,15 +6,19 @@ CLIXML objects taken from real Exchange 2019 exports. The peer is `tests/servers
 HTTP, real NTLM acceptor, real PSRP server state machine (psrpcore); only the cmdlets, RBAC and the
 no-language restriction are emulated there (no Exchange can run here).
 
-Not exercised here, because no peer can run in a test: Kerberos (needs a KDC and GSSAPI; this suite
-checks the "what to install" message instead), CredSSP (needs requests-credssp and a TLS-in-TLS
-acceptor nobody ships for Python), certificate authentication (IIS client-certificate mapping),
-and DNS failures (resolving a name would leave loopback; `describe_error` maps `gaierror`).
+Kerberos is real too: Debian's MIT KDC on loopback (`tests/servers/kdc.py`), the endpoint accepting
+with a keytab for HTTP/localhost, GSSAPI on the client, a ticket got from a password or from the
+credential cache `kinit` fills, and a KDC whose clock is off (libfaketime).
+
+Not exercised here, because no peer can run in a test: CredSSP (needs requests-credssp and a
+TLS-in-TLS acceptor nobody ships for Python), certificate authentication (IIS client-certificate
+mapping), and DNS failures (resolving a name would leave loopback; `describe_error` maps `gaierror`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import socket
 import time
@@ -28,8 +32,11 @@ from pypsrp.wsman import WSMan
 from exconn.cli import main
 from exconn.model import Organization, Source, kind_of
 from exconn.sources.files import load
-from exconn.sources.psrp import ConnectionOptions, _server_name, collect, open_session, to_organization
+from exconn.sources.psrp import _server_name, collect
+from exconn.sources.psrp_adapt import to_organization
+from exconn.sources.psrp_session import ConnectionOptions, describe_error, kerberos_available, open_session
 from tests.servers.ca import TestCA
+from tests.servers.kdc import KDC, REALM, missing_binaries
 from tests.servers.psrp import (
     NO_LANGUAGE_MESSAGE,
     ExchangeEndpoint,
@@ -497,12 +504,15 @@ def test_basic_over_http_is_refused_before_connecting(
     assert one_server.requests == []  # not one packet
 
 
-def test_kerberos_without_gssapi_says_what_to_install(capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip  # noqa: B018 - documents the intent; the check below decides
-    from exconn.sources.psrp import kerberos_available
+def test_kerberos_without_gssapi_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The test machine has GSSAPI (the Kerberos tests below need it): its absence is simulated,
+    since a missing library has no peer to run."""
+    import exconn.sources.psrp_session as session_module
 
-    if kerberos_available():
-        pytest.skip("GSSAPI is installed here; the hint is only shown without it")
+    assert kerberos_available()
+    monkeypatch.setattr(session_module, "kerberos_available", lambda: False)
     code = main(["collect", "--server", "ex01.contoso.com", "--auth", "kerberos", "--out", "x"])
     lines = _stderr_lines(capsys)
     assert code == 2 and len(lines) == 1 and "pip install 'exconn[kerberos]'" in lines[0]
@@ -511,8 +521,6 @@ def test_kerberos_without_gssapi_says_what_to_install(capsys: pytest.CaptureFixt
 def test_the_password_is_not_in_repr_or_errors() -> None:
     options = ConnectionOptions(auth="ntlm", username=ADMIN, password=PASSWORD)
     assert PASSWORD not in repr(options)
-    from exconn.sources.psrp import describe_error
-
     leaked = RuntimeError(f"server said: bad password {PASSWORD}")
     assert PASSWORD not in describe_error(leaked, "ex01", options)
 
@@ -559,3 +567,318 @@ def test_audit_server_collects_and_audits_in_one_go(
     kinds = [entry["kind"] for entry in report["inventory"]]
     assert kinds.count("ReceiveConnector") == 5 and kinds.count("SendConnector") == 2
     assert not (tmp_path / "snapshot").exists()  # nothing written: the live model is audited directly
+
+
+# --- one decoder for files and live objects (MS-PSRP §2.2.5, as PowerShell's deserialiser reads it) ----
+
+
+def _with_default(text: str) -> bytes:
+    """Exchange's accepted domain with `Default` written as `text` (PowerShell writes true/false)."""
+    obj = _org().accepted_domains[0]
+    assert b'<B N="Default">true</B>' in obj
+    return obj.replace(b'<B N="Default">true</B>', f'<B N="Default">{text}</B>'.encode())
+
+
+def test_live_objects_are_read_as_powershell_reads_them(
+    one_server: ExchangeEndpoint, org: ExchangeOrg, tmp_path: Path
+) -> None:
+    """`<B>1</B>` is true to XmlConvert.ToBoolean (and to the file reader); pypsrp reads it false,
+    and the live path used to take pypsrp's reading, so a live run and its snapshot disagreed."""
+    org.accepted_domains = [_with_default("1")]
+    with open_session("127.0.0.2", _options(one_server.port)) as session:
+        raw = session.run("Get-AcceptedDomain").objects[0]
+    assert raw.adapted_properties["Default"] is False  # pypsrp's own reading: not the one we use
+
+    live = to_organization(collect(["127.0.0.2"], _options(one_server.port)))
+    assert [d.default for d in live.accepted_domains] == [True]
+    out = tmp_path / "snapshot"
+    assert main(["collect", *_ntlm_args("127.0.0.2", port=one_server.port), "--out", str(out)]) == 0
+    assert [d.default for d in load([out]).accepted_domains] == [True]
+
+
+def test_a_live_value_powershell_would_refuse_is_one_line(
+    one_server: ExchangeEndpoint, org: ExchangeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pypsrp reads `<B>yes</B>` as false without a word; PowerShell refuses it, and so does exconn,
+    naming the cmdlet and the object, the way the file reader names the file and the object."""
+    org.accepted_domains = [_with_default("yes")]
+    # The refusal comes while loading, before any domain would be observed.
+    code = main(["audit", *_ntlm_args("127.0.0.2", port=one_server.port)])
+    lines = _stderr_lines(capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert "psrp://127.0.0.2/Get-AcceptedDomain object #0" in lines[0]
+    assert "<B> holds 'yes', which is not a valid B" in lines[0]
+
+
+_OBJ = '<Obj RefId="0"><TN RefId="0"><T>Exconn.Test</T><T>System.Object</T></TN><Props>{}</Props></Obj>'
+
+
+@pytest.mark.parametrize(
+    ("member", "expected"),
+    [
+        ('<B N="V">1</B>', True),  # old live path: False (pypsrp)
+        ('<B N="V">True</B>', "not a valid B"),  # XmlConvert is case-sensitive; old live path: True
+        ('<TS N="V">PT1H30M</TS>', dt.timedelta(hours=1, minutes=30)),
+        ('<TS N="V">01:30:00</TS>', "not a valid TS"),  # old live path: the string "01:30:00"
+        ('<Ref N="V" RefId="7" />', "points at no earlier object"),  # old live path: None
+        ('<Version N="V">15.2_x0035_</Version>', "15.2_x0035_"),  # written raw; old live path: "15.25"
+        ('<URI N="V">http://a/_x0041_</URI>', "http://a/A"),  # an escaped string, like S
+        ('<S N="V">_xD83D__xDE00_ x_x005F_x0041_</S>', "\U0001f600 x_x0041_"),
+        ('<I32 N="V">x</I32>', "not a valid I32"),
+        ('<Nil N="V" />', None),
+    ],
+)
+def test_files_and_live_objects_share_one_decoder(tmp_path: Path, member: str, expected: object) -> None:
+    """The same object, read from an Export-Clixml file and as a PSRP message, means one thing."""
+    from types import SimpleNamespace
+
+    from exconn.clixml.reader import iter_clixml
+    from exconn.errors import InputError
+    from exconn.sources.psrp_adapt import to_psobject
+
+    xml = _OBJ.format(member)
+    file = tmp_path / "one.xml"
+    file.write_text(
+        f'<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">{xml}</Objs>'
+    )
+    # pypsrp keeps each received object's CLIXML in `_xml`: that string is all the adapter reads.
+    message = SimpleNamespace(_xml=xml)
+    readings: list[object] = []
+    for read in (lambda: next(iter_clixml(file)), lambda: to_psobject(message, where="psrp://ex01/Get-Test")):
+        try:
+            obj = read()
+        except InputError as error:
+            readings.append(("refused", error.reason.split(": ", 1)[-1]))
+        else:
+            assert not isinstance(obj, str | None) and hasattr(obj, "get")
+            readings.append(obj.get("V"))  # type: ignore[union-attr]
+    assert readings[0] == readings[1]
+    if isinstance(expected, str) and expected.startswith(("not a valid", "points at")):
+        assert isinstance(readings[0], tuple) and expected in str(readings[0][1])
+    else:
+        assert readings[0] == expected
+
+
+# --- --server HOST[:PORT] ------------------------------------------------------------------------------
+
+
+def _closed_port(host: str = "127.0.0.2") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])  # closed again when the block ends: nothing listens
+
+
+def test_each_server_may_carry_its_own_port(
+    ntlm_users: None, org: ExchangeOrg, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two endpoints on different ports in one collect; --port (closed here) is only the default."""
+    ex01 = ExchangeEndpoint(org, server_name=EX01, users=USERS, admins={ADMIN}, host="127.0.0.2").start()
+    ex02 = ExchangeEndpoint(org, server_name=EX02, users=USERS, admins={ADMIN}, host="127.0.0.3").start()
+    try:
+        assert ex01.port != ex02.port
+        out = tmp_path / "snapshot"
+        servers = [f"127.0.0.2:{ex01.port}", f"127.0.0.3:{ex02.port}"]
+        args = _ntlm_args(*servers, port=_closed_port())
+        assert main(["collect", *args, "--out", str(out)]) == 0
+    finally:
+        ex01.stop()
+        ex02.stop()
+    manifest = json.loads((out / "manifest.json").read_text("utf-8"))
+    assert manifest["collectedFrom"] == [
+        f"http://127.0.0.2:{ex01.port}/PowerShell",
+        f"http://127.0.0.3:{ex02.port}/PowerShell",
+    ]
+    runs = {(c["cmdlet"], c["server"]): c for c in manifest["commands"]}
+    # -Server names the host, never the port; each server answered its own per-server cmdlets.
+    assert runs[("Get-ReceiveConnector", "127.0.0.2")]["count"] == 5
+    assert runs[("Get-ReceiveConnector", "127.0.0.3")]["count"] == 5
+    assert all(c["errors"] == [] for c in manifest["commands"])
+    assert ex01.requests and ex02.requests
+    assert "warning" not in capsys.readouterr().err
+    snapshot = load([out])
+    assert {c.server for c in snapshot.certificates} == {"127.0.0.2", "127.0.0.3"}  # PSComputerName: the host
+
+
+def test_an_ipv6_server_in_brackets_with_its_port(ntlm_users: None, org: ExchangeOrg) -> None:
+    org.aliases["::1"] = EX01
+    endpoint = ExchangeEndpoint(org, server_name=EX01, users=USERS, admins={ADMIN}, host="::1").start()
+    try:
+        collection = collect([f"[::1]:{endpoint.port}"], _options(_closed_port("127.0.0.1")))
+    finally:
+        endpoint.stop()
+    assert collection.hosts == (f"[::1]:{endpoint.port}",)
+    assert collection.endpoints == (f"http://[::1]:{endpoint.port}/PowerShell",)
+    assert all(run.errors == [] for run in collection.runs)
+    live = to_organization(collection)
+    assert len(live.receive_connectors) == 5
+    assert {o.source.path for o in live.receive_connectors} == {
+        f"psrp://[::1]:{endpoint.port}/Get-ReceiveConnector"
+    }
+
+
+def test_the_same_endpoint_twice_is_one_session(one_server: ExchangeEndpoint) -> None:
+    port = one_server.port
+    collection = collect(["127.0.0.2", f"127.0.0.2:{port}"], _options(port))
+    assert collection.hosts == ("127.0.0.2",)
+    assert len([r for r in collection.runs if r.cmdlet == "Get-ReceiveConnector"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "host", "port"),
+    [
+        ("ex01.contoso.com", "ex01.contoso.com", None),
+        ("ex01.contoso.com:5985", "ex01.contoso.com", 5985),
+        ("[::1]:5985", "::1", 5985),
+        ("[::1]", "::1", None),
+        ("::1", "::1", None),  # a bare IPv6 address has no port
+        ("[fe80::1%eth0]:80", "fe80::1%eth0", 80),
+        ("192.0.2.1:443", "192.0.2.1", 443),
+    ],
+)
+def test_server_values(text: str, host: str, port: int | None) -> None:
+    from exconn.sources.psrp_session import Server, parse_server
+
+    assert parse_server(text) == Server(host, port)
+
+
+@pytest.mark.parametrize(
+    "text", ["ex01:", "ex01:0", "ex01:65536", "ex01:http", "[::1", "[ex01]:80", "[::1]x", "a:b:c", ":80", " "]
+)
+def test_bad_server_values_are_one_line_before_any_packet(
+    text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["collect", "--server", text, "--auth", "ntlm", "--username", ADMIN, "--out", "x"])
+    lines = _stderr_lines(capsys)
+    assert code == 2 and len(lines) == 1 and "--server" in lines[0], lines
+    assert "Traceback" not in lines[0]
+
+
+# --- Kerberos, end to end: a real MIT KDC on loopback, the endpoint accepting with its keytab -------
+
+KRB_USER, KRB_PASSWORD = "exadmin", "Kerb3ros!-not-in-any-output"
+KRB_PRINCIPAL = f"{KRB_USER}@{REALM}"
+
+
+def _kerberos_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, org: ExchangeOrg, *, skew_seconds: int = 0
+) -> Iterator[tuple[KDC, ExchangeEndpoint]]:
+    missing = missing_binaries()
+    assert not missing, f"{missing} missing: run scripts/install-test-servers.sh"
+    kdc = KDC(tmp_path / "kdc", users={KRB_USER: KRB_PASSWORD}, skew_seconds=skew_seconds).start()
+    for name, value in kdc.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv(PW_ENV, KRB_PASSWORD)
+    # The endpoint listens on 127.0.0.1; the client names it `localhost`, whose HTTP SPN the KDC has.
+    endpoint = ExchangeEndpoint(
+        org, server_name=EX01, users=USERS, admins={KRB_PRINCIPAL}, host="127.0.0.1"
+    ).start()
+    org.aliases["localhost"] = EX01
+    try:
+        yield kdc, endpoint
+    finally:
+        endpoint.stop()
+        kdc.stop()
+
+
+@pytest.fixture
+def kerberos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, org: ExchangeOrg
+) -> Iterator[tuple[KDC, ExchangeEndpoint]]:
+    yield from _kerberos_world(tmp_path, monkeypatch, org)
+
+
+def _krb_collect(endpoint: ExchangeEndpoint, out: Path, *extra: str, host: str = "localhost") -> int:
+    return main(["collect", "--server", f"{host}:{endpoint.port}", *extra, "--out", str(out)])
+
+
+def _assert_kerberos_snapshot(endpoint: ExchangeEndpoint, out: Path) -> None:
+    assert endpoint.logins and set(endpoint.logins) == {(KRB_PRINCIPAL, "kerberos")}
+    manifest = json.loads((out / "manifest.json").read_text("utf-8"))
+    assert all(c["errors"] == [] for c in manifest["commands"])
+    assert {(c["cmdlet"], c["count"]) for c in manifest["commands"]} >= {("Get-ReceiveConnector", 5)}
+    # Over plain HTTP, every SOAP body after the login was sealed with the Kerberos session key.
+    bodies = [r for r in endpoint.requests if r["body"]]
+    assert bodies and all(r["content_type"].startswith("multipart/encrypted") for r in bodies)
+    assert b"Envelope" not in endpoint.raw_traffic()
+    assert KRB_PASSWORD.encode() not in endpoint.raw_traffic()
+
+
+def test_kerberos_with_a_password(
+    kerberos: tuple[KDC, ExchangeEndpoint], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--auth kerberos --username user@REALM`: the ticket is got from the password (no kinit)."""
+    kdc, endpoint = kerberos
+    out = tmp_path / "snapshot"
+    args = ["--auth", "kerberos", "--username", KRB_PRINCIPAL, "--password-env", PW_ENV]
+    assert _krb_collect(endpoint, out, *args) == 0
+    _assert_kerberos_snapshot(endpoint, out)
+    assert not kdc.ccache.exists()  # the password's ticket stays in memory, not in the user's cache
+    assert KRB_PASSWORD not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("auth", [None, "kerberos"])
+def test_the_ticket_from_the_credential_cache(
+    kerberos: tuple[KDC, ExchangeEndpoint], tmp_path: Path, auth: str | None
+) -> None:
+    """After `kinit`, no user name nor password: the default (negotiate) and --auth kerberos use
+    the cached ticket, as on a domain-joined admin workstation."""
+    kdc, endpoint = kerberos
+    kdc.kinit(KRB_USER, KRB_PASSWORD)
+    out = tmp_path / "snapshot"
+    assert _krb_collect(endpoint, out, *(["--auth", auth] if auth else [])) == 0
+    _assert_kerberos_snapshot(endpoint, out)
+
+
+def test_kerberos_without_a_ticket_or_password_says_kinit(
+    kerberos: tuple[KDC, ExchangeEndpoint], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _kdc, endpoint = kerberos
+    assert _krb_collect(endpoint, tmp_path / "x", "--auth", "kerberos") == 2
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1 and "no ticket in the credential cache" in lines[0] and "kinit" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "host", "expected"),
+    [
+        ("nobody@" + REALM, KRB_PASSWORD, "localhost", f"knows no user nobody@{REALM}: check --username"),
+        (KRB_PRINCIPAL, "Wr0ng!password-xyz", "localhost", "password of exadmin@EXLAB.TEST was refused"),
+        # An address instead of the name the SPN is registered for: the KDC has no HTTP/127.0.0.1.
+        (KRB_PRINCIPAL, KRB_PASSWORD, "127.0.0.1", f"no service principal HTTP/127.0.0.1@{REALM}"),
+    ],
+)
+def test_unknown_kerberos_principals_give_one_clear_line(
+    kerberos: tuple[KDC, ExchangeEndpoint],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    user: str,
+    password: str,
+    host: str,
+    expected: str,
+) -> None:
+    _kdc, endpoint = kerberos
+    monkeypatch.setenv(PW_ENV, password)
+    args = ["--auth", "kerberos", "--username", user, "--password-env", PW_ENV]
+    assert _krb_collect(endpoint, tmp_path / "x", *args, host=host) == 2
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert f"http://{host}:{endpoint.port}/PowerShell: Kerberos: " in lines[0]
+    assert password not in lines[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_clock_skew_gives_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, org: ExchangeOrg, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The KDC's clock an hour ahead (libfaketime): Kerberos refuses the login, and says why."""
+    world = _kerberos_world(tmp_path, monkeypatch, org, skew_seconds=3600)
+    _kdc, endpoint = next(world)
+    try:
+        args = ["--auth", "kerberos", "--username", KRB_PRINCIPAL, "--password-env", PW_ENV]
+        assert _krb_collect(endpoint, tmp_path / "x", *args) == 2
+    finally:
+        world.close()
+    lines = _stderr_lines(capsys)
+    assert len(lines) == 1 and "clock" in lines[0] and "differ by more than the allowed skew" in lines[0]
+    assert endpoint.logins == []

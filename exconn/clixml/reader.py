@@ -12,21 +12,20 @@ Every refusal is an `InputError`: one line naming the file and saying what to do
 
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
-import datetime as dt
-import decimal
 import os
 import re
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import AnyStr, BinaryIO
 
 from lxml import etree
 
-from exconn.clixml.objects import Form, PSObject, PSValue, SecureString
+from exconn.clixml.objects import PSValue
+from exconn.clixml.primitives import SERIALIZATION_DATA as SERIALIZATION_DATA
+from exconn.clixml.primitives import Decoder
+from exconn.clixml.primitives import strip_type_names as strip_type_names
+from exconn.clixml.primitives import unescape as unescape
 from exconn.errors import InputError
 
 PS_NAMESPACE = "http://schemas.microsoft.com/powershell/2004/04"
@@ -34,127 +33,6 @@ PS_NAMESPACE = "http://schemas.microsoft.com/powershell/2004/04"
 _SNIFF_BYTES = 64 * 1024
 _SCAN_CHUNK = 256 * 1024
 _EXPORT_ADVICE = "export the objects instead, e.g. `Get-SendConnector | Export-Clixml send.xml`"
-
-# --- strings ---------------------------------------------------------------------------------
-
-_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def unescape(text: str) -> str:
-    """Undo PowerShell's `_xHHHH_` escaping (XmlConvert.EncodeName style, UTF-16 code units).
-
-    One pass, left to right, so the escaped underscore `_x005F_` yields a literal `_` and what
-    follows it is not read as another escape. Characters outside the BMP arrive as two escaped
-    surrogates; they are joined back into one character, and a lone surrogate is kept as is.
-    """
-    if "_x" not in text:
-        return text
-    decoded = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
-    if _SURROGATE.search(decoded):
-        decoded = decoded.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
-    return decoded
-
-
-# --- primitives --------------------------------------------------------------------------------
-
-_DURATION = re.compile(
-    r"(?P<sign>-)?P(?:(?P<days>\d+)D)?"
-    r"(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?"
-)
-
-
-def _duration(text: str) -> dt.timedelta:
-    match = _DURATION.fullmatch(text.strip())
-    if match is None or text.strip() in ("P", "-P", "PT", "-PT"):
-        raise ValueError(f"not an xs:duration: {text!r}")
-    parts = {k: float(v) for k, v in match.groupdict().items() if v is not None and k != "sign"}
-    delta = dt.timedelta(**parts)
-    return -delta if match["sign"] else delta
-
-
-def _boolean(text: str) -> bool:
-    value = text.strip()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
-
-
-def _datetime(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.strip())
-
-
-def _base64(text: str) -> bytes:
-    return base64.b64decode(text)
-
-
-def _char(text: str) -> str:
-    return chr(int(text))
-
-
-_PRIMITIVES: dict[str, Callable[[str], PSValue]] = {
-    "S": unescape,
-    "C": _char,
-    "B": _boolean,
-    "DT": _datetime,
-    "TS": _duration,
-    "By": int,
-    "SB": int,
-    "U16": int,
-    "I16": int,
-    "U32": int,
-    "I32": int,
-    "U64": int,
-    "I64": int,
-    "Sg": float,
-    "Db": float,
-    "D": decimal.Decimal,
-    "BA": _base64,
-    "G": uuid.UUID,
-    "URI": unescape,
-    "Version": str,
-    "XD": unescape,
-    "SBK": unescape,
-    "SS": SecureString,
-}
-
-_CONTAINERS = frozenset({"LST", "IE", "STK", "QUE"})
-
-# Children of a <PR> progress record, by the property they stand for.
-_PROGRESS_FIELDS: dict[str, tuple[str, Callable[[str], PSValue]]] = {
-    "AV": ("Activity", unescape),
-    "AI": ("ActivityId", int),
-    "CO": ("CurrentOperation", unescape),
-    "PI": ("ParentActivityId", int),
-    "PC": ("PercentComplete", int),
-    "T": ("RecordType", unescape),
-    "SR": ("SecondsRemaining", int),
-    "SD": ("StatusDescription", unescape),
-}
-
-SERIALIZATION_DATA = "SerializationData"
-
-
-def strip_type_names(raw: tuple[str, ...]) -> tuple[tuple[str, ...], Form]:
-    """Drop `Deserialized.` and `Selected.` prefixes and say which form they revealed."""
-    form = Form.LIVE
-    names = []
-    for name in raw:
-        while True:
-            if name.startswith("Deserialized."):
-                name = name[len("Deserialized.") :]
-                if form is Form.LIVE:
-                    form = Form.DESERIALIZED
-            elif name.startswith("Selected."):
-                name = name[len("Selected.") :]
-                form = Form.SELECTED
-            else:
-                break
-        names.append(name)
-    return tuple(names), form
-
 
 # --- sniffing ----------------------------------------------------------------------------------
 
@@ -284,120 +162,17 @@ def _unfinished_tag(buffer: AnyStr, lt: AnyStr, gt: AnyStr) -> AnyStr:
 # --- building objects --------------------------------------------------------------------------
 
 
-class _Builder:
-    """Turns complete lxml elements into PSValues, keeping the file-wide RefId and TN tables."""
+class _Builder(Decoder):
+    """The shared decoder over one file: RefIds and TN RefIds are file-wide, and every refusal
+    names the file and the top-level object it is in."""
 
     def __init__(self, path: Path, namespace: str, targets: set[str]) -> None:
+        super().__init__(namespace, keep=targets)
         self.path = path
-        self.prefix = f"{{{namespace}}}" if namespace else ""
-        self.targets = targets
-        self.refs: dict[str, PSObject] = {}
-        self.type_names: dict[str, tuple[tuple[str, ...], Form]] = {}
         self.index = 0
-        self._locals: dict[str, str] = {}
 
     def fail(self, reason: str) -> InputError:
         return InputError(self.path, f"top-level object #{self.index}: {reason}")
-
-    def local(self, tag: str) -> str:
-        name = self._locals.get(tag)
-        if name is None:
-            name = tag[len(self.prefix) :] if tag.startswith(self.prefix) else tag
-            self._locals[tag] = name
-        return name
-
-    def value(self, elem: etree._Element) -> PSValue:
-        local = self.local(elem.tag)
-        parse = _PRIMITIVES.get(local)
-        if parse is not None:
-            text = elem.text or ""
-            try:
-                return parse(text)
-            except (ValueError, ArithmeticError, binascii.Error):
-                shown = text if len(text) <= 40 else text[:40] + "..."
-                raise self.fail(f"<{local}> holds {shown!r}, which is not a valid {local}") from None
-        if local == "Obj":
-            return self.obj(elem)
-        if local == "Ref":
-            ref_id = elem.get("RefId") or ""
-            try:
-                return self.refs[ref_id]
-            except KeyError:
-                raise self.fail(f'<Ref RefId="{ref_id}"> points at no earlier object') from None
-        if local == "Nil":
-            return None
-        if local == "PR":
-            return self.progress(elem)
-        # An element newer than MS-PSRP §2.2.5: its text is the best reading we have.
-        return unescape(elem.text or "")
-
-    def obj(self, elem: etree._Element) -> PSObject:
-        obj = PSObject()
-        ref_id = elem.get("RefId")
-        # Registered before its content is read: a member may point back at the object itself.
-        if ref_id is not None and ref_id in self.targets:
-            self.refs[ref_id] = obj
-        for child in elem:
-            local = self.local(child.tag)
-            if local == "TN":
-                obj.type_names, obj.form = self.tn(child)
-            elif local == "TNRef":
-                tn_id = child.get("RefId") or ""
-                try:
-                    obj.type_names, obj.form = self.type_names[tn_id]
-                except KeyError:
-                    raise self.fail(f'<TNRef RefId="{tn_id}"> points at no earlier <TN>') from None
-            elif local == "ToString":
-                obj.to_string = unescape(child.text or "")
-            elif local == "Props":
-                self.members(child, obj.props)
-            elif local == "MS":
-                self.members(child, obj.extended)
-            elif local in _CONTAINERS:
-                obj.items = [self.value(item) for item in child]
-            elif local == "DCT":
-                obj.dct = [self.entry(entry) for entry in child]
-            else:
-                obj.value = self.value(child)
-        return obj
-
-    def tn(self, elem: etree._Element) -> tuple[tuple[str, ...], Form]:
-        raw = tuple(unescape(t.text or "") for t in elem)
-        stripped = strip_type_names(raw)
-        self.type_names[elem.get("RefId") or ""] = stripped
-        return stripped
-
-    def members(self, elem: etree._Element, into: dict[str, PSValue]) -> None:
-        for child in elem:
-            name = unescape(child.get("N") or "")
-            if name == SERIALIZATION_DATA and self.local(child.tag) == "BA":
-                continue
-            into[name] = self.value(child)
-
-    def entry(self, elem: etree._Element) -> tuple[PSValue, PSValue]:
-        key: PSValue = None
-        value: PSValue = None
-        for child in elem:
-            if child.get("N") == "Key":
-                key = self.value(child)
-            else:
-                value = self.value(child)
-        return key, value
-
-    def progress(self, elem: etree._Element) -> PSObject:
-        record = PSObject(type_names=("System.Management.Automation.ProgressRecord", "System.Object"))
-        for child in elem:
-            local = self.local(child.tag)
-            if local == "Nil":
-                # MS-PSRP writes the CurrentOperation slot as <Nil/> when it is unset.
-                record.props["CurrentOperation"] = None
-                continue
-            name, parse = _PROGRESS_FIELDS.get(local, (local, unescape))
-            try:
-                record.props[name] = parse(child.text or "")
-            except ValueError:
-                raise self.fail(f"<PR> field <{local}> holds {child.text!r}") from None
-        return record
 
 
 # --- the stream ----------------------------------------------------------------------------------

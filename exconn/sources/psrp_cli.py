@@ -15,14 +15,9 @@ from pathlib import Path
 
 from exconn.arg_cli import path_argument
 from exconn.errors import UsageError
-from exconn.sources.psrp import (
-    AUTH_CHOICES,
-    Collection,
-    ConnectionOptions,
-    check_options,
-    run_collection,
-    save_snapshot,
-)
+from exconn.sources.psrp import Collection, run_collection
+from exconn.sources.psrp_adapt import save_snapshot
+from exconn.sources.psrp_session import AUTH_CHOICES, ConnectionOptions, check_options, parse_server
 
 NEEDS_PASSWORD = ("basic", "ntlm", "credssp")
 
@@ -44,9 +39,12 @@ def add_connection_options(
     group.add_argument(
         "--server",
         action="append",
-        metavar="HOST",
+        metavar="HOST[:PORT]",
         required=required,
-        help="Exchange server to collect from (repeatable; use the FQDN, as Kerberos and -Server need it)",
+        help=(
+            "Exchange server to collect from (repeatable; use the FQDN, as Kerberos and -Server need it); "
+            "a port here overrides --port for this server ([ADDRESS]:PORT for IPv6)"
+        ),
     )
     group.add_argument(
         "--auth",
@@ -66,7 +64,12 @@ def add_connection_options(
         default=False,
         help="HTTPS (port 443) instead of HTTP (port 80, where the session is encrypted by NTLM/Kerberos)",
     )
-    group.add_argument("--port", type=int, metavar="N", help="port (default 443 with --ssl, else 80)")
+    group.add_argument(
+        "--port",
+        type=int,
+        metavar="N",
+        help="port of servers given without one (default 443 with --ssl, else 80)",
+    )
     group.add_argument(
         "--path", default="PowerShell", metavar="PATH", help="endpoint path (default PowerShell)"
     )
@@ -117,6 +120,7 @@ def add_collect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 def connection_options(args: argparse.Namespace) -> ConnectionOptions:
     """Options from the command line; the password from the environment or a prompt."""
+    servers = [parse_server(text) for text in args.server or ()]  # a bad one: UsageError, first
     ca_flag = args.server_ca_file_flag
     if args.server_ca_file and args.no_cert_validation:
         raise UsageError(f"{ca_flag} and --no-cert-validation contradict each other")
@@ -149,7 +153,7 @@ def connection_options(args: argparse.Namespace) -> ConnectionOptions:
         ca_file_flag=ca_flag,
         timeout_flag=args.server_timeout_flag,
     )
-    check_options(options, args.server[0] if args.server else "")
+    check_options(options, servers[0] if servers else "")
     return options
 
 

@@ -3,10 +3,12 @@
 What is real, end to end, when exconn talks to it:
 - HTTP/1.1 with keep-alive over a real socket (`http.server.ThreadingHTTPServer`), optionally TLS with a
   certificate from `tests/servers/ca.py`;
-- authentication: NTLM inside SPNEGO/Negotiate (pyspnego's real acceptor, checking the password
-  against `NTLM_USER_FILE`), connection-bound as IIS does it; or Basic (checked here);
+- authentication: NTLM or Kerberos inside SPNEGO/Negotiate (pyspnego's real acceptor, checking an
+  NTLM password against `NTLM_USER_FILE`, a Kerberos ticket with the keytab in `KRB5_KTNAME`, see
+  `tests/servers/kdc.py`), connection-bound as IIS does it, with Kerberos' mutual-authentication
+  token on the answer; or Basic (checked here);
 - HTTP message encryption over plain HTTP (`multipart/encrypted`, `HTTP-SPNEGO-session-encrypted`)
-  with pypsrp's own `WinRMEncryption` wrapped around the server's NTLM context, so every SOAP
+  with pypsrp's own `WinRMEncryption` wrapped around the server's NTLM/Kerberos context, so every SOAP
   body after the handshake is sealed with the negotiated session key, faults included;
 - WS-Management SOAP: Create, Command, Send, Receive (with operation-timeout faults), Signal,
   Delete, and the WSManFault bodies a real server returns (2150858811 for an unknown resource
@@ -31,6 +33,7 @@ import copy
 import datetime as dt
 import http.server
 import re
+import socket
 import ssl
 import threading
 import time
@@ -394,6 +397,10 @@ class _Shell:
         self.lock.notify_all()
 
 
+class _IPv6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 class ExchangeEndpoint:
     """One emulated Exchange server's `/PowerShell` endpoint on a loopback address."""
 
@@ -423,6 +430,8 @@ class ExchangeEndpoint:
         self.stalled = threading.Event()
         self.released = threading.Event()
         self.requests: list[dict[str, Any]] = []
+        # (client principal, mechanism) of every completed Negotiate login: "kerberos" or "ntlm".
+        self.logins: list[tuple[str, str]] = []
         self.shells: dict[str, _Shell] = {}
         self.lock = threading.Lock()
         endpoint = self
@@ -431,7 +440,8 @@ class ExchangeEndpoint:
             pass
 
         Handler.endpoint = endpoint
-        self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+        server_class = _IPv6Server if ":" in host else http.server.ThreadingHTTPServer
+        self.httpd = server_class((host, port), Handler)
         self.httpd.daemon_threads = True
         self.tls = tls_chain is not None
         if tls_chain is not None:
@@ -456,6 +466,10 @@ class ExchangeEndpoint:
         with self.lock:
             self.requests.append(entry)
 
+    def record_login(self, principal: str, mechanism: str) -> None:
+        with self.lock:
+            self.logins.append((principal, mechanism))
+
     def raw_traffic(self) -> bytes:
         with self.lock:
             return b"".join(r["authorization"] + r["body"] for r in self.requests)
@@ -470,12 +484,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     auth_context: Any = None
     user: str | None = None
     encryption: WinRMEncryption | None = None
+    final_token: bytes | None = None
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
         pass
 
     def _send(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        if self.final_token is not None:
+            # Kerberos mutual authentication: the AP-REP rides on the first answer after the login.
+            self.send_header("WWW-Authenticate", f"Negotiate {base64.b64encode(self.final_token).decode()}")
+            self.final_token = None
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.send_header("Content-Length", str(len(body)))
@@ -533,7 +552,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.encryption = None
                 try:
                     out = self.auth_context.step(base64.b64decode(token))
-                except spnego.exceptions.SpnegoError:
+                except Exception:  # noqa: BLE001 - any refused token is a 401, as IIS answers it
                     self.auth_context = None
                     self._challenge()
                     return
@@ -541,6 +560,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self._challenge(out)
                     return
                 self.user = str(self.auth_context.client_principal)
+                self.final_token = out
+                endpoint.record_login(self.user, str(self.auth_context.negotiated_protocol))
                 self.encryption = WinRMEncryption(self.auth_context, WinRMEncryption.SPNEGO)
             elif scheme.lower() == "basic" and "Basic" in endpoint.schemes:
                 user, _, password = base64.b64decode(token).decode("utf-8", "replace").partition(":")

@@ -34,15 +34,14 @@ from exconn.model import (
     TransportConfig,
     TransportRole,
 )
-from exconn.sources.convert import (
-    convert,
-    convert_all,
+from exconn.sources.convert import convert, convert_all
+from exconn.sources.files import load
+from exconn.sources.values import (
     parse_address_space,
     parse_binding,
     parse_certificate_name,
     parse_ip_range,
 )
-from exconn.sources.files import load
 
 REAL = Path(__file__).parents[2] / "shared/fixtures/real"
 NS = 'xmlns="http://schemas.microsoft.com/powershell/2004/04"'

@@ -283,18 +283,32 @@ def _unfinished_tag(buffer: AnyStr, lt: AnyStr, gt: AnyStr) -> AnyStr:
 
 # --- building objects --------------------------------------------------------------------------
 
+# Property names and tags remembered, at most: a real export has a few hundred distinct ones.
+_NAME_CACHE = 4096
+
 
 class _Builder:
-    """Turns complete lxml elements into PSValues, keeping the file-wide RefId and TN tables."""
+    """Turns complete lxml elements into PSValues, keeping the file-wide RefId and TN tables.
+
+    This runs once per element of the file, so it dispatches on the full tag (`{ns}S`) with
+    tags computed once here, instead of taking every tag apart; the names of properties repeat
+    from object to object, so each is unescaped once.
+    """
 
     def __init__(self, path: Path, namespace: str, targets: set[str]) -> None:
         self.path = path
-        self.prefix = f"{{{namespace}}}" if namespace else ""
+        self.prefix = prefix = f"{{{namespace}}}" if namespace else ""
         self.targets = targets
         self.refs: dict[str, PSObject] = {}
         self.type_names: dict[str, tuple[tuple[str, ...], Form]] = {}
         self.index = 0
         self._locals: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        self._parsers = {prefix + local: (local, parse) for local, parse in _PRIMITIVES.items()}
+        self._containers = frozenset(prefix + local for local in _CONTAINERS)
+        self._obj, self._ref, self._nil, self._pr = (prefix + t for t in ("Obj", "Ref", "Nil", "PR"))
+        self._props, self._ms, self._tn, self._tnref = (prefix + t for t in ("Props", "MS", "TN", "TNRef"))
+        self._to_string, self._dct, self._ba = (prefix + t for t in ("ToString", "DCT", "BA"))
 
     def fail(self, reason: str) -> InputError:
         return InputError(self.path, f"top-level object #{self.index}: {reason}")
@@ -303,32 +317,35 @@ class _Builder:
         name = self._locals.get(tag)
         if name is None:
             name = tag[len(self.prefix) :] if tag.startswith(self.prefix) else tag
-            self._locals[tag] = name
+            if len(self._locals) < _NAME_CACHE:
+                self._locals[tag] = name
         return name
 
     def value(self, elem: etree._Element) -> PSValue:
-        local = self.local(elem.tag)
-        parse = _PRIMITIVES.get(local)
-        if parse is not None:
+        tag = elem.tag
+        primitive = self._parsers.get(tag)
+        if primitive is not None:
             text = elem.text or ""
             try:
-                return parse(text)
+                return primitive[1](text)
             except (ValueError, ArithmeticError, binascii.Error):
+                local = primitive[0]
                 shown = text if len(text) <= 40 else text[:40] + "..."
                 raise self.fail(f"<{local}> holds {shown!r}, which is not a valid {local}") from None
-        if local == "Obj":
+        if tag == self._obj:
             return self.obj(elem)
-        if local == "Ref":
+        if tag == self._ref:
             ref_id = elem.get("RefId") or ""
             try:
                 return self.refs[ref_id]
             except KeyError:
                 raise self.fail(f'<Ref RefId="{ref_id}"> points at no earlier object') from None
-        if local == "Nil":
+        if tag == self._nil:
             return None
-        if local == "PR":
+        if tag == self._pr:
             return self.progress(elem)
-        # An element newer than MS-PSRP §2.2.5: its text is the best reading we have.
+        # An element newer than MS-PSRP §2.2.5 (or of another namespace): its text is the best
+        # reading we have.
         return unescape(elem.text or "")
 
     def obj(self, elem: etree._Element) -> PSObject:
@@ -338,24 +355,24 @@ class _Builder:
         if ref_id is not None and ref_id in self.targets:
             self.refs[ref_id] = obj
         for child in elem:
-            local = self.local(child.tag)
-            if local == "TN":
+            tag = child.tag
+            if tag == self._props:
+                self.members(child, obj.props)
+            elif tag == self._tn:
                 obj.type_names, obj.form = self.tn(child)
-            elif local == "TNRef":
+            elif tag == self._tnref:
                 tn_id = child.get("RefId") or ""
                 try:
                     obj.type_names, obj.form = self.type_names[tn_id]
                 except KeyError:
                     raise self.fail(f'<TNRef RefId="{tn_id}"> points at no earlier <TN>') from None
-            elif local == "ToString":
+            elif tag == self._to_string:
                 obj.to_string = unescape(child.text or "")
-            elif local == "Props":
-                self.members(child, obj.props)
-            elif local == "MS":
+            elif tag == self._ms:
                 self.members(child, obj.extended)
-            elif local in _CONTAINERS:
+            elif tag in self._containers:
                 obj.items = [self.value(item) for item in child]
-            elif local == "DCT":
+            elif tag == self._dct:
                 obj.dct = [self.entry(entry) for entry in child]
             else:
                 obj.value = self.value(child)
@@ -368,9 +385,15 @@ class _Builder:
         return stripped
 
     def members(self, elem: etree._Element, into: dict[str, PSValue]) -> None:
+        names = self._names
         for child in elem:
-            name = unescape(child.get("N") or "")
-            if name == SERIALIZATION_DATA and self.local(child.tag) == "BA":
+            raw = child.get("N") or ""
+            name = names.get(raw)
+            if name is None:
+                name = unescape(raw)
+                if len(names) < _NAME_CACHE:
+                    names[raw] = name
+            if name == SERIALIZATION_DATA and child.tag == self._ba:
                 continue
             into[name] = self.value(child)
 
@@ -408,7 +431,8 @@ def iter_clixml(path: str | Path) -> Iterator[PSValue]:
 
     Raises InputError (one line, naming the file) for anything that is not a well-formed CLIXML
     export: empty, binary, Format-List or CSV text, a DOCTYPE or entities, a root other than
-    <Objs>, truncated or malformed XML, or values that break MS-PSRP's rules.
+    <Objs>, truncated or malformed XML, or values that break MS-PSRP's rules. The values before
+    the fault are yielded first (except a bare value right before it, which may be cut short).
     """
     path = Path(path)
     try:
@@ -421,57 +445,96 @@ def iter_clixml(path: str | Path) -> Iterator[PSValue]:
         head = stream.read(_SNIFF_BYTES)
         encoding, start = _sniff(path, head, complete=len(head) < _SNIFF_BYTES)
         stream.seek(start)
+        namespace = _root_namespace(path, stream, encoding)
+        stream.seek(start)
         targets = _ref_targets(stream, encoding)
         stream.seek(start)
-        yield from _parse(path, stream, encoding, targets)
+        yield from _parse(path, stream, encoding, namespace, targets)
 
 
-def _parse(path: Path, stream: BinaryIO, encoding: str, targets: set[str]) -> Iterator[PSValue]:
-    events = etree.iterparse(
-        stream,
-        events=("start", "end"),
-        encoding=encoding,
-        # Hostile input: no entity expansion, no DTD, no network, no file access. libxml2's own
-        # size limits stay on (no huge_tree): CLIXML text nodes are far below 10 MB.
-        resolve_entities=False,
-        load_dtd=False,
-        no_network=True,
-        remove_comments=True,
-        remove_pis=True,
-    )
-    root: etree._Element | None = None
-    builder: _Builder | None = None
-    depth = 0
+# Hostile input: no entity expansion, no DTD, no network, no file access. libxml2's own size
+# limits stay on (no huge_tree): CLIXML text nodes are far below 10 MB. The indentation between
+# elements would be one text node per element, never read; whitespace inside a leaf (`<S> </S>`)
+# is kept.
+_PARSER_OPTIONS = {
+    "resolve_entities": False,
+    "load_dtd": False,
+    "no_network": True,
+    "remove_comments": True,
+    "remove_pis": True,
+    "remove_blank_text": True,
+}
+
+
+def _root_namespace(path: Path, stream: BinaryIO, encoding: str) -> str:
+    """Parse up to the root's start tag only, and refuse a file that is not CLIXML there: the
+    whole file is never parsed (nor kept) for a root that is not <Objs>."""
+    parser = etree.XMLPullParser(events=("start",), encoding=encoding, **_PARSER_OPTIONS)
     try:
-        for event, elem in events:
-            if event == "start":
-                depth += 1
-                if root is None:
-                    root = elem
-                    builder = _Builder(path, _check_root(path, elem), targets)
-                continue
-            depth -= 1
-            if depth == 1 and builder is not None and root is not None:
-                value = builder.value(elem)
-                builder.index += 1
-                # Free what is done: this element and the whitespace and elements before it.
-                elem.clear()
-                while elem.getprevious() is not None:
-                    del root[0]
-                yield value
-            elif depth > 1 and elem.get("N") == SERIALIZATION_DATA:
-                # The blob is most of the file and never read: drop it as soon as it is parsed.
-                elem.text = None
+        while chunk := stream.read(_SNIFF_BYTES):
+            parser.feed(chunk)
+            for _event, elem in parser.read_events():
+                return _check_root(path, elem)
+        parser.close()
     except etree.XMLSyntaxError as error:
+        # The chunk may hold a fault past the root's start tag (a billion laughs' `&lol9;`):
+        # the root, queued before it, is judged first, so a DOCTYPE is named as such.
+        for _event, elem in parser.read_events():
+            _check_root(path, elem)
+            break
+        raise InputError(path, _syntax_reason(error, encoding)) from None
+    raise InputError(path, f"has no XML element; {_EXPORT_ADVICE}")
+
+
+def _parse(
+    path: Path, stream: BinaryIO, encoding: str, namespace: str, targets: set[str]
+) -> Iterator[PSValue]:
+    """Feed the file to libxml2 in chunks; after each, every child of <Objs> but the last is
+    complete (the tree grows depth-first), so those are built, yielded and freed.
+
+    No Python code runs per element while libxml2 parses, and memory follows the largest
+    top-level object plus one chunk, whatever the file holds (a million bare values too).
+    """
+    prefix = f"{{{namespace}}}" if namespace else ""
+    # Only the root's start: the one event needed, to hold the root.
+    parser = etree.XMLPullParser(events=("start",), tag=f"{prefix}Objs", encoding=encoding, **_PARSER_OPTIONS)
+    builder = _Builder(path, namespace, targets)
+    root: etree._Element | None = None
+    try:
+        while chunk := stream.read(_SCAN_CHUNK):
+            parser.feed(chunk)
+            if root is None:
+                root = next((elem for _event, elem in parser.read_events()), None)
+            if root is not None:
+                while len(root) > 1:
+                    yield _take(builder, root)
+        parser.close()
+    except etree.XMLSyntaxError as error:
+        if root is not None:
+            # What came before the fault is complete; the last child may be cut short.
+            while len(root) > 1:
+                yield _take(builder, root)
         raise InputError(path, _syntax_reason(error, encoding)) from None
     if root is None:
         raise InputError(path, f"has no XML element; {_EXPORT_ADVICE}")
+    while len(root):
+        yield _take(builder, root)
+
+
+def _take(builder: _Builder, root: etree._Element) -> PSValue:
+    """Build the first remaining top-level value, then free its element."""
+    elem = root[0]
+    value = builder.value(elem)
+    builder.index += 1
+    elem.clear()
+    del root[0]
+    return value
 
 
 def _check_root(path: Path, root: etree._Element) -> str:
     """The root's namespace, once the root is known to be a CLIXML <Objs> without a DTD."""
     docinfo = root.getroottree().docinfo
-    # Checked at the first start event, before any content: entities declared in a DTD can only
+    # Checked at the root's start tag, before any content: entities declared in a DTD can only
     # be used after it, so nothing has been expanded or fetched yet.
     if docinfo.internalDTD is not None:
         raise InputError(

@@ -452,36 +452,48 @@ def iter_clixml(path: str | Path) -> Iterator[PSValue]:
         yield from _parse(path, stream, encoding, namespace, targets)
 
 
-# Hostile input: no entity expansion, no DTD, no network, no file access. libxml2's own size
-# limits stay on (no huge_tree): CLIXML text nodes are far below 10 MB. The indentation between
-# elements would be one text node per element, never read; whitespace inside a leaf (`<S> </S>`)
-# is kept.
-_PARSER_OPTIONS = {
-    "resolve_entities": False,
-    "load_dtd": False,
-    "no_network": True,
-    "remove_comments": True,
-    "remove_pis": True,
-    "remove_blank_text": True,
-}
+def _pull_parser(encoding: str, tag: str | None = None) -> etree.XMLPullParser:
+    """A parser that reports only start events (of `tag` if given)."""
+    # Hostile input: no entity expansion, no DTD, no network, no file access. libxml2's own size
+    # limits stay on (no huge_tree): CLIXML text nodes are far below 10 MB. The indentation
+    # between elements would be a text node per element, never read; whitespace inside a leaf
+    # (`<S> </S>`) is kept.
+    return etree.XMLPullParser(
+        events=("start",),
+        tag=tag,
+        encoding=encoding,
+        resolve_entities=False,
+        load_dtd=False,
+        no_network=True,
+        remove_comments=True,
+        remove_pis=True,
+        remove_blank_text=True,
+    )
+
+
+def _started(parser: etree.XMLPullParser) -> etree._Element | None:
+    """The element of the first start event queued, if any."""
+    for _event, elem in parser.read_events():
+        if isinstance(elem, etree._Element):
+            return elem
+    return None
 
 
 def _root_namespace(path: Path, stream: BinaryIO, encoding: str) -> str:
     """Parse up to the root's start tag only, and refuse a file that is not CLIXML there: the
     whole file is never parsed (nor kept) for a root that is not <Objs>."""
-    parser = etree.XMLPullParser(events=("start",), encoding=encoding, **_PARSER_OPTIONS)
+    parser = _pull_parser(encoding)
     try:
         while chunk := stream.read(_SNIFF_BYTES):
             parser.feed(chunk)
-            for _event, elem in parser.read_events():
-                return _check_root(path, elem)
+            if (root := _started(parser)) is not None:
+                return _check_root(path, root)
         parser.close()
     except etree.XMLSyntaxError as error:
         # The chunk may hold a fault past the root's start tag (a billion laughs' `&lol9;`):
         # the root, queued before it, is judged first, so a DOCTYPE is named as such.
-        for _event, elem in parser.read_events():
-            _check_root(path, elem)
-            break
+        if (root := _started(parser)) is not None:
+            _check_root(path, root)
         raise InputError(path, _syntax_reason(error, encoding)) from None
     raise InputError(path, f"has no XML element; {_EXPORT_ADVICE}")
 
@@ -497,14 +509,14 @@ def _parse(
     """
     prefix = f"{{{namespace}}}" if namespace else ""
     # Only the root's start: the one event needed, to hold the root.
-    parser = etree.XMLPullParser(events=("start",), tag=f"{prefix}Objs", encoding=encoding, **_PARSER_OPTIONS)
+    parser = _pull_parser(encoding, tag=f"{prefix}Objs")
     builder = _Builder(path, namespace, targets)
     root: etree._Element | None = None
     try:
         while chunk := stream.read(_SCAN_CHUNK):
             parser.feed(chunk)
             if root is None:
-                root = next((elem for _event, elem in parser.read_events()), None)
+                root = _started(parser)
             if root is not None:
                 while len(root) > 1:
                     yield _take(builder, root)

@@ -248,37 +248,58 @@ def _looks_format_list(lines: list[str]) -> bool:
 
 # --- the Ref pre-scan --------------------------------------------------------------------------
 
-# Matches `<Ref ... RefId="n"` and, harmlessly, a few look-alikes in text or TNRef (a superset).
-_REF_PATTERN = r"Ref\s[^<>]*?\bRefId\s*=\s*[\"']([^\"']+)"
+# `<Ref ... RefId="n"` (any namespace prefix), and harmlessly a few look-alikes (a superset). Every
+# match starts at a `<`, which text cannot hold unescaped, and `[^<>]` stops at the next one: each
+# character is looked at by at most one match, so the scan is linear whatever the text holds.
+_REF_PATTERN = r"<(?:[\w.\-]+:)?Ref\s[^<>]*?\bRefId\s*=\s*[\"']([^\"'<>]+)"
 _REF_BYTES = re.compile(_REF_PATTERN.encode())
 _REF_TEXT = re.compile(_REF_PATTERN)
+# What a chunk may end with and still become a Ref tag in the next one.
+_REF_START_BYTES = re.compile(rb"<(?:[\w.\-]+:)?Ref\s")
+_REF_START_TEXT = re.compile(r"<(?:[\w.\-]+:)?Ref\s")
+_TAG_NAME_BYTES = re.compile(rb"<[\w.\-:]{0,256}\Z")
+_TAG_NAME_TEXT = re.compile(r"<[\w.\-:]{0,256}\Z")
+# A Ref tag cut by a chunk end is carried into the next chunk up to this size; one longer than
+# that (never seen in an export) makes the scan give up and keep every object.
+_REF_TAG_LIMIT = 1 << 20
 
 
-def _ref_targets(stream: BinaryIO, encoding: str) -> set[str]:
-    """Every RefId some `<Ref>` in the file points at, read in chunks without parsing."""
+def _ref_targets(stream: BinaryIO, encoding: str) -> set[str] | None:
+    """Every RefId some `<Ref>` in the file points at, read in chunks without parsing; None when
+    the scan cannot tell (then every object is kept, which is always correct)."""
     targets: set[str] = set()
     if not encoding.startswith(("UTF-16", "UTF-32")):  # ASCII-compatible: scan the bytes
         carry = b""
         while chunk := stream.read(_SCAN_CHUNK):
             buffer = carry + chunk
             targets.update(m.decode("utf-8", "replace") for m in _REF_BYTES.findall(buffer))
-            carry = _unfinished_tag(buffer, b"<", b">")
+            carry = _unfinished_ref(buffer, b"<", b">", _REF_START_BYTES, _TAG_NAME_BYTES)
+            if len(carry) > _REF_TAG_LIMIT:
+                return None
         return targets
     decoder = codecs.getincrementaldecoder(_python_codec(encoding))(errors="replace")
     text_carry = ""
     while chunk := stream.read(_SCAN_CHUNK):
         text = text_carry + decoder.decode(chunk)
         targets.update(_REF_TEXT.findall(text))
-        text_carry = _unfinished_tag(text, "<", ">")
+        text_carry = _unfinished_ref(text, "<", ">", _REF_START_TEXT, _TAG_NAME_TEXT)
+        if len(text_carry) > _REF_TAG_LIMIT:
+            return None
     return targets
 
 
-def _unfinished_tag(buffer: AnyStr, lt: AnyStr, gt: AnyStr) -> AnyStr:
-    """The tag cut off at the end of a chunk, to scan again with the next chunk."""
+def _unfinished_ref(
+    buffer: AnyStr, lt: AnyStr, gt: AnyStr, ref_start: re.Pattern[AnyStr], tag_name: re.Pattern[AnyStr]
+) -> AnyStr:
+    """The Ref tag (or a tag name that may become one) cut off at the end of a chunk, to scan
+    again with the next chunk. Anything else is dropped: carrying an unfinished tag of another
+    kind would copy the rest of a file with a `<` and no `>` once per chunk."""
     start = buffer.rfind(lt)
     if start == -1 or buffer.find(gt, start) != -1:
         return buffer[:0]
-    return buffer[start:]
+    if ref_start.match(buffer, start) or tag_name.match(buffer, start):
+        return buffer[start:]
+    return buffer[:0]
 
 
 # --- building objects --------------------------------------------------------------------------
@@ -295,7 +316,7 @@ class _Builder:
     from object to object, so each is unescaped once.
     """
 
-    def __init__(self, path: Path, namespace: str, targets: set[str]) -> None:
+    def __init__(self, path: Path, namespace: str, targets: set[str] | None) -> None:
         self.path = path
         self.prefix = prefix = f"{{{namespace}}}" if namespace else ""
         self.targets = targets
@@ -352,7 +373,7 @@ class _Builder:
         obj = PSObject()
         ref_id = elem.get("RefId")
         # Registered before its content is read: a member may point back at the object itself.
-        if ref_id is not None and ref_id in self.targets:
+        if ref_id is not None and (self.targets is None or ref_id in self.targets):
             self.refs[ref_id] = obj
         for child in elem:
             tag = child.tag
@@ -499,7 +520,7 @@ def _root_namespace(path: Path, stream: BinaryIO, encoding: str) -> str:
 
 
 def _parse(
-    path: Path, stream: BinaryIO, encoding: str, namespace: str, targets: set[str]
+    path: Path, stream: BinaryIO, encoding: str, namespace: str, targets: set[str] | None
 ) -> Iterator[PSValue]:
     """Feed the file to libxml2 in chunks; after each, every child of <Objs> but the last is
     complete (the tree grows depth-first), so those are built, yielded and freed.

@@ -8,6 +8,7 @@ not pay for it.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from typing import TYPE_CHECKING
 
 from exconn.clixml.objects import PSValue
@@ -30,6 +31,17 @@ def _dotnet_name(name: x509.Name) -> str:
 
 
 def certificate(f: Fields) -> ExchangeCertificate | None:
+    # cryptography warns about certificates it still reads (a serial number that is not
+    # positive, ...): a note on this object, never a line on the user's stderr.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _certificate(f)
+    for message in dict.fromkeys(str(warning.message) for warning in caught):
+        f.note(f"property RawData: {message}")
+    return result
+
+
+def _certificate(f: Fields) -> ExchangeCertificate | None:
     raw = f.obj.get("RawData")
     der: x509.Certificate | None = None
     der_error = ""
@@ -64,11 +76,16 @@ def certificate(f: Fields) -> ExchangeCertificate | None:
     not_after: Maybe[dt.datetime] = f.get("NotAfter", utc)
     domains: Maybe[tuple[str, ...]] = f.get("CertificateDomains", texts)
     if der is not None:
-        subject = subject if subject is not UNKNOWN else _dotnet_name(der.subject)
-        issuer = issuer if issuer is not UNKNOWN else _dotnet_name(der.issuer)
-        not_before = not_before if not_before is not UNKNOWN else der.not_valid_before_utc
-        not_after = not_after if not_after is not UNKNOWN else der.not_valid_after_utc
-        domains = domains if domains is not UNKNOWN else _der_domains(der)
+        try:
+            subject = subject if subject is not UNKNOWN else _dotnet_name(der.subject)
+            issuer = issuer if issuer is not UNKNOWN else _dotnet_name(der.issuer)
+            not_before = not_before if not_before is not UNKNOWN else der.not_valid_before_utc
+            not_after = not_after if not_after is not UNKNOWN else der.not_valid_after_utc
+            domains = domains if domains is not UNKNOWN else _der_domains(der)
+        except ValueError as error:  # cryptography parses names and extensions on first use
+            f.note(
+                f"property RawData cannot be read past its outer structure ({error}); the rest left unknown"
+            )
     return ExchangeCertificate(
         thumbprint=f.identity,
         source=f.source,

@@ -10,7 +10,8 @@ is also `UNKNOWN`, and the converter adds a `Skipped` entry naming the property 
 rules report "could not judge" for that property while the rest of the object is still judged.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from exconn.clixml.objects import Form, PSObject, PSValue
 from exconn.model import (
@@ -267,7 +268,13 @@ def convert(value: PSValue, *, path: str, index: int, form: str | None = None) -
 
 def convert_all(values: Iterable[PSValue], *, path: str) -> list[ModelObject | Skipped]:
     """Convert every top-level value of one source, numbering them from 0."""
-    return [result for index, value in enumerate(values) for result in convert(value, path=path, index=index)]
+    return list(iter_convert(values, path=path))
+
+
+def iter_convert(values: Iterable[PSValue], *, path: str) -> Iterator[ModelObject | Skipped]:
+    """`convert_all`, one result at a time: a large export is never held whole."""
+    for index, value in enumerate(values):
+        yield from convert(value, path=path, index=index)
 
 
 def assemble(results: Iterable[ModelObject | Skipped], *, sources: Sequence[str]) -> Organization:
@@ -278,20 +285,27 @@ def assemble(results: Iterable[ModelObject | Skipped], *, sources: Sequence[str]
     kept once and the later copy listed as skipped.
     """
     kept: dict[tuple[str, str], ModelObject] = {}
-    skipped: list[Skipped] = []
+    skipped = _SkippedList()
+    read_from: Source | None = None  # the source of the last object read
     for result in results:
         if isinstance(result, Skipped):
-            skipped.append(result)
+            # A note on a property of an object that was read is always listed: the rules
+            # report it. Objects passed over as a whole are listed up to a bound.
+            skipped.append(result, note=result.source == read_from)
             continue
         kind = kind_of(result)
         first = kept.setdefault((kind, identity_of(result).casefold()), result)
         if first is not result:
+            read_from = None  # its notes are passed over with it
             where = f"{first.source.path} (object #{first.source.index})"
             skipped.append(
                 Skipped(
                     result.source, kind, identity_of(result), f"duplicate of the {kind} read from {where}"
-                )
+                ),
+                note=False,
             )
+        else:
+            read_from = result.source
     objects = list(kept.values())
     return Organization(
         send_connectors=tuple(o for o in objects if isinstance(o, SendConnector)),
@@ -302,6 +316,46 @@ def assemble(results: Iterable[ModelObject | Skipped], *, sources: Sequence[str]
         inbound_connectors=tuple(o for o in objects if isinstance(o, InboundConnector)),
         outbound_connectors=tuple(o for o in objects if isinstance(o, OutboundConnector)),
         servers=tuple(o for o in objects if isinstance(o, ExchangeServer)),
-        skipped=tuple(skipped),
+        skipped=skipped.listed(),
         sources=tuple(sources),
     )
+
+
+# Objects passed over, listed one by one up to this many; the rest are counted. An export of a
+# million objects of other kinds must not keep (and print) a million reasons: the first ones show
+# what was passed over.
+LISTED_SKIPPED = 100
+
+
+class _SkippedList:
+    def __init__(self) -> None:
+        self.entries: list[Skipped] = []
+        self.more = 0
+        self.more_kinds: Counter[str] = Counter()
+        self.first_unlisted: Skipped | None = None
+
+    def append(self, entry: Skipped, *, note: bool) -> None:
+        if note or len(self.entries) < LISTED_SKIPPED:
+            self.entries.append(entry)
+            return
+        self.more += 1
+        self.first_unlisted = self.first_unlisted or entry
+        # Bounded too: a hostile export can give every object its own type name.
+        if entry.type_name in self.more_kinds or len(self.more_kinds) < 64:
+            self.more_kinds[entry.type_name] += 1
+
+    def listed(self) -> tuple[Skipped, ...]:
+        if self.first_unlisted is None:
+            return tuple(self.entries)
+        kinds = ", ".join(
+            f"{count} {kind or 'no type name'}" for kind, count in self.more_kinds.most_common(3)
+        )
+        first = self.first_unlisted
+        summary = Skipped(
+            first.source,
+            self.more_kinds.most_common(1)[0][0],
+            "",
+            f"and {self.more} more skipped entries not listed (from {first.source.path} object "
+            f"#{first.source.index} on; most: {kinds})",
+        )
+        return (*self.entries, summary)

@@ -43,16 +43,25 @@ E = TypeVar("E", bound=enum.Enum)
 # --- values ------------------------------------------------------------------------------------
 
 
+# How deep objects wrapping a value (`<Obj><Ref .../></Obj>`) are followed: Refs can chain (or
+# loop back to the object itself), and real exports wrap a value once.
+_MAX_WRAPPING = 32
+
+
 def text_of(value: PSValue) -> str:
     """The text PowerShell would print for a value: ToString for objects, `True` for $true."""
-    if value is None:
-        raise ValueError("it is $null")
-    if isinstance(value, PSObject):
+    for _ in range(_MAX_WRAPPING):
+        if not isinstance(value, PSObject):
+            break
         if value.to_string is not None:
             return value.to_string
-        if value.value is not None:
-            return text_of(value.value)
-        raise ValueError(f"a {value.type_name or 'object'} without ToString")
+        if value.value is None:
+            raise ValueError(f"a {value.type_name or 'object'} without ToString")
+        value = value.value
+    else:
+        raise ValueError(f"objects wrap each other more than {_MAX_WRAPPING} deep (a Ref loop or chain)")
+    if value is None:
+        raise ValueError("it is $null")
     if isinstance(value, bool):
         return "True" if value else "False"
     if isinstance(value, str):

@@ -54,14 +54,33 @@ def generate_fabrikam(path: Path, connectors: int) -> int:
     return make_samples.big_export(path, connectors)
 
 
-def generate_real(path: Path, connectors: int) -> int:
-    """Write an export of about `connectors` connectors from the real exports; returns the number written."""
+def _shrink_blobs(body: str, fraction: float) -> str:
+    """Cut each SerializationData blob to `fraction` of its length, still valid base64 (the reader
+    never decodes it, but lxml parses it)."""
+    if fraction >= 1:
+        return body
+
+    def cut(match: re.Match[str]) -> str:
+        blob = match[0][len('<BA N="SerializationData">') :]
+        keep = max(4, int(len(blob) * fraction) // 4 * 4)
+        return f'<BA N="SerializationData">{blob[:keep]}'
+
+    return BLOB.sub(cut, body)
+
+
+def generate(path: Path, connectors: int, blob_fraction: float = 1.0) -> int:
+    """Write an export of about `connectors` connectors from the real exports; returns the number
+    written.
+
+    `blob_fraction` < 1 shortens every SerializationData blob (the real ones are 73% of the file),
+    to reach a given file size for a given number of connectors.
+    """
     if not REAL.is_dir():
-        sys.exit(f"--source real needs the real exports in {REAL}")
+        sys.exit(f"this source needs the real exports in {REAL}")
     bodies = []
     for name in UNIT:
         text = (REAL / name).read_text(encoding="utf-8-sig")
-        bodies.append(text[text.index(">") + 1 : text.rindex("</Objs>")])
+        bodies.append(_shrink_blobs(text[text.index(">") + 1 : text.rindex("</Objs>")], blob_fraction))
     unit = bodies[0] + shift(bodies[1], *next_ids(bodies[0]))
     obj_stride, tn_stride = next_ids(unit)
     per_unit = 6
@@ -70,12 +89,14 @@ def generate_real(path: Path, connectors: int) -> int:
         out.write(HEADER)
         for copy in range(copies):
             renumbered = shift(unit, copy * obj_stride, copy * tn_stride)
-            out.write(renumbered.replace("WIN-CTD3L0RGEN4", f"SRV{copy:05d}"))
+            # Unique server and send connector names: no copy is a duplicate of another.
+            renumbered = renumbered.replace("WIN-CTD3L0RGEN4", f"SRV{copy:05d}")
+            out.write(renumbered.replace("Mail to O365", f"Mail to O365 {copy:05d}"))
         out.write("</Objs>")
     return copies * per_unit
 
 
-GENERATORS = {"fabrikam": generate_fabrikam, "real": generate_real}
+GENERATORS = {"fabrikam": generate_fabrikam, "real": generate}
 
 
 def blob_share(path: Path) -> float:

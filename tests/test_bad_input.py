@@ -221,3 +221,60 @@ def test_load_names_the_bad_file_in_a_folder(tmp_path: Path) -> None:
 def test_unreadable_path(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot be read"):
         list(iter_clixml(tmp_path))
+
+
+# --- cost stays linear, memory bounded (issue 9 §4) -----------------------------------------
+
+
+def test_text_of_many_ref_words_is_scanned_in_linear_time(tmp_path: Path) -> None:
+    # The Ref pre-scan once scanned forward from every "Ref " word to the chunk's end: minutes.
+    words = "Ref " * 2_000_000
+    path = put(tmp_path, f"<Objs {NS}><S>{words}</S></Objs>")
+    started = time.monotonic()
+    assert list(iter_clixml(path)) == [words]
+    assert time.monotonic() - started < 5.0
+
+
+@pytest.mark.parametrize("opening", ["<", "<Ref "], ids=["lt", "ref-tag"])
+def test_tag_without_end_is_refused_in_linear_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, opening: str
+) -> None:
+    # With small chunks, carrying the unfinished tag into every next chunk was quadratic; a
+    # `<Ref ` cut that long makes the scan give up (every object kept) instead of carrying it.
+    from exconn.clixml import reader
+
+    monkeypatch.setattr(reader, "_SCAN_CHUNK", 4096)
+    path = put(tmp_path, f"<Objs {NS}><S>a</S>{opening}" + "x" * 8_000_000)
+    started = time.monotonic()
+    message = refused(path)
+    assert time.monotonic() - started < 5.0
+    assert "not well-formed" in message or "truncated" in message
+
+
+def test_a_million_small_objects_keep_only_the_first_skipped(tmp_path: Path) -> None:
+    # Smaller than a million, the same shape: objects of a kind exconn does not read, each a
+    # Skipped entry. The first ones are listed, the rest counted in one entry; memory stays flat.
+    import tracemalloc
+
+    from exconn.sources.convert import LISTED_SKIPPED
+
+    count = 100_000
+    send = (
+        f'<Obj RefId="{count}"><TN RefId="1"><T>Microsoft.Exchange.Data.Directory.'
+        'SystemConfiguration.SmtpSendConnectorConfig</T></TN><Props><S N="Identity">Out</S></Props></Obj>'
+    )
+    path = tmp_path / "many.xml"
+    with path.open("w", encoding="utf-8") as out:
+        out.write(f'<Objs {NS}><Obj RefId="0"><TN RefId="0"><T>Other.Thing</T></TN><S>x</S></Obj>')
+        out.writelines(f'<Obj RefId="{i}"><TNRef RefId="0" /><S>x{i}</S></Obj>' for i in range(1, count))
+        out.write(send + "</Objs>")
+    tracemalloc.start()
+    try:
+        org = load([path])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [c.identity for c in org.send_connectors] == ["Out"]
+    assert len(org.skipped) == LISTED_SKIPPED + 1
+    assert f"and {count - LISTED_SKIPPED} more skipped entries not listed" in org.skipped[-1].reason
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MiB traced for {count} skipped objects"

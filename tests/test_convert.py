@@ -34,15 +34,14 @@ from exconn.model import (
     TransportConfig,
     TransportRole,
 )
-from exconn.sources.convert import (
-    convert,
-    convert_all,
+from exconn.sources.convert import convert, convert_all
+from exconn.sources.files import load
+from exconn.sources.values import (
     parse_address_space,
     parse_binding,
     parse_certificate_name,
     parse_ip_range,
 )
-from exconn.sources.files import load
 
 REAL = Path(__file__).parents[2] / "shared/fixtures/real"
 NS = 'xmlns="http://schemas.microsoft.com/powershell/2004/04"'
@@ -578,3 +577,95 @@ def test_certificate_server_comes_from_identity_not_session() -> None:
     assert {f"EX01\\{thumb}", f"EX02\\{thumb}"} <= ids
     assert {c.server for c in org.certificates} == {"EX01", "EX02"}
     assert not [s for s in org.skipped if "duplicate" in s.reason]
+
+
+# --- hostile values (issue 9 §4): read as unknown with a note, never an internal error --------
+
+SEND_TN = f'<TN RefId="0"><T>{SYSCONFIG}.SmtpSendConnectorConfig</T></TN>'
+
+
+def test_a_ref_to_the_object_itself_is_an_unreadable_property(tmp_path: Path) -> None:
+    body = (
+        f'<Obj RefId="0">{SEND_TN}<Ref RefId="0" /><Props><S N="Identity">Out</S>'
+        '<Ref N="Fqdn" RefId="0" /><Ref N="SmartHosts" RefId="0" /></Props></Obj>'
+    )
+    org = load([write(tmp_path, body)])
+    (connector,) = org.send_connectors
+    assert connector.fqdn is UNKNOWN and connector.smart_hosts is UNKNOWN
+    reasons = [s.reason for s in org.skipped]
+    assert any("Fqdn" in r and "Ref loop or chain" in r for r in reasons)
+
+
+def test_a_chain_of_thousands_of_refs_is_an_unreadable_property(tmp_path: Path) -> None:
+    n = 3000
+    chain = '<Obj RefId="1"><S>base</S></Obj>' + "".join(
+        f'<Obj RefId="{i}"><Ref RefId="{i - 1}" /></Obj>' for i in range(2, n)
+    )
+    body = chain + (
+        f'<Obj RefId="{n}">{SEND_TN}<Props><S N="Identity">Out</S><Ref N="Fqdn" RefId="{n - 1}" /></Props></Obj>'
+    )
+    org = load([write(tmp_path, body)])
+    (connector,) = org.send_connectors
+    assert connector.fqdn is UNKNOWN
+    assert any("Fqdn" in s.reason and "Ref loop or chain" in s.reason for s in org.skipped)
+
+
+def test_a_datetime_that_overflows_in_utc_is_an_unreadable_property(tmp_path: Path) -> None:
+    body = (
+        '<Obj RefId="0"><TN RefId="0"><T>Microsoft.Exchange.Management.SystemConfigurationTasks.'
+        'ExchangeCertificate</T></TN><Props><S N="Thumbprint">AB12</S>'
+        '<DT N="NotBefore">0001-01-01T00:00:00+14:00</DT><DT N="NotAfter">9999-12-31T23:59:59-14:00</DT>'
+        "</Props></Obj>"
+    )
+    org = load([write(tmp_path, body)])
+    (cert,) = org.certificates
+    assert cert.not_before is UNKNOWN and cert.not_after is UNKNOWN
+    assert sum("outside the calendar" in s.reason for s in org.skipped) == 2
+
+
+def test_a_control_character_in_a_name_reaches_the_model(tmp_path: Path) -> None:
+    body = (
+        f'<Obj RefId="0">{SEND_TN}<Props><S N="Identity">Out_x0007_bound</S>'
+        '<S N="Name">Out_x0007_bound_x000A_2</S></Props></Obj>'
+    )
+    (connector,) = load([write(tmp_path, body)]).send_connectors
+    assert connector.identity == "Out\abound" and connector.name == "Out\abound\n2"
+
+
+def test_library_warnings_become_notes_not_stderr(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    # cryptography warns when it parses a serial number that is not positive (RFC 5280 §4.1.2.2).
+    import base64
+    import warnings
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mail.contoso.com")])
+    der = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(0x1234567890)
+        .not_valid_before(dt.datetime(2024, 1, 1))
+        .not_valid_after(dt.datetime(2034, 1, 1))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.DER)
+    )
+    negative = der.replace(bytes.fromhex("02051234567890"), bytes.fromhex("02059234567890"), 1)
+    assert negative != der
+    body = (
+        '<Obj RefId="0"><TN RefId="0"><T>Microsoft.Exchange.Management.SystemConfigurationTasks.'
+        f'ExchangeCertificate</T></TN><Props><BA N="RawData">{base64.b64encode(negative).decode()}</BA>'
+        "</Props></Obj>"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as a user's interpreter shows them
+        org = load([write(tmp_path, body)])
+    (cert,) = org.certificates
+    assert cert.not_after == dt.datetime(2034, 1, 1, tzinfo=dt.UTC)
+    assert any("serial number" in s.reason for s in org.skipped)
+    assert capfd.readouterr().err == ""

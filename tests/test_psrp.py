@@ -56,7 +56,6 @@ PW_ENV = "EXCONN_TEST_PASSWORD"
 EX01, EX02 = "WIN-CTD3L0RGEN4", "EX02"  # EX01 is the lab server of the real exports
 
 
-
 def _exchange_server(name: str, fqdn: str) -> bytes:
     return wire_object(
         ["Microsoft.Exchange.Data.Directory.Management.ExchangeServer", "System.Object"],

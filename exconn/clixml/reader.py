@@ -12,6 +12,7 @@ Every refusal is an `InputError`: one line naming the file and saying what to do
 
 from __future__ import annotations
 
+import binascii
 import codecs
 import os
 import re
@@ -21,9 +22,11 @@ from typing import AnyStr, BinaryIO
 
 from lxml import etree
 
-from exconn.clixml.objects import PSValue
+from exconn.clixml.objects import Form, PSObject, PSValue
+from exconn.clixml.primitives import CONTAINERS as _CONTAINERS
+from exconn.clixml.primitives import PRIMITIVES as _PRIMITIVES
+from exconn.clixml.primitives import PROGRESS_FIELDS as _PROGRESS_FIELDS
 from exconn.clixml.primitives import SERIALIZATION_DATA as SERIALIZATION_DATA
-from exconn.clixml.primitives import Decoder
 from exconn.clixml.primitives import strip_type_names as strip_type_names
 from exconn.clixml.primitives import unescape as unescape
 from exconn.errors import InputError
@@ -126,53 +129,200 @@ def _looks_format_list(lines: list[str]) -> bool:
 
 # --- the Ref pre-scan --------------------------------------------------------------------------
 
-# Matches `<Ref ... RefId="n"` and, harmlessly, a few look-alikes in text or TNRef (a superset).
-_REF_PATTERN = r"Ref\s[^<>]*?\bRefId\s*=\s*[\"']([^\"']+)"
+# `<Ref ... RefId="n"` (any namespace prefix), and harmlessly a few look-alikes (a superset). Every
+# match starts at a `<`, which text cannot hold unescaped, and `[^<>]` stops at the next one: each
+# character is looked at by at most one match, so the scan is linear whatever the text holds.
+_REF_PATTERN = r"<(?:[\w.\-]+:)?Ref\s[^<>]*?\bRefId\s*=\s*[\"']([^\"'<>]+)"
 _REF_BYTES = re.compile(_REF_PATTERN.encode())
 _REF_TEXT = re.compile(_REF_PATTERN)
+# What a chunk may end with and still become a Ref tag in the next one.
+_REF_START_BYTES = re.compile(rb"<(?:[\w.\-]+:)?Ref\s")
+_REF_START_TEXT = re.compile(r"<(?:[\w.\-]+:)?Ref\s")
+_TAG_NAME_BYTES = re.compile(rb"<[\w.\-:]{0,256}\Z")
+_TAG_NAME_TEXT = re.compile(r"<[\w.\-:]{0,256}\Z")
+# A Ref tag cut by a chunk end is carried into the next chunk up to this size; one longer than
+# that (never seen in an export) makes the scan give up and keep every object.
+_REF_TAG_LIMIT = 1 << 20
 
 
-def _ref_targets(stream: BinaryIO, encoding: str) -> set[str]:
-    """Every RefId some `<Ref>` in the file points at, read in chunks without parsing."""
+def _ref_targets(stream: BinaryIO, encoding: str) -> set[str] | None:
+    """Every RefId some `<Ref>` in the file points at, read in chunks without parsing; None when
+    the scan cannot tell (then every object is kept, which is always correct)."""
     targets: set[str] = set()
     if not encoding.startswith(("UTF-16", "UTF-32")):  # ASCII-compatible: scan the bytes
         carry = b""
         while chunk := stream.read(_SCAN_CHUNK):
             buffer = carry + chunk
             targets.update(m.decode("utf-8", "replace") for m in _REF_BYTES.findall(buffer))
-            carry = _unfinished_tag(buffer, b"<", b">")
+            carry = _unfinished_ref(buffer, b"<", b">", _REF_START_BYTES, _TAG_NAME_BYTES)
+            if len(carry) > _REF_TAG_LIMIT:
+                return None
         return targets
     decoder = codecs.getincrementaldecoder(_python_codec(encoding))(errors="replace")
     text_carry = ""
     while chunk := stream.read(_SCAN_CHUNK):
         text = text_carry + decoder.decode(chunk)
         targets.update(_REF_TEXT.findall(text))
-        text_carry = _unfinished_tag(text, "<", ">")
+        text_carry = _unfinished_ref(text, "<", ">", _REF_START_TEXT, _TAG_NAME_TEXT)
+        if len(text_carry) > _REF_TAG_LIMIT:
+            return None
     return targets
 
 
-def _unfinished_tag(buffer: AnyStr, lt: AnyStr, gt: AnyStr) -> AnyStr:
-    """The tag cut off at the end of a chunk, to scan again with the next chunk."""
+def _unfinished_ref(
+    buffer: AnyStr, lt: AnyStr, gt: AnyStr, ref_start: re.Pattern[AnyStr], tag_name: re.Pattern[AnyStr]
+) -> AnyStr:
+    """The Ref tag (or a tag name that may become one) cut off at the end of a chunk, to scan
+    again with the next chunk. Anything else is dropped: carrying an unfinished tag of another
+    kind would copy the rest of a file with a `<` and no `>` once per chunk."""
     start = buffer.rfind(lt)
     if start == -1 or buffer.find(gt, start) != -1:
         return buffer[:0]
-    return buffer[start:]
+    if ref_start.match(buffer, start) or tag_name.match(buffer, start):
+        return buffer[start:]
+    return buffer[:0]
 
 
 # --- building objects --------------------------------------------------------------------------
 
+# Property names and tags remembered, at most: a real export has a few hundred distinct ones.
+_NAME_CACHE = 4096
 
-class _Builder(Decoder):
-    """The shared decoder over one file: RefIds and TN RefIds are file-wide, and every refusal
-    names the file and the top-level object it is in."""
 
-    def __init__(self, path: Path, namespace: str, targets: set[str]) -> None:
-        super().__init__(namespace, keep=targets)
+class _Builder:
+    """Turns complete lxml elements into PSValues, keeping the file-wide RefId and TN tables.
+
+    This runs once per element of the file, so it dispatches on the full tag (`{ns}S`) with
+    tags computed once here, instead of taking every tag apart; the names of properties repeat
+    from object to object, so each is unescaped once.
+    """
+
+    def __init__(self, path: Path, namespace: str, targets: set[str] | None) -> None:
         self.path = path
+        self.prefix = prefix = f"{{{namespace}}}" if namespace else ""
+        self.targets = targets
+        self.refs: dict[str, PSObject] = {}
+        self.type_names: dict[str, tuple[tuple[str, ...], Form]] = {}
         self.index = 0
+        self._locals: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        self._parsers = {prefix + local: (local, parse) for local, parse in _PRIMITIVES.items()}
+        self._containers = frozenset(prefix + local for local in _CONTAINERS)
+        self._obj, self._ref, self._nil, self._pr = (prefix + t for t in ("Obj", "Ref", "Nil", "PR"))
+        self._props, self._ms, self._tn, self._tnref = (prefix + t for t in ("Props", "MS", "TN", "TNRef"))
+        self._to_string, self._dct, self._ba = (prefix + t for t in ("ToString", "DCT", "BA"))
 
     def fail(self, reason: str) -> InputError:
         return InputError(self.path, f"top-level object #{self.index}: {reason}")
+
+    def local(self, tag: str) -> str:
+        name = self._locals.get(tag)
+        if name is None:
+            name = tag[len(self.prefix) :] if tag.startswith(self.prefix) else tag
+            if len(self._locals) < _NAME_CACHE:
+                self._locals[tag] = name
+        return name
+
+    def value(self, elem: etree._Element) -> PSValue:
+        tag = elem.tag
+        primitive = self._parsers.get(tag)
+        if primitive is not None:
+            text = elem.text or ""
+            try:
+                return primitive[1](text)
+            except (ValueError, ArithmeticError, binascii.Error):
+                local = primitive[0]
+                shown = text if len(text) <= 40 else text[:40] + "..."
+                raise self.fail(f"<{local}> holds {shown!r}, which is not a valid {local}") from None
+        if tag == self._obj:
+            return self.obj(elem)
+        if tag == self._ref:
+            ref_id = elem.get("RefId") or ""
+            try:
+                return self.refs[ref_id]
+            except KeyError:
+                raise self.fail(f'<Ref RefId="{ref_id}"> points at no earlier object') from None
+        if tag == self._nil:
+            return None
+        if tag == self._pr:
+            return self.progress(elem)
+        # An element newer than MS-PSRP §2.2.5 (or of another namespace): its text is the best
+        # reading we have.
+        return unescape(elem.text or "")
+
+    def obj(self, elem: etree._Element) -> PSObject:
+        obj = PSObject()
+        ref_id = elem.get("RefId")
+        # Registered before its content is read: a member may point back at the object itself.
+        if ref_id is not None and (self.targets is None or ref_id in self.targets):
+            self.refs[ref_id] = obj
+        for child in elem:
+            tag = child.tag
+            if tag == self._props:
+                self.members(child, obj.props)
+            elif tag == self._tn:
+                obj.type_names, obj.form = self.tn(child)
+            elif tag == self._tnref:
+                tn_id = child.get("RefId") or ""
+                try:
+                    obj.type_names, obj.form = self.type_names[tn_id]
+                except KeyError:
+                    raise self.fail(f'<TNRef RefId="{tn_id}"> points at no earlier <TN>') from None
+            elif tag == self._to_string:
+                obj.to_string = unescape(child.text or "")
+            elif tag == self._ms:
+                self.members(child, obj.extended)
+            elif tag in self._containers:
+                obj.items = [self.value(item) for item in child]
+            elif tag == self._dct:
+                obj.dct = [self.entry(entry) for entry in child]
+            else:
+                obj.value = self.value(child)
+        return obj
+
+    def tn(self, elem: etree._Element) -> tuple[tuple[str, ...], Form]:
+        raw = tuple(unescape(t.text or "") for t in elem)
+        stripped = strip_type_names(raw)
+        self.type_names[elem.get("RefId") or ""] = stripped
+        return stripped
+
+    def members(self, elem: etree._Element, into: dict[str, PSValue]) -> None:
+        names = self._names
+        for child in elem:
+            raw = child.get("N") or ""
+            name = names.get(raw)
+            if name is None:
+                name = unescape(raw)
+                if len(names) < _NAME_CACHE:
+                    names[raw] = name
+            if name == SERIALIZATION_DATA and child.tag == self._ba:
+                continue
+            into[name] = self.value(child)
+
+    def entry(self, elem: etree._Element) -> tuple[PSValue, PSValue]:
+        key: PSValue = None
+        value: PSValue = None
+        for child in elem:
+            if child.get("N") == "Key":
+                key = self.value(child)
+            else:
+                value = self.value(child)
+        return key, value
+
+    def progress(self, elem: etree._Element) -> PSObject:
+        record = PSObject(type_names=("System.Management.Automation.ProgressRecord", "System.Object"))
+        for child in elem:
+            local = self.local(child.tag)
+            if local == "Nil":
+                # MS-PSRP writes the CurrentOperation slot as <Nil/> when it is unset.
+                record.props["CurrentOperation"] = None
+                continue
+            name, parse = _PROGRESS_FIELDS.get(local, (local, unescape))
+            try:
+                record.props[name] = parse(child.text or "")
+            except ValueError:
+                raise self.fail(f"<PR> field <{local}> holds {child.text!r}") from None
+        return record
 
 
 # --- the stream ----------------------------------------------------------------------------------
@@ -183,7 +333,8 @@ def iter_clixml(path: str | Path) -> Iterator[PSValue]:
 
     Raises InputError (one line, naming the file) for anything that is not a well-formed CLIXML
     export: empty, binary, Format-List or CSV text, a DOCTYPE or entities, a root other than
-    <Objs>, truncated or malformed XML, or values that break MS-PSRP's rules.
+    <Objs>, truncated or malformed XML, or values that break MS-PSRP's rules. The values before
+    the fault are yielded first (except a bare value right before it, which may be cut short).
     """
     path = Path(path)
     try:
@@ -196,57 +347,108 @@ def iter_clixml(path: str | Path) -> Iterator[PSValue]:
         head = stream.read(_SNIFF_BYTES)
         encoding, start = _sniff(path, head, complete=len(head) < _SNIFF_BYTES)
         stream.seek(start)
+        namespace = _root_namespace(path, stream, encoding)
+        stream.seek(start)
         targets = _ref_targets(stream, encoding)
         stream.seek(start)
-        yield from _parse(path, stream, encoding, targets)
+        yield from _parse(path, stream, encoding, namespace, targets)
 
 
-def _parse(path: Path, stream: BinaryIO, encoding: str, targets: set[str]) -> Iterator[PSValue]:
-    events = etree.iterparse(
-        stream,
-        events=("start", "end"),
+def _pull_parser(encoding: str, tag: str | None = None) -> etree.XMLPullParser:
+    """A parser that reports only start events (of `tag` if given)."""
+    # Hostile input: no entity expansion, no DTD, no network, no file access. libxml2's own size
+    # limits stay on (no huge_tree): CLIXML text nodes are far below 10 MB. The indentation
+    # between elements would be a text node per element, never read; whitespace inside a leaf
+    # (`<S> </S>`) is kept.
+    return etree.XMLPullParser(
+        events=("start",),
+        tag=tag,
         encoding=encoding,
-        # Hostile input: no entity expansion, no DTD, no network, no file access. libxml2's own
-        # size limits stay on (no huge_tree): CLIXML text nodes are far below 10 MB.
         resolve_entities=False,
         load_dtd=False,
         no_network=True,
         remove_comments=True,
         remove_pis=True,
+        remove_blank_text=True,
     )
-    root: etree._Element | None = None
-    builder: _Builder | None = None
-    depth = 0
+
+
+def _started(parser: etree.XMLPullParser) -> etree._Element | None:
+    """The element of the first start event queued, if any."""
+    for _event, elem in parser.read_events():
+        if isinstance(elem, etree._Element):
+            return elem
+    return None
+
+
+def _root_namespace(path: Path, stream: BinaryIO, encoding: str) -> str:
+    """Parse up to the root's start tag only, and refuse a file that is not CLIXML there: the
+    whole file is never parsed (nor kept) for a root that is not <Objs>."""
+    parser = _pull_parser(encoding)
     try:
-        for event, elem in events:
-            if event == "start":
-                depth += 1
-                if root is None:
-                    root = elem
-                    builder = _Builder(path, _check_root(path, elem), targets)
-                continue
-            depth -= 1
-            if depth == 1 and builder is not None and root is not None:
-                value = builder.value(elem)
-                builder.index += 1
-                # Free what is done: this element and the whitespace and elements before it.
-                elem.clear()
-                while elem.getprevious() is not None:
-                    del root[0]
-                yield value
-            elif depth > 1 and elem.get("N") == SERIALIZATION_DATA:
-                # The blob is most of the file and never read: drop it as soon as it is parsed.
-                elem.text = None
+        while chunk := stream.read(_SNIFF_BYTES):
+            parser.feed(chunk)
+            if (root := _started(parser)) is not None:
+                return _check_root(path, root)
+        parser.close()
     except etree.XMLSyntaxError as error:
+        # The chunk may hold a fault past the root's start tag (a billion laughs' `&lol9;`):
+        # the root, queued before it, is judged first, so a DOCTYPE is named as such.
+        if (root := _started(parser)) is not None:
+            _check_root(path, root)
+        raise InputError(path, _syntax_reason(error, encoding)) from None
+    raise InputError(path, f"has no XML element; {_EXPORT_ADVICE}")
+
+
+def _parse(
+    path: Path, stream: BinaryIO, encoding: str, namespace: str, targets: set[str] | None
+) -> Iterator[PSValue]:
+    """Feed the file to libxml2 in chunks; after each, every child of <Objs> but the last is
+    complete (the tree grows depth-first), so those are built, yielded and freed.
+
+    No Python code runs per element while libxml2 parses, and memory follows the largest
+    top-level object plus one chunk, whatever the file holds (a million bare values too).
+    """
+    prefix = f"{{{namespace}}}" if namespace else ""
+    # Only the root's start: the one event needed, to hold the root.
+    parser = _pull_parser(encoding, tag=f"{prefix}Objs")
+    builder = _Builder(path, namespace, targets)
+    root: etree._Element | None = None
+    try:
+        while chunk := stream.read(_SCAN_CHUNK):
+            parser.feed(chunk)
+            if root is None:
+                root = _started(parser)
+            if root is not None:
+                while len(root) > 1:
+                    yield _take(builder, root)
+        parser.close()
+    except etree.XMLSyntaxError as error:
+        if root is not None:
+            # What came before the fault is complete; the last child may be cut short.
+            while len(root) > 1:
+                yield _take(builder, root)
         raise InputError(path, _syntax_reason(error, encoding)) from None
     if root is None:
         raise InputError(path, f"has no XML element; {_EXPORT_ADVICE}")
+    while len(root):
+        yield _take(builder, root)
+
+
+def _take(builder: _Builder, root: etree._Element) -> PSValue:
+    """Build the first remaining top-level value, then free its element."""
+    elem = root[0]
+    value = builder.value(elem)
+    builder.index += 1
+    elem.clear()
+    del root[0]
+    return value
 
 
 def _check_root(path: Path, root: etree._Element) -> str:
     """The root's namespace, once the root is known to be a CLIXML <Objs> without a DTD."""
     docinfo = root.getroottree().docinfo
-    # Checked at the first start event, before any content: entities declared in a DTD can only
+    # Checked at the root's start tag, before any content: entities declared in a DTD can only
     # be used after it, so nothing has been expanded or fetched yet.
     if docinfo.internalDTD is not None:
         raise InputError(

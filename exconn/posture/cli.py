@@ -16,9 +16,7 @@ import json
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TextIO
-
-from tabulate import tabulate
+from typing import TYPE_CHECKING, TextIO
 
 from exconn.arg_cli import path_argument
 from exconn.errors import ExconnError, UsageError
@@ -29,13 +27,12 @@ from exconn.output import (
     read_small_file,
     write_file,
 )
-from exconn.posture.facts import DomainPosture, PostureReport
 from exconn.posture.options import DEFAULT_TIMEOUT, NetworkOptions
-from exconn.posture.saved import load_report
-from exconn.posture.scan import (
-    DEFAULT_CONCURRENCY,
-    scan_domains,
-)
+
+# The scanner (dnspython, httpx, cryptography) and tabulate are imported when `posture` runs:
+# every other command builds this parser too, and an offline audit must not pay for them.
+if TYPE_CHECKING:
+    from exconn.posture.facts import DomainPosture, PostureReport
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -81,7 +78,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S", help="per lookup/fetch/probe"
     )
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, metavar="N")
+    # None: scan.DEFAULT_CONCURRENCY, read when the scan runs (importing it here costs every command).
+    parser.add_argument("--concurrency", type=int, metavar="N")
     parser.add_argument("--no-smtp", action="store_true", help="do not connect to the MX hosts")
     parser.add_argument(
         "--save", type=path_argument, metavar="FILE", help="write the observation (versioned JSON) to FILE"
@@ -232,6 +230,8 @@ def _problems(posture: DomainPosture) -> str:
 
 
 def render_table(report: PostureReport) -> str:
+    from tabulate import tabulate
+
     rows = [
         [
             d.domain,
@@ -293,6 +293,9 @@ def run_posture(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from exconn.posture.saved import load_report
+    from exconn.posture.scan import DEFAULT_CONCURRENCY, scan_domains
+
     conditions = parse_fail_on(args.fail_on)
     if args.load:
         if args.domains or args.domains_file:
@@ -303,15 +306,16 @@ def _run(args: argparse.Namespace) -> int:
         if not domains:
             raise UsageError("no domains given (DOMAIN... or --domains-file FILE, or --load FILE)")
         options = network_options(args)
-        if args.concurrency < 1:
-            raise UsageError(f"--concurrency must be 1 or more, not {args.concurrency}")
+        concurrency = DEFAULT_CONCURRENCY if args.concurrency is None else args.concurrency
+        if concurrency < 1:
+            raise UsageError(f"--concurrency must be 1 or more, not {concurrency}")
         resolver = options.resolver()
         progress = _Progress(len(domains), sys.stderr) if sys.stderr.isatty() else None
         report = scan_domains(
             domains,
             resolver=resolver,
             options=options.scan_options(smtp=not args.no_smtp),
-            concurrency=args.concurrency,
+            concurrency=concurrency,
             progress=progress,
         )
     as_json = render_json(report) if args.save or args.format == "json" else ""

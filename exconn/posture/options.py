@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exconn.errors import InputError, UsageError
-from exconn.posture.scan import ScanOptions
 
 if TYPE_CHECKING:
     import dns.resolver
+
+    from exconn.posture.scan import ScanOptions
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -64,6 +65,10 @@ class NetworkOptions:
             raise UsageError(f"cannot set up a resolver: {exc}") from None
 
     def scan_options(self, *, smtp: bool = True) -> ScanOptions:
+        # Imported here: `exconn posture`'s parser reads DEFAULT_TIMEOUT, and the scanner's
+        # dnspython and cryptography are not needed to build it.
+        from exconn.posture.scan import ScanOptions
+
         return ScanOptions(
             timeout=self.timeout,
             ca_file=self.ca_file,

@@ -8,7 +8,7 @@ from pathlib import Path
 from exconn.clixml.reader import iter_clixml
 from exconn.errors import InputError, display_path
 from exconn.model import Organization
-from exconn.sources.convert import assemble, convert_all
+from exconn.sources.convert import assemble, iter_convert
 
 EXPORT_SUFFIXES = frozenset({".xml", ".clixml"})
 
@@ -46,7 +46,9 @@ def load(paths: Sequence[str | Path]) -> Organization:
     none holds an object exconn reads (an export of another cmdlet): auditing nothing is no pass.
     """
     files = export_files(paths)
-    results = (result for file in files for result in convert_all(iter_clixml(file), path=display_path(file)))
+    results = (
+        result for file in files for result in iter_convert(iter_clixml(file), path=display_path(file))
+    )
     org = assemble(results, sources=[display_path(file) for file in files])
     if not org.objects():
         kinds = sorted({s.type_name or "no type name" for s in org.skipped})

@@ -12,12 +12,19 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exconn.arg_cli import path_argument
 from exconn.errors import UsageError
-from exconn.sources.psrp import Collection, run_collection
-from exconn.sources.psrp_adapt import save_snapshot
-from exconn.sources.psrp_session import AUTH_CHOICES, ConnectionOptions, check_options, parse_server
+
+# The session and collection code (lxml, ssl, the converter) is imported when a command connects:
+# every command builds these options, and an offline audit must not pay for it.
+if TYPE_CHECKING:
+    from exconn.sources.psrp import Collection
+    from exconn.sources.psrp_session import ConnectionOptions
+
+# The same tuple as exconn.sources.psrp_session.AUTH_CHOICES (a test keeps them equal).
+AUTH_CHOICES = ("negotiate", "kerberos", "ntlm", "basic", "certificate", "credssp")
 
 NEEDS_PASSWORD = ("basic", "ntlm", "credssp")
 
@@ -120,6 +127,8 @@ def add_collect_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentP
 
 def connection_options(args: argparse.Namespace) -> ConnectionOptions:
     """Options from the command line; the password from the environment or a prompt."""
+    from exconn.sources.psrp_session import ConnectionOptions, check_options, parse_server
+
     servers = [parse_server(text) for text in args.server or ()]  # a bad one: UsageError, first
     ca_flag = args.server_ca_file_flag
     if args.server_ca_file and args.no_cert_validation:
@@ -158,6 +167,8 @@ def connection_options(args: argparse.Namespace) -> ConnectionOptions:
 
 
 def _collect(args: argparse.Namespace) -> Collection:
+    from exconn.sources.psrp import run_collection
+
     options = connection_options(args)
     return run_collection(list(dict.fromkeys(args.server)), options, warn=_warn)
 
@@ -168,6 +179,8 @@ def _warn(text: str) -> None:
 
 def run_collect(args: argparse.Namespace) -> int:
     """`exconn collect`: write the snapshot folder; 0 even when a cmdlet failed (see manifest)."""
+    from exconn.sources.psrp_adapt import save_snapshot
+
     collection = _collect(args)
     out = Path(args.out)
     manifest = save_snapshot(collection, out)

@@ -8,16 +8,17 @@ in `AuditResult.notes`.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from exconn.errors import InputError, UsageError
 from exconn.model import Organization
 from exconn.output import write_file
-from exconn.render import Format, RunInfo, render
+from exconn.render import Format, RunInfo, write
 from exconn.rules.base import Context, Report, Severity, evaluate
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def run(
     )
     report = evaluate(ctx)
     info = RunInfo(generated_at=now, sources=org.sources, fail_on=options.fail_on, offline=options.offline)
-    _emit(render(report, org, info, options.format), options.output, stdout or sys.stdout)
+    _emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
     written: list[Path] = []
     if options.fix_out:
         from exconn.remediate.dns import write_dns
@@ -186,11 +187,21 @@ def run(
     return AuditResult(report, org, code, tuple(written), tuple(notes))
 
 
-def _emit(text: str, output: str | None, stdout: TextIO) -> None:
+def _emit(produce: Callable[[TextIO], None], output: str | None, stdout: TextIO) -> None:
+    """The report streamed as it is rendered: to stdout, or to a temporary file beside `output`
+    renamed over it once complete (never a half-written report)."""
     if output is None:
-        stdout.write(text)
+        produce(stdout)
         return
+
+    def to_file(handle: BinaryIO) -> None:
+        # newline="\n": the bytes are the same on every platform, as the JSON contract wants.
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="\n")
+        produce(text)
+        text.flush()
+        text.detach()  # the handle belongs to write_file, which closes it
+
     try:
-        write_file(output, text.encode("utf-8"))
+        write_file(output, to_file)
     except OSError as exc:
         raise InputError(output, f"cannot write: {exc.strerror}") from None

@@ -6,7 +6,9 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 # Bounds for the small input files read whole: far above any real one, far below a machine's memory.
 DOMAIN_LIST_LIMIT = 16 * 2**20
@@ -39,13 +41,14 @@ def decode_text(data: bytes) -> str:
     return data.decode("utf-8-sig")
 
 
-def write_file(path: str | Path, data: bytes) -> None:
+def write_file(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Replace `path` with `data` atomically: a temporary file in the same folder, then a rename.
 
     A failure (disk full, a read-only folder) leaves the old file as it was and no temporary file
     behind. A path that exists and is not a regular file (`/dev/stdout`, `/dev/null`, a FIFO) is
     written to directly: renaming over it would replace the device itself. A symbolic link to a
-    file stays a link; the file it points at is replaced. Raises OSError.
+    file stays a link; the file it points at is replaced. `data` may be a function that writes
+    to the open file instead (see `stage_file`). Raises OSError.
     """
     try:
         mode = os.stat(path).st_mode
@@ -55,7 +58,7 @@ def write_file(path: str | Path, data: bytes) -> None:
         raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     if mode is not None and not stat.S_ISREG(mode):
         with open(path, "wb") as handle:
-            handle.write(data)
+            _put(handle, data)
         return
     tmp, target = stage_file(path, data)
     try:
@@ -65,11 +68,12 @@ def write_file(path: str | Path, data: bytes) -> None:
         raise
 
 
-def stage_file(path: str | Path, data: bytes) -> tuple[str, Path]:
+def stage_file(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> tuple[str, Path]:
     """Write `data` to a new temporary file beside `path` (beside the file a symbolic link points
     at), flushed to disk; returns it and the file to rename it over. The caller renames it into
     place (several files can be staged first, then renamed together) or removes it. Raises OSError,
-    leaving no temporary file behind.
+    leaving no temporary file behind. `data` may be a function that writes to the open file (a
+    report streamed as it is rendered) instead of the bytes themselves.
     """
     target = Path(os.path.realpath(path))
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -78,10 +82,17 @@ def stage_file(path: str | Path, data: bytes) -> tuple[str, Path]:
             umask = os.umask(0)
             os.umask(umask)
             os.fchmod(handle.fileno(), 0o666 & ~umask)  # mkstemp's 0600 is for secrets
-            handle.write(data)
+            _put(handle, data)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return tmp, target
+
+
+def _put(handle: BinaryIO, data: bytes | Callable[[BinaryIO], None]) -> None:
+    if isinstance(data, bytes):
+        handle.write(data)
+    else:
+        data(handle)

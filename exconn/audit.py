@@ -169,7 +169,13 @@ def run(
         org=org, now=now, posture=posture or {}, offline=posture is None, tlsrpt_rua=options.tlsrpt_rua
     )
     report = evaluate(ctx)
-    info = RunInfo(generated_at=now, sources=org.sources, fail_on=options.fail_on, offline=options.offline)
+    info = RunInfo(
+        generated_at=now,
+        sources=org.sources,
+        fail_on=options.fail_on,
+        offline=options.offline,
+        posture_file=options.posture_file,
+    )
     _emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
     written: list[Path] = []
     if options.fix_out:

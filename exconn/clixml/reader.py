@@ -453,6 +453,8 @@ def _parse(path: Path, stream: BinaryIO, encoding: str, targets: set[str]) -> It
             depth -= 1
             if depth == 1 and builder is not None and root is not None:
                 value = builder.value(elem)
+                if isinstance(value, PSObject):
+                    value.line = elem.sourceline  # the start tag's line, for SARIF regions
                 builder.index += 1
                 # Free what is done: this element and the whitespace and elements before it.
                 elem.clear()

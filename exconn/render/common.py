@@ -36,6 +36,7 @@ class RunInfo:
     sources: tuple[str, ...]
     fail_on: Severity
     offline: bool
+    posture_file: str | None = None  # --posture: where domain findings' facts were read
 
 
 class Renderer(Protocol):

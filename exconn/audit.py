@@ -175,6 +175,7 @@ def run(
         fail_on=options.fail_on,
         offline=options.offline,
         posture_file=options.posture_file,
+        fix_out=options.fix_out,
     )
     _emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
     written: list[Path] = []

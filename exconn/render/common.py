@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from exconn.fix import Command
 from exconn.model import (
     UNKNOWN,
     AddressSpace,
@@ -27,6 +28,7 @@ from exconn.model import (
     identity_of,
     kind_of,
 )
+from exconn.pwsh import UnsafeValue
 from exconn.rules.base import Finding, Report, Severity, Skip
 
 
@@ -37,6 +39,7 @@ class RunInfo:
     fail_on: Severity
     offline: bool
     posture_file: str | None = None  # --posture: where domain findings' facts were read
+    fix_out: str | None = None  # --fix-out: the scripts were written there (no hint to pass it)
 
 
 class Renderer(Protocol):
@@ -69,6 +72,15 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+def command_text(c: Command) -> str:
+    """A fix command as PowerShell, or, when a value cannot be quoted safely (a control character
+    in a connector's name), a comment saying so, as remediation.ps1 writes it: never a crash."""
+    try:
+        return c.render()
+    except UnsafeValue as exc:
+        return f"# Not written: {exc}. Make this change by hand."
+
+
 def finding_json(f: Finding) -> dict[str, Any]:
     return {
         "rule": f.rule.id,
@@ -79,7 +91,7 @@ def finding_json(f: Finding) -> dict[str, Any]:
         "observed": plain(f.observed),
         "message": f.message,
         "references": list(f.rule.references),
-        "fix": [c.render() for c in f.commands],  # PowerShell command strings
+        "fix": [command_text(c) for c in f.commands],  # PowerShell command strings
         "dns": [d.render() for d in f.dns],  # the DNS side: what --fix-out writes under dns/<domain>/
         "source": f.source,
     }
@@ -108,6 +120,55 @@ def verdict(report: Report, info: RunInfo) -> str:
     if worst is not None and worst >= info.fail_on:
         return f"FAIL: findings at or above '{info.fail_on.label}'"
     return f"PASS: nothing at or above '{info.fail_on.label}'"
+
+
+# How much risk a finding carries, as GitHub reads SARIF's security-severity: what "do this first"
+# adds up per change, and what SARIF declares per rule.
+RISK = {
+    Severity.CRITICAL: 9.5,
+    Severity.HIGH: 8.0,
+    Severity.MEDIUM: 5.5,
+    Severity.LOW: 3.0,
+    Severity.INFO: 0.1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change the fix makes: a command of remediation.ps1, or a domain's DNS publication."""
+
+    text: str  # the PowerShell command, or what to publish
+    findings: tuple[Finding, ...]
+    dns: bool = False
+
+    @property
+    def risk(self) -> float:
+        return sum(RISK[f.severity] for f in self.findings)
+
+
+def changes(report: Report) -> tuple[list[Change], list[Change]]:
+    """remediation.ps1's changes (merged per object, exactly as the script has them) and the DNS
+    publications per domain (what --fix-out writes under dns/)."""
+    from exconn.remediate.script import plan_changes
+
+    script = [Change(command_text(p.command), p.findings) for p in plan_changes(report)]
+    by_domain: dict[str, list[Finding]] = {}
+    texts: dict[str, str] = {}
+    for f in report.findings:
+        for d in f.dns:
+            key = d.domain.lower()
+            texts.setdefault(key, d.render())
+            if not any(g is f for g in by_domain.setdefault(key, [])):
+                by_domain[key].append(f)
+    dns = [Change(texts[k], tuple(v), dns=True) for k, v in sorted(by_domain.items())]
+    return script, dns
+
+
+def do_first(report: Report, count: int = 3) -> list[Change]:
+    """The changes that remove the most risk: the sum over the findings each one fixes."""
+    script, dns = changes(report)
+    ranked = sorted(enumerate([*script, *dns]), key=lambda pair: (-pair[1].risk, pair[0]))
+    return [c for _, c in ranked[:count]]
 
 
 class Stream:

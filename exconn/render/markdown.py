@@ -7,7 +7,7 @@ from typing import TextIO
 
 from exconn._version import __version__
 from exconn.model import Organization
-from exconn.render.common import RunInfo
+from exconn.render.common import RunInfo, command_text
 from exconn.rules.base import Report, Rule
 
 
@@ -34,7 +34,7 @@ def write(report: Report, org: Organization, info: RunInfo, out: TextIO) -> None
             lines += ["", f"## {f.rule.id} on {esc(f.target.identity)}"]
         if f.commands:
             lines += ["", "```powershell"]
-            lines += [c.render() for c in f.commands]
+            lines += [command_text(c) for c in f.commands]
             lines += ["```"]
         if f.dns:
             lines += [""]

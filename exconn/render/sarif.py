@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from exconn._version import __version__
 from exconn.model import Organization, Source, identity_of, kind_of
-from exconn.render.common import RunInfo, Stream, plain, write_json
+from exconn.render.common import RISK, RunInfo, Stream, plain, write_json
 from exconn.rules.base import Finding, Report, Rule, Severity, Skip, Target
 
 _SARIF_LEVEL = {
@@ -24,15 +24,6 @@ _SARIF_LEVEL = {
     Severity.MEDIUM: "warning",
     Severity.LOW: "note",
     Severity.INFO: "note",
-}
-
-# GitHub maps these onto its critical/high/medium/low bands (> 9.0, 7.0-8.9, 4.0-6.9, 0.1-3.9).
-_SECURITY_SEVERITY = {
-    Severity.CRITICAL: "9.5",
-    Severity.HIGH: "8.0",
-    Severity.MEDIUM: "5.5",
-    Severity.LOW: "3.0",
-    Severity.INFO: "0.1",
 }
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -116,6 +107,7 @@ def fingerprint(f: Finding) -> str:
 
 
 def _rule(r: Rule) -> dict[str, Any]:
+    # security-severity: GitHub's bands are > 9.0 critical, 7.0-8.9 high, 4.0-6.9 medium, 0.1-3.9 low.
     doc: dict[str, Any] = {
         "id": r.id,
         "name": r.title,
@@ -126,7 +118,7 @@ def _rule(r: Rule) -> dict[str, Any]:
     if r.references:
         doc["helpUri"] = r.references[0]
     doc["defaultConfiguration"] = {"level": _SARIF_LEVEL[r.severity]}
-    doc["properties"] = {"security-severity": _SECURITY_SEVERITY[r.severity], "tags": ["security"]}
+    doc["properties"] = {"security-severity": f"{RISK[r.severity]:.1f}", "tags": ["security"]}
     return doc
 
 

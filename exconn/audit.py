@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TextIO
@@ -176,6 +176,7 @@ def run(
         offline=options.offline,
         posture_file=options.posture_file,
         fix_out=options.fix_out,
+        marks=_marks(posture or {}),
     )
     _emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
     written: list[Path] = []
@@ -192,6 +193,19 @@ def run(
     worst = report.worst()
     code = EXIT_FINDINGS if worst is not None and worst >= options.fail_on else EXIT_OK
     return AuditResult(report, org, code, tuple(written), tuple(notes))
+
+
+def _marks(posture: Mapping[str, DomainPosture]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """What protects mail to each observed domain beyond opportunistic TLS, for the mail flow."""
+    out = []
+    for domain, p in sorted(posture.items()):
+        policy = p.mta_sts.policy if p.mta_sts.status == "valid" else None
+        marks = (("MTA-STS enforce",) if policy is not None and policy.mode == "enforce" else ()) + (
+            ("DANE",) if p.dane.status in ("valid", "unverified") else ()
+        )
+        if marks:
+            out.append((domain.lower().rstrip("."), marks))
+    return tuple(out)
 
 
 def _emit(produce: Callable[[TextIO], None], output: str | None, stdout: TextIO) -> None:

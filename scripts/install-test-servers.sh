@@ -1,10 +1,11 @@
 #!/bin/sh
 # Install the real servers the posture tests start on loopback (tests/servers/): Knot (authoritative,
-# signs the test zones), Unbound (validating resolver), nginx (MTA-STS policy hosts).
+# signs the test zones), Unbound (validating resolver), nginx (MTA-STS policy hosts); and Chromium,
+# the real browser the HTML report tests open the report in (tests/browser.py, headless).
 # Idempotent: installs only what is missing. Needs root (or sudo) on Debian/Ubuntu.
 set -eu
 
-PACKAGES="knot unbound nginx-light"
+PACKAGES="knot unbound nginx-light chromium"
 
 missing=""
 for pkg in $PACKAGES; do

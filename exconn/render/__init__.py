@@ -26,6 +26,7 @@ class Format(enum.StrEnum):
     JSON = "json"
     MARKDOWN = "markdown"
     SARIF = "sarif"
+    HTML = "html"
 
     @property
     def renderer(self) -> Renderer:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 import ipaddress
 import json
 from collections import Counter
@@ -40,6 +41,9 @@ class RunInfo:
     offline: bool
     posture_file: str | None = None  # --posture: where domain findings' facts were read
     fix_out: str | None = None  # --fix-out: the scripts were written there (no hint to pass it)
+    # Domain -> what protects mail to it beyond opportunistic TLS ("MTA-STS enforce", "DANE"),
+    # from the observed posture: the HTML mail flow marks partners with it.
+    marks: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 class Renderer(Protocol):
@@ -70,6 +74,20 @@ def plain(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value
     return str(value)
+
+
+def observed_text(value: Any) -> str:
+    """An observed value as one line of text, as Exchange prints it."""
+    shown = plain(value)
+    if isinstance(shown, list):
+        return ", ".join(str(v) for v in shown)  # as Exchange prints a multi-valued property
+    return shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False)
+
+
+def fingerprint(f: Finding) -> str:
+    """Rule id + target: stable across runs, and two findings of one rule in one file stay apart."""
+    key = "\0".join((f.rule.id, f.target.kind, f.target.identity.casefold()))
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def command_text(c: Command) -> str:

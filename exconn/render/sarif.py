@@ -7,7 +7,6 @@ What could not be judged goes into the invocation's notifications, so nothing di
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -15,7 +14,7 @@ from urllib.parse import quote
 
 from exconn._version import __version__
 from exconn.model import Organization, Source, identity_of, kind_of
-from exconn.render.common import RISK, RunInfo, Stream, plain, write_json
+from exconn.render.common import RISK, RunInfo, Stream, fingerprint, plain, write_json
 from exconn.rules.base import Finding, Report, Rule, Severity, Skip, Target
 
 _SARIF_LEVEL = {
@@ -98,12 +97,6 @@ def _logical(target: Target) -> dict[str, Any]:
         "fullyQualifiedName": f"{target.kind}/{target.identity}",
         "kind": "resource" if target.kind == "Domain" else "object",
     }
-
-
-def fingerprint(f: Finding) -> str:
-    """Rule id + target: stable across runs, and two findings of one rule in one file stay apart."""
-    key = "\0".join((f.rule.id, f.target.kind, f.target.identity.casefold()))
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _rule(r: Rule) -> dict[str, Any]:

@@ -8,16 +8,15 @@ is never broken.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import TextIO
 
 from exconn._version import __version__
 from exconn.model import Organization, kind_of
 from exconn.render.cells import shorten, visible, width, wrap
-from exconn.render.common import Change, RunInfo, changes, do_first, plain, summary, verdict
+from exconn.render.common import Change, RunInfo, changes, do_first, observed_text, summary, verdict
 from exconn.rules.base import Finding, Report
 
 MIN_WIDTH = 80
@@ -29,13 +28,6 @@ _OBSERVED_LINES = 3
 def terminal_width() -> int:
     """`COLUMNS`, else the terminal's width, else 80; never below 80."""
     return max(MIN_WIDTH, shutil.get_terminal_size((MIN_WIDTH, 24)).columns)
-
-
-def _observed(value: Any) -> str:
-    shown = plain(value)
-    if isinstance(shown, list):
-        return ", ".join(str(v) for v in shown)  # as Exchange prints a multi-valued property
-    return shown if isinstance(shown, str) else json.dumps(shown, ensure_ascii=False)
 
 
 def _clip(lines: list[str], count: int, limit: int) -> list[str]:
@@ -59,7 +51,7 @@ def _target_cell(f: Finding, limit: int) -> list[str]:
 def _finding_cell(f: Finding, limit: int) -> list[str]:
     lines: list[str] = []
     if f.property:
-        observed = wrap(f"{f.property} = {visible(_observed(f.observed))}", limit, indent="  ")
+        observed = wrap(f"{f.property} = {visible(observed_text(f.observed))}", limit, indent="  ")
         lines += _clip(observed, _OBSERVED_LINES, limit)
     lines += wrap(f.message, limit)
     return lines

@@ -178,7 +178,7 @@ def run(
         fix_out=options.fix_out,
         marks=_marks(posture or {}),
     )
-    _emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
+    emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
     written: list[Path] = []
     if options.fix_out:
         from exconn.remediate.dns import write_dns
@@ -208,7 +208,7 @@ def _marks(posture: Mapping[str, DomainPosture]) -> tuple[tuple[str, tuple[str, 
     return tuple(out)
 
 
-def _emit(produce: Callable[[TextIO], None], output: str | None, stdout: TextIO) -> None:
+def emit(produce: Callable[[TextIO], None], output: str | None, stdout: TextIO) -> None:
     """The report streamed as it is rendered: to stdout, or to a temporary file beside `output`
     renamed over it once complete (never a half-written report)."""
     if output is None:

@@ -18,7 +18,17 @@ from exconn.render.common import Renderer, RunInfo, plain, summary
 from exconn.render.markdown import rules_markdown
 from exconn.rules.base import Report
 
-__all__ = ["Format", "Renderer", "RunInfo", "plain", "render", "rules_markdown", "summary", "write"]
+__all__ = [
+    "Format",
+    "Renderer",
+    "RunInfo",
+    "escaping",
+    "plain",
+    "render",
+    "rules_markdown",
+    "summary",
+    "write",
+]
 
 
 class Format(enum.StrEnum):
@@ -36,7 +46,12 @@ class Format(enum.StrEnum):
 
 def write(report: Report, org: Organization, info: RunInfo, fmt: Format, out: TextIO) -> None:
     """Write the report to `out` in `fmt`, piece by piece; lone surrogates escaped (see `writable`)."""
-    fmt.renderer(report, org, info, cast("TextIO", _Writable(out)))
+    fmt.renderer(report, org, info, escaping(out))
+
+
+def escaping(out: TextIO) -> TextIO:
+    """`out`, with every piece written passed through `writable` first."""
+    return cast("TextIO", _Writable(out))
 
 
 def render(report: Report, org: Organization, info: RunInfo, fmt: Format) -> str:

@@ -1,12 +1,14 @@
 """Time exconn's CLIXML reader against a bare lxml parse and psrpcore on one large export.
 
-    python bench/bench_clixml.py [--connectors 2000] [--skip-psrpcore]
+    python bench/bench_clixml.py [--connectors 2000] [--source fabrikam|real] [--skip-psrpcore]
 
-The export is built from the real Exchange 2019 exports in ../shared/fixtures/real (five receive
-connectors and one send connector per copy, SerializationData blobs included), with RefIds and TN
-RefIds renumbered per copy so cross-object Refs stay valid, and server names made unique. Each
-contender runs in its own child process, so its peak RSS (which includes libxml2's memory, unlike
-tracemalloc) is its own.
+`--source fabrikam` (the default) writes the export with the samples' builder
+(`scripts/make_samples.py` `big_export`, on tests/clixml_build): per server the five receive
+connectors Setup creates and one send connector, realistic SerializationData blobs, deterministic.
+`--source real` copies the real Exchange 2019 exports in ../shared/fixtures/real instead (five
+receive connectors and one send connector per copy), with RefIds and TN RefIds renumbered per copy
+so cross-object Refs stay valid, and server names made unique. Each contender runs in its own child
+process, so its peak RSS (which includes libxml2's memory, unlike tracemalloc) is its own.
 """
 
 from __future__ import annotations
@@ -44,8 +46,18 @@ def next_ids(body: str) -> tuple[int, int]:
     return 1 + max(n for tn, n in found if not tn), 1 + max(n for tn, n in found if tn)
 
 
-def generate(path: Path, connectors: int) -> int:
-    """Write an export of about `connectors` connectors; returns the number written."""
+def generate_fabrikam(path: Path, connectors: int) -> int:
+    """Write an export of about `connectors` connectors with the samples' builder."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_samples
+
+    return make_samples.big_export(path, connectors)
+
+
+def generate_real(path: Path, connectors: int) -> int:
+    """Write an export of about `connectors` connectors from the real exports; returns the number written."""
+    if not REAL.is_dir():
+        sys.exit(f"--source real needs the real exports in {REAL}")
     bodies = []
     for name in UNIT:
         text = (REAL / name).read_text(encoding="utf-8-sig")
@@ -61,6 +73,9 @@ def generate(path: Path, connectors: int) -> int:
             out.write(renumbered.replace("WIN-CTD3L0RGEN4", f"SRV{copy:05d}"))
         out.write("</Objs>")
     return copies * per_unit
+
+
+GENERATORS = {"fabrikam": generate_fabrikam, "real": generate_real}
 
 
 def blob_share(path: Path) -> float:
@@ -135,6 +150,7 @@ def run_child(*args: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connectors", type=int, default=2000)
+    parser.add_argument("--source", choices=sorted(GENERATORS), default="fabrikam")
     parser.add_argument("--skip-psrpcore", action="store_true")
     parser.add_argument("--child", nargs=2, metavar=("NAME", "FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -145,12 +161,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "big-export.xml"
         started = time.perf_counter()
-        written = generate(path, args.connectors)
+        written = GENERATORS[args.source](path, args.connectors)
         size_mb = path.stat().st_size / 1e6
         share = 100 * blob_share(path)
         print(
-            f"export: {written} connectors, {size_mb:.1f} MB ({share:.0f}% SerializationData),"
-            f" generated in {time.perf_counter() - started:.1f} s; Python {sys.version.split()[0]}"
+            f"export ({args.source}): {written} connectors, {size_mb:.1f} MB"
+            f" ({share:.0f}% SerializationData), generated in {time.perf_counter() - started:.1f} s;"
+            f" Python {sys.version.split()[0]}"
         )
         idle = run_child(
             "-c",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from exconn.errors import InputError, UsageError
 from exconn.model import Organization
-from exconn.output import write_file
+from exconn.output import check_writable_folder, write_file
 from exconn.render import Format, RunInfo, write
 from exconn.rules.base import Context, Report, Severity, evaluate
 
@@ -111,6 +111,8 @@ def check(options: AuditOptions) -> None:
         raise UsageError(f"--offline promises no network use; it cannot be combined with {', '.join(given)}")
     if options.posture_file and given:
         raise UsageError(f"--posture replays a saved observation; {', '.join(given)} would observe anew")
+    if options.output is not None and (why := check_writable_folder(options.output)) is not None:
+        raise InputError(options.output, f"cannot write the report: {why}")
     if options.tlsrpt_rua is not None:
         from exconn.remediate.dns import DnsFixError, check_rua
 

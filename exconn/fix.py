@@ -7,9 +7,21 @@ remediation writer, the renderers and the DNS writer read them. Nothing here kno
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from exconn.pwsh import PsValue, command
+from exconn.pwsh import Expression, PsValue, command, hashtable
+
+
+def _ps(value: PsValue | ListEdit) -> PsValue:
+    if isinstance(value, ListEdit):
+        parts: list[tuple[str, PsValue]] = []
+        if value.add:
+            parts.append(("Add", list(value.add)))
+        if value.remove:
+            parts.append(("Remove", list(value.remove)))
+        return hashtable(parts)
+    return value
 
 
 def same_value(a: PsValue, b: PsValue) -> bool:
@@ -27,13 +39,113 @@ def same_value(a: PsValue, b: PsValue) -> bool:
     return norm(a) == norm(b)
 
 
+class _Unread(enum.Enum):
+    UNREAD = "unread"
+
+
+# The export did not carry the value: remediation.ps1 reads it at apply time and records it for
+# rollback.ps1, instead of the fix being dropped.
+UNREAD = _Unread.UNREAD
+
+# Multi-valued properties: the fix adds to (or removes from) the list Exchange holds at apply time
+# (`@{Add=...}`), so entries added since the export are kept instead of replaced.
+MULTI_VALUED = frozenset({"tlsreceivedomainsecurelist", "tlssenddomainsecurelist"})
+
+
 @dataclass(frozen=True, slots=True)
 class ParamChange:
-    """One parameter of a Set-* command: the value we set, and the value observed before."""
+    """One parameter of a Set-* command: the value we set, and the value observed before
+    (`UNREAD` when the export lacks it)."""
 
     name: str
     new: PsValue
-    observed: PsValue
+    observed: PsValue | _Unread
+
+    @property
+    def list_delta(self) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """(added, removed) for a multi-valued property, or None for a plain value."""
+        if self.name.lower() not in MULTI_VALUED or self.observed is UNREAD:
+            return None
+        before, after = _items(self.observed), _items(self.new)
+        lower_before, lower_after = {b.lower() for b in before}, {a.lower() for a in after}
+        added = tuple(a for a in after if a.lower() not in lower_before)
+        removed = tuple(b for b in before if b.lower() not in lower_after)
+        return added, removed
+
+    def value(self, *, rollback: bool = False) -> PsValue | ListEdit:
+        """What the command passes: the value, or `@{Add=...}` / `@{Remove=...}` for a list."""
+        delta = self.list_delta
+        if delta is None:
+            if rollback:
+                assert self.observed is not UNREAD, "an unread value is restored from the recorded state"
+                return self.observed
+            return self.new
+        added, removed = delta
+        if rollback:
+            added, removed = removed, added
+        return ListEdit(added, removed)
+
+
+def _items(value: PsValue | _Unread) -> list[str]:
+    if value is None or value is UNREAD:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, enum.Enum | bool | int):
+        return [str(value.value if isinstance(value, enum.Enum) else value)]
+    return [str(v) for v in value]
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """A value another parameter must hold for the command to pass Exchange's write-time validation;
+    the script checks it at apply time, because the export may be older than the object."""
+
+    name: str
+    value: PsValue
+    why: str
+
+
+def requirements(cmd: SetCommand) -> tuple[Requirement, ...]:
+    """The parameters this command does not set but depends on (docs: EXCHANGE.md, write-time
+    validation): e.g. TlsAuthLevel needs RequireTLS $true, RequireTLS needs IgnoreSTARTTLS $false."""
+    new = {c.name.lower(): c.new for c in cmd.changes}
+    out: list[Requirement] = []
+
+    def need(name: str, value: PsValue, why: str) -> None:
+        if name.lower() not in new:
+            out.append(Requirement(name, value, why))
+
+    if cmd.cmdlet == "Set-SendConnector":
+        if new.get("tlsauthlevel") is not None:
+            need("RequireTLS", True, "TlsAuthLevel needs RequireTLS")
+            need("DomainSecureEnabled", False, "TlsAuthLevel is not allowed with DomainSecureEnabled")
+        if new.get("requiretls") is True:
+            need("IgnoreSTARTTLS", False, "RequireTLS and IgnoreSTARTTLS cannot both be true")
+        if new.get("tlsdomain") is not None:
+            need("TlsAuthLevel", "DomainValidation", "TlsDomain needs TlsAuthLevel DomainValidation")
+    elif cmd.cmdlet == "Set-ReceiveConnector":
+        if new.get("requiretls") is False:
+            need(
+                "ExtendedProtectionPolicy",
+                "None",
+                "ExtendedProtectionPolicy other than None needs RequireTLS",
+            )
+    elif cmd.cmdlet == "Set-OutboundConnector":
+        if new.get("tlsdomain") is not None:
+            need("TlsSettings", "DomainValidation", "TlsDomain needs TlsSettings DomainValidation")
+    elif cmd.cmdlet == "Set-InboundConnector":
+        if new.get("tlssendercertificatename") is not None:
+            need("RequireTls", True, "TlsSenderCertificateName needs RequireTls")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ListEdit:
+    """`@{Add='a','b'; Remove='c'}`: a change to a multi-valued property, not a replacement."""
+
+    add: tuple[str, ...]
+    remove: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +162,27 @@ class SetCommand:
         return [] if self.singleton else [("Identity", self.identity)]
 
     def render(self) -> str:
-        return command(self.cmdlet, [*self._head(), *((c.name, c.new) for c in self.changes)])
+        return command(self.cmdlet, [*self._head(), *((c.name, _ps(c.value())) for c in self.changes)])
 
-    def render_rollback(self) -> str:
-        return command(self.cmdlet, [*self._head(), *((c.name, c.observed) for c in self.changes)])
+    def render_rollback(self, restored: Mapping[str, str] | None = None) -> str:
+        """The command that undoes this one; `restored` gives, for each parameter the export lacked,
+        the PowerShell expression holding the value recorded at apply time."""
+        params: list[tuple[str, PsValue]] = list(self._head())
+        for c in self.changes:
+            if c.observed is UNREAD:
+                if restored is None or c.name not in restored:
+                    raise ValueError(
+                        f"{c.name} was not exported: its old value comes from the recorded state"
+                    )
+                params.append((c.name, Expression(restored[c.name])))
+            else:
+                params.append((c.name, _ps(c.value(rollback=True))))
+        return command(self.cmdlet, params)
+
+    @property
+    def reads_at_apply(self) -> tuple[str, ...]:
+        """Parameters whose old value the export lacks: read and recorded when the script runs."""
+        return tuple(c.name for c in self.changes if c.observed is UNREAD)
 
 
 @dataclass(frozen=True, slots=True)

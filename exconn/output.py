@@ -45,18 +45,19 @@ def write_file(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> No
     """Replace `path` with `data` atomically: a temporary file in the same folder, then a rename.
 
     A failure (disk full, a read-only folder) leaves the old file as it was and no temporary file
-    behind. A path that exists and is not a regular file (`/dev/stdout`, `/dev/null`, a FIFO) is
-    written to directly: renaming over it would replace the device itself. A symbolic link to a
-    file stays a link; the file it points at is replaced. `data` may be a function that writes
-    to the open file instead (see `stage_file`). Raises OSError.
+    behind. A path that is a device, a FIFO or a socket (`/dev/stdout`, `/dev/null`), directly or
+    through a link, is written to directly: renaming over it would replace the device itself. A
+    symbolic link to anything else is replaced by the new file, never written through: a link
+    planted in an output folder cannot make exconn overwrite the file it points at. `data` may be
+    a function that writes to the open file instead (see `stage_file`). Raises OSError.
     """
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        mode = None
-    if mode is not None and stat.S_ISDIR(mode):
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None  # absent, or a dangling link: replaced like any other
+    if mode is not None and stat.S_ISDIR(mode) and not os.path.islink(path):
         raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
-    if mode is not None and not stat.S_ISREG(mode):
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         with open(path, "wb") as handle:
             _put(handle, data)
         return
@@ -68,20 +69,39 @@ def write_file(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> No
         raise
 
 
+def check_writable_folder(path: str | Path) -> str | None:
+    """Why a file cannot be created at `path` (its folder is missing or not a folder), or None;
+    checked before the work, so a long audit does not end in "cannot write"."""
+    parent = Path(path).parent
+    if not parent.exists():
+        return f"the folder {parent} does not exist"
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    return None
+
+
 def stage_file(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> tuple[str, Path]:
-    """Write `data` to a new temporary file beside `path` (beside the file a symbolic link points
-    at), flushed to disk; returns it and the file to rename it over. The caller renames it into
-    place (several files can be staged first, then renamed together) or removes it. Raises OSError,
-    leaving no temporary file behind. `data` may be a function that writes to the open file (a
-    report streamed as it is rendered) instead of the bytes themselves.
+    """Write `data` to a new temporary file beside `path`, flushed to disk; returns it and the path
+    to rename it over (`path` itself: a symbolic link there is replaced, not followed). The new
+    file keeps the mode of the regular file it replaces, else the umask's. The caller renames it
+    into place (several files can be staged first, then renamed together) or removes it. Raises
+    OSError, leaving no temporary file behind. `data` may be a function that writes to the open
+    file (a report streamed as it is rendered) instead of the bytes themselves.
     """
-    target = Path(os.path.realpath(path))
+    target = Path(path)
+    try:
+        old = os.lstat(target)
+        keep = stat.S_IMODE(old.st_mode) if stat.S_ISREG(old.st_mode) else None
+    except FileNotFoundError:
+        keep = None
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(handle.fileno(), 0o666 & ~umask)  # mkstemp's 0600 is for secrets
+            if keep is None:
+                umask = os.umask(0)
+                os.umask(umask)
+                keep = 0o666 & ~umask  # mkstemp's 0600 is for secrets
+            os.fchmod(handle.fileno(), keep)
             _put(handle, data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -19,6 +19,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u2028\u2029\u0085]")
 _NEWLINES = re.compile(r"[\r\n\u2028\u2029\u0085]+")
 _PARAMETER = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
+
+class Expression(str):
+    """PowerShell source written by the script writer itself (`$saved.TlsDomain`), never from data:
+    `literal()` passes it through unquoted."""
+
+
 PsValue = bool | int | str | None | enum.Enum | Sequence[str]
 
 
@@ -39,6 +45,8 @@ def quote(text: str) -> str:
 
 def literal(value: PsValue) -> str:
     """A PowerShell expression for `value`: `$true`, `$null`, `25`, `'text'`, `@('a','b')`."""
+    if isinstance(value, Expression):
+        return str(value)
     if value is None:
         return "$null"
     if isinstance(value, bool):
@@ -50,6 +58,19 @@ def literal(value: PsValue) -> str:
     if isinstance(value, str):
         return quote(value)
     return "@(" + ",".join(quote(str(v)) for v in value) + ")"
+
+
+def hashtable(entries: Sequence[tuple[str, PsValue]]) -> Expression:
+    """`@{Add='a','b'; Remove='c'}`, every value quoted; keys are plain names."""
+    parts = []
+    for key, value in entries:
+        if not _PARAMETER.match(key):
+            raise UnsafeValue(f"not a key name: {key!r}")
+        if isinstance(value, list | tuple):
+            parts.append(f"{key}=" + ",".join(quote(str(v)) for v in value))
+        else:
+            parts.append(f"{key}={literal(value)}")
+    return Expression("@{" + "; ".join(parts) + "}")
 
 
 def parameter(name: str) -> str:

@@ -10,6 +10,8 @@
     Exchange Server session (detected by Get-SendConnector being available):
         Get-ExchangeServer, Get-SendConnector, Get-ReceiveConnector, Get-AcceptedDomain,
         Get-TransportConfig, Get-ExchangeCertificate -Server <each server>
+    Edge Transport server (run on the Edge itself: its connectors are its own, not the
+    organisation's): the same cmdlets, for this server only.
     Exchange Online session (detected by Get-InboundConnector without Get-SendConnector):
         Get-InboundConnector, Get-OutboundConnector, Get-AcceptedDomain
 
@@ -18,12 +20,19 @@
     records the organisation, the Exchange build, the UTC time, and every cmdlet run with its output
     file, object count and errors. Give the whole folder to exconn: exconn audit <folder>
 
+    A session imported with Import-PSSession -Prefix names the cmdlets Get-<Prefix>SendConnector:
+    the prefix is detected (or given with -Prefix) and the files keep the plain cmdlet names.
+    The exit status is 0 when every cmdlet ran, 1 when one failed (see manifest.json).
+
 .PARAMETER OutputFolder
     Folder to write to; created if missing. Existing files of the same names are overwritten.
 
 .PARAMETER Server
     Exchange servers whose receive connectors and certificates to export. Default: every server
     Get-ExchangeServer returns (Edge servers excluded: run the script on the Edge itself).
+
+.PARAMETER Prefix
+    The -Prefix the Exchange session was imported with, when it cannot be detected.
 
 .EXAMPLE
     .\Export-ExconnSnapshot.ps1 -OutputFolder C:\Temp\exconn
@@ -48,7 +57,9 @@ param(
     [Parameter(Mandatory)]
     [string]$OutputFolder,
 
-    [string[]]$Server
+    [string[]]$Server,
+
+    [string]$Prefix
 )
 
 Set-StrictMode -Version 2.0
@@ -60,6 +71,26 @@ if (-not (Test-Path -LiteralPath $OutputFolder)) {
 }
 $OutputFolder = (Resolve-Path -LiteralPath $OutputFolder).ProviderPath
 $commands = New-Object System.Collections.ArrayList
+
+function Resolve-ExconnCmdlet {
+    <# Get-SendConnector as this session names it: Get-<Prefix>SendConnector after Import-PSSession -Prefix. #>
+    param([string]$Name)
+    if (-not $script:Prefix) { return $Name }
+    $verb, $noun = $Name -split '-', 2
+    return "$verb-$($script:Prefix)$noun"
+}
+
+function Find-ExconnPrefix {
+    <# The prefix of an imported session: a Get-<X>SendConnector or Get-<X>InboundConnector exists. #>
+    foreach ($noun in 'SendConnector', 'InboundConnector') {
+        $found = @(Get-Command -Name "Get-*$noun" -ErrorAction SilentlyContinue |
+            Where-Object { $_.Name -match "^Get-(.+)$noun$" -and $_.Name -notmatch "^Get-(Foreign|Delivery)Agent" })
+        foreach ($command in $found) {
+            if ($command.Name -match "^Get-(.+)$noun$") { return $Matches[1] }
+        }
+    }
+    return $null
+}
 
 function Invoke-Export {
     <# Runs one Get-* cmdlet, exports its output to $File (when given), records the run in the manifest. #>
@@ -82,7 +113,7 @@ function Invoke-Export {
     try {
         # -ErrorVariable keeps non-terminating errors (one server unreachable...) for the manifest;
         # terminating ones land in catch. Either way the next cmdlet still runs.
-        $objects = @(& $Cmdlet @Parameters -ErrorAction Continue -ErrorVariable callErrors)
+        $objects = @(& (Resolve-ExconnCmdlet $Cmdlet) @Parameters -ErrorAction Continue -ErrorVariable callErrors)
     }
     catch {
         $errorsSeen += $_.Exception.Message
@@ -106,11 +137,16 @@ function Invoke-Export {
     return , $objects
 }
 
-$isOnPremises = [bool](Get-Command -Name Get-SendConnector -ErrorAction SilentlyContinue)
-$isOnline = (-not $isOnPremises) -and [bool](Get-Command -Name Get-InboundConnector -ErrorAction SilentlyContinue)
-if (-not $isOnPremises -and -not $isOnline) {
-    throw 'No Exchange cmdlets found: run this in the Exchange Management Shell or after Connect-ExchangeOnline.'
+if (-not $Prefix -and -not (Get-Command -Name @('Get-SendConnector', 'Get-InboundConnector') -ErrorAction SilentlyContinue)) {
+    $Prefix = Find-ExconnPrefix
+    if ($Prefix) { Write-Warning "The Exchange session was imported with -Prefix $Prefix; using Get-${Prefix}SendConnector and so on." }
 }
+$isOnPremises = [bool](Get-Command -Name (Resolve-ExconnCmdlet 'Get-SendConnector') -ErrorAction SilentlyContinue)
+$isOnline = (-not $isOnPremises) -and [bool](Get-Command -Name (Resolve-ExconnCmdlet 'Get-InboundConnector') -ErrorAction SilentlyContinue)
+if (-not $isOnPremises -and -not $isOnline) {
+    throw 'No Exchange cmdlets found: run this in the Exchange Management Shell or after Connect-ExchangeOnline (a session imported with -Prefix: pass -Prefix).'
+}
+$isEdge = $false
 
 $organization = $null
 $orgConfig = Invoke-Export -Cmdlet 'Get-OrganizationConfig'
@@ -127,8 +163,13 @@ if ($isOnPremises) {
         # "Version 15.2 (Build 1544.4)": the newest build in the organisation.
         $build = ($serverBuilds | Sort-Object -Property @{ Expression = { $_.build } } -Descending | Select-Object -First 1).build
     }
+    # On an Edge Transport server Get-ExchangeServer lists the Edge itself: its connectors,
+    # certificates and transport config are local to it, so export this server's own.
+    $self = @($exchangeServers | Where-Object { [string]$_.Name -eq $env:COMPUTERNAME })
+    $isEdge = $self.Count -gt 0 -and [bool]$self[0].IsEdgeServer
     if (-not $Server) {
-        $Server = @($exchangeServers | Where-Object { -not $_.IsEdgeServer } | ForEach-Object { [string]$_.Name })
+        if ($isEdge) { $Server = @([string]$self[0].Name) }
+        else { $Server = @($exchangeServers | Where-Object { -not $_.IsEdgeServer } | ForEach-Object { [string]$_.Name }) }
     }
 
     [void](Invoke-Export -Cmdlet 'Get-SendConnector' -File 'Get-SendConnector.xml')
@@ -166,7 +207,8 @@ else {
 $manifest = [ordered]@{
     format            = 'exconn-snapshot'
     version           = 1
-    environment       = $(if ($isOnPremises) { 'ExchangeServer' } else { 'ExchangeOnline' })
+    environment       = $(if ($isEdge) { 'ExchangeEdge' } elseif ($isOnPremises) { 'ExchangeServer' } else { 'ExchangeOnline' })
+    cmdletPrefix      = $(if ($Prefix) { $Prefix } else { $null })
     organization      = $organization
     exchangeBuild     = $build
     servers           = @($serverBuilds)
@@ -182,3 +224,8 @@ $json = ConvertTo-Json -InputObject $manifest -Depth 5
 
 $failed = @($commands | Where-Object { $_.errors.Count -gt 0 })
 Write-Host "exconn snapshot written to $OutputFolder ($($commands.Count) cmdlet runs, $($failed.Count) with errors)."
+if ($failed.Count -gt 0) {
+    Write-Warning ('Cmdlets that failed: ' + (@($failed | ForEach-Object { $_.cmdlet }) -join ', ') + ' (see manifest.json)')
+    # exit only when run from its file: pasted into a console, exit would close it.
+    if ($PSCommandPath) { exit 1 } else { $global:LASTEXITCODE = 1 }
+}

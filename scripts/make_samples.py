@@ -19,8 +19,8 @@ import json
 import random
 import sys
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cryptography import x509
@@ -30,7 +30,7 @@ from cryptography.x509.oid import NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exconn.clixml.writer import (  # noqa: E402 - after the sys.path tweak for a plain checkout
+from tests.clixml_build import (  # noqa: E402 - after the sys.path tweak for a plain checkout
     ACCEPTED_DOMAIN_TYPES,
     AUTH_MECHANISMS_TYPE,
     EXCHANGE_CERTIFICATE_TYPES,
@@ -59,6 +59,7 @@ from exconn.clixml.writer import (  # noqa: E402 - after the sys.path tweak for 
     Value,
     encode,
     to_xml,
+    write_file,
 )
 
 SEED = 20250602
@@ -82,6 +83,12 @@ SECTIGO_ISSUER = (
     "S=Greater Manchester, C=GB"
 )
 CONTOSO_IPS = ("203.0.113.10", "203.0.113.11")
+# The copiers' scan-to-cloud vendor: an internet partner, so a registrable name under a public suffix
+# (Proseware is one of Microsoft's fictitious companies). A reserved name such as `.example` would
+# make exconn treat the connector as lab-only and lower every severity on it.
+SCAN_VENDOR = "proseware.com"
+SCAN_DOMAIN = f"scan.{SCAN_VENDOR}"
+SCAN_SMART_HOST = f"smtp.{SCAN_VENDOR}"
 SCANNER_RANGE = "10.20.30.0/24"
 
 TIMESPAN_TYPES = ("Microsoft.Exchange.Data.EnhancedTimeSpan", "System.ValueType")
@@ -218,6 +225,23 @@ def flags(type_name: str, names: Sequence[str], order: Sequence[str]) -> Obj:
     return Enum(type_name, ", ".join(n for n in order if n in names) or "None", value)
 
 
+@dataclass(frozen=True)
+class Expect:
+    """A finding samples/README.md promises; tests/test_samples.py reads every one back from the README
+    and compares it with what `exconn audit --offline` prints."""
+
+    rule: str
+    severity: str  # as the JSON report writes it: critical, high, medium, low, info
+    why: str
+
+
+def expected(findings: Sequence[Expect], quiet: str) -> str:
+    """The README's "expected finding" cell: `EXC-R002` **high**: why; or none: why."""
+    if not findings:
+        return f"none: {quiet}"
+    return "; ".join(f"`{e.rule}` **{e.severity}**: {e.why}" for e in findings)
+
+
 @dataclass
 class Recv:
     name: str
@@ -234,7 +258,8 @@ class Recv:
     capabilities: Sequence[str] = ()
     max_message_mb: int = 36
     planted: str = ""  # the mistake, for the README
-    expect: str = ""  # the finding it should produce
+    expect: tuple[Expect, ...] = ()  # the findings it should produce
+    quiet: str = ""  # why it produces none
 
 
 ALL_AUTH = ("Tls", "Integrated", "BasicAuth", "BasicAuthRequireTLS", "ExchangeServer")
@@ -266,26 +291,31 @@ def receive_connectors() -> dict[str, list[Recv]]:
     client.auth = ("Tls", "Integrated", "BasicAuth")
     client.planted = "BasicAuth without BasicAuthRequireTLS (AUTH offered before STARTTLS)"
     client.expect = (
-        "receive BasicAuth-without-BasicAuthRequireTLS (medium: authenticated submission port 587)"
-    )
+        Expect("EXC-R002", "high", "AUTH with passwords is offered before STARTTLS on the submission "
+               "port 587, which listens to every remote address"),
+    )  # fmt: skip
     front2 = next(c for c in ex02 if c.name.startswith("Default Frontend"))
     front2.cert = f"<I>{SECTIGO_ISSUER}<S>CN=mail.fabrikam.com"
     front2.planted = "TlsCertificateName names the old Sectigo certificate, expired 2024-11-30 (only on EX02)"
     front2.expect = (
-        "receive certificate-expired (high: internet MX, STARTTLS not offered with an expired certificate)"
-    )
+        Expect("EXC-R006", "high", "the internet MX; Exchange still presents the expired certificate and "
+               "still offers STARTTLS (events 12016/12018), but senders that validate certificates (MTA-STS, "
+               "DANE, TLS-enforcing connectors) refuse it and queue the mail"),
+    )  # fmt: skip
     ex02 += [
         Recv("Relay EX02", "FrontendTransport", ("0.0.0.0:25",), (), ("AnonymousUsers",),
              remote=(SCANNER_RANGE,), fqdn="ex02.corp.fabrikam.com",
              comment="Scanners and printers, 2nd floor. Do not enable TLS: the old Kyocera firmware breaks.",
              planted="anonymous relay for a device range, AuthMechanism None (no Tls: STARTTLS never offered)",
-             expect="receive anonymous-without-Tls (lower severity: RemoteIPRanges is a private /24)"),
+             expect=(Expect("EXC-R001", "medium", "anonymous SMTP that never offers STARTTLS; critical for an "
+                            "internet MX, two steps lower because RemoteIPRanges is a private /24"),)),
         Recv("Partner Contoso", "FrontendTransport", ("0.0.0.0:25",), ("Tls",), ("Partners",),
              remote=CONTOSO_IPS, require_tls=True, domain_secure=True, fqdn="mail.fabrikam.com",
              cert=f"<I>{LE_ISSUER}<S>CN=mail.fabrikam.com",
              planted="DomainSecureEnabled, but contoso.com is missing from TLSReceiveDomainSecureList",
-             expect="receive domain-secure-not-in-list (medium); RequireTLS here must NOT fire the MX rule "
-             "(scoped to two partner IPs)"),
+             expect=(Expect("EXC-R004", "medium", "contoso.com is missing from TLSReceiveDomainSecureList "
+                            "(RequireTLS here must not fire the public-MX rule EXC-R003: the connector is "
+                            "scoped to two partner IPs)"),)),
     ]  # fmt: skip
     return {"EX01": ex01, "EX02": ex02}
 
@@ -384,7 +414,8 @@ class Send:
     cloud: bool = False
     comment: str = ""
     planted: str = ""
-    expect: str = ""
+    expect: tuple[Expect, ...] = ()
+    quiet: str = ""
     extra: dict[str, Value] = field(default_factory=dict)
 
 
@@ -392,25 +423,32 @@ def send_connectors() -> list[Send]:
     return [
         Send("Internet", ["SMTP:*;1"],
              planted="nothing: opportunistic TLS to the internet, as Exchange sets it up",
-             expect="no finding above info (opportunistic TLS does not validate certificates)"),
+             quiet="opportunistic TLS, which validates no certificate, is what the internet at large needs"),
         Send(f"Outbound to Office 365 - {HYBRID_GUID}", ["smtp:fabrikam.mail.onmicrosoft.com;1"],
              require_tls=True, tls_auth=("DomainValidation", 4), tls_domain="mail.protection.outlook.com",
              cert=f"<I>{LE_ISSUER}<S>CN=mail.fabrikam.com", cloud=True,
              planted="nothing: the Hybrid Configuration Wizard's shape",
-             expect="no finding (the certificate it names exists, is valid and has SMTP)"),
-        Send("Legacy Scanner Relay", ["smtp:docuscan.example;1"], dns_routing=False,
-             smart_hosts=["smtp.docuscan.example"], port=587, ignore_starttls=True,
-             smart_host_auth=("BasicAuth", 1), credential_user="svc-scan@docuscan.example",
+             quiet="the certificate it names exists, is valid and has SMTP"),
+        Send("Legacy Scanner Relay", [f"smtp:{SCAN_DOMAIN};1"], dns_routing=False,
+             smart_hosts=[SCAN_SMART_HOST], port=587, ignore_starttls=True,
+             smart_host_auth=("BasicAuth", 1), credential_user=f"fabrikam-copiers@{SCAN_VENDOR}",
              comment="Scan-to-cloud for the copiers. Vendor said TLS is not needed.",
-             planted="IgnoreSTARTTLS with SmartHostAuthMechanism BasicAuth: password and mail in clear",
-             expect="send ignore-starttls (high; scoped, not SMTP:*) and smart-host-basic-auth (critical)"),
+             planted=f"IgnoreSTARTTLS with SmartHostAuthMechanism BasicAuth towards the scan vendor's smart host "
+             f"{SCAN_SMART_HOST} on the internet: password and mail in clear",
+             expect=(Expect("EXC-S001", "high", "mail crosses the internet in plaintext; one step below critical "
+                            "because the connector is scoped to one domain, not SMTP:*"),
+                     Expect("EXC-S004", "critical", "the relay account's password crosses the internet in "
+                            "clear on every connection, whatever the scope"))),
         Send("To Contoso", ["smtp:contoso.com;10"], require_tls=True, tls_auth=("EncryptionOnly", 1),
              planted="RequireTLS with TlsAuthLevel EncryptionOnly: any certificate is accepted",
-             expect="send require-tls-without-validation (medium)"),
+             expect=(Expect("EXC-S002", "high", "an interceptor can present any certificate and read the "
+                            "mail; scoping the connector to one partner does not make that smaller"),)),
         Send("Lab", ["smtp:lab.fabrikam.local;1"], dns_routing=False, smart_hosts=["labgw.lab.fabrikam.local"],
              fqdn=None, enabled=False, ignore_starttls=True,
              planted="IgnoreSTARTTLS, but disabled and scoped to an internal lab domain",
-             expect="send ignore-starttls at low severity (disabled, lab scope)"),
+             expect=(Expect("EXC-S001", "info", "critical lowered two steps for the lab-only scope "
+                            "(lab.fabrikam.local never resolves on the internet) and two more because the "
+                            "connector is disabled"),)),
     ]  # fmt: skip
 
 
@@ -791,6 +829,20 @@ def inbound_objs() -> list[Obj]:
     return out
 
 
+def exo_expectations() -> list[tuple[str, str, tuple[Expect, ...], str]]:
+    """name, what is planted, the findings to expect, why none: for the README's `exo/` table."""
+    return [
+        (f"Inbound from {HYBRID_GUID}", "OnPremises, RequireTls with TlsSenderCertificateName "
+         "mail.fabrikam.com, as the Hybrid Configuration Wizard sets it up", (),
+         "the on-premises servers are identified by their certificate, over TLS"),
+        ("Contoso Partner Inbound", "Partner connector for contoso.com restricted to Contoso's IPs, "
+         "RequireTls false", (Expect("EXC-O004", "medium", "mail from contoso.com is accepted without TLS"),), ""),
+        ("To Fabrikam on-premises", "OnPremises outbound to the smart host mail.fabrikam.com, TlsSettings "
+         "CertificateValidation with an empty TlsDomain: the chain is validated, the name is not", (),
+         "exconn takes CertificateValidation (a trusted chain) as a validated route"),
+    ]  # fmt: skip
+
+
 def outbound_objs() -> list[Obj]:
     name = "To Fabrikam on-premises"
     identity = exo_id(name, f"CN={name},CN=Transport Settings,{EXO_TENANT}")
@@ -957,6 +1009,28 @@ def build(out: Path) -> dict[str, bytes]:
     return files
 
 
+def big_export(path: Path, connectors: int) -> int:
+    """Stream a large live export to `path` (UTF-8, as PowerShell 7 writes it) for the benchmarks:
+    per server the five receive connectors Setup creates plus one of the samples' send connectors,
+    servers `SRV00000`, `SRV00001`..., with realistic SerializationData blobs (about 70 % of the file,
+    as in real exports). Deterministic; returns the number of connectors written."""
+    RNG.reset(SEED + 2)
+    created = dt.datetime(2023, 5, 10, 15, 4, 33, tzinfo=BST)
+    sends = send_connectors()
+    servers = max(1, connectors // 6)
+
+    def objects() -> Iterator[Obj]:
+        for n in range(servers):
+            server = f"SRV{n:05d}"
+            for c in default_receive(server):
+                yield receive_obj(server, c, created)
+            send = sends[n % len(sends)]
+            yield send_obj(replace(send, name=f"{send.name} {server}"), created)
+
+    write_file(path, objects(), "live", "utf-8", serialization_data="realistic", seed=SEED)
+    return servers * 6
+
+
 def bad_files(receive_utf16: bytes) -> dict[str, bytes]:
     ns = 'xmlns="http://schemas.microsoft.com/powershell/2004/04"'
     lol = "\n".join(f'  <!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">' for i in range(1, 10))
@@ -1009,9 +1083,16 @@ def bad_files(receive_utf16: bytes) -> dict[str, bytes]:
 
 def readme(recv: dict[str, list[Recv]], send: list[Send], certs: list[Cert]) -> str:
     rows_recv = "\n".join(
-        f"| `{s}\\{c.name}` | {c.planted} | {c.expect} |" for s, cs in recv.items() for c in cs if c.planted
+        f"| `{s}\\{c.name}` | {c.planted} | {expected(c.expect, c.quiet)} |"
+        for s, cs in recv.items()
+        for c in cs
+        if c.planted
     )
-    rows_send = "\n".join(f"| `{c.name}` | {c.planted} | {c.expect} |" for c in send)
+    rows_send = "\n".join(f"| `{c.name}` | {c.planted} | {expected(c.expect, c.quiet)} |" for c in send)
+    rows_exo = "\n".join(
+        f"| `{name}` | {planted} | {expected(expect, quiet)} |"
+        for name, planted, expect, quiet in exo_expectations()
+    )
     rows_cert = "\n".join(
         f"| {', '.join(c.servers)} | `{c.subject}` issued by `{c.issuer}` | {c.not_after:%Y-%m-%d} | "
         f"{c.services[0]} | `{c.thumbprint}` | {c.planted} |"
@@ -1046,9 +1127,15 @@ and in the manifest's `server` field; the certificates carry real X.509 DER in `
 usual properties (`Services` stays an enum object even in deserialized form).
 
 ## Mistakes planted, and the findings to expect
+Each `### folder/` below lists every finding `exconn audit --offline samples/<folder>` prints, as
+rule, target and severity (tests/test_samples.py checks the tables against the tool, both ways).
+Internet partners have registrable names under public suffixes, lab systems lab names
+(`.local`): a reserved name such as `.example` counts as lab-only and lowers the severity.
+
+### `fabrikam/`
 Receive connectors (EX01 and EX02 otherwise have the five default connectors exactly as Setup
-creates them; `Outbound Proxy Frontend` has `DomainSecureEnabled` true by default and must not be
-reported as a domain-security mistake):
+creates them, with no finding; `Outbound Proxy Frontend` has `DomainSecureEnabled` true by default
+and must not be reported as a domain-security mistake):
 
 | connector | planted | expected finding |
 |---|---|---|
@@ -1069,11 +1156,12 @@ Certificates (`Get-ExchangeCertificate -Server EX01/EX02`):
 |---|---|---|---|---|---|
 {rows_cert}
 
-Exchange Online (`exo/`): `Inbound from {HYBRID_GUID}` (OnPremises, RequireTls with
-TlsSenderCertificateName mail.fabrikam.com: fine); `Contoso Partner Inbound` (Partner, RequireTls
-false, restricted to Contoso's IPs: finding that partner mail may arrive unencrypted); `To Fabrikam
-on-premises` (OnPremises outbound, TlsSettings CertificateValidation with an empty TlsDomain: no
-name check on the on-premises certificate).
+### `exo/`
+The Exchange Online side of the hybrid:
+
+| connector | planted | expected finding |
+|---|---|---|
+{rows_exo}
 
 ## bad/
 | file | what | expected reason |

@@ -16,6 +16,9 @@ MTA-STS policies, aiosmtpd plays the MX hosts. Addresses: DNS 127.0.54.x, nginx 
     adatum.com        partner (--partners) DANE 3 1 1, publicly trusted certificate      -> emulated
     litware.com       partner (--partners) DANE 3 1 1, certificate from an untrusted CA  -> cannot be emulated
     northwind.com     partner (--partners) nothing                                       -> no finding
+    scan.proseware.com partner (Legacy Scanner Relay) nothing: MX smtp.proseware.com     -> no finding
+                                           (the relay sends to its smart host with IgnoreSTARTTLS: the
+                                           offline rules EXC-S001/EXC-S004 judge it)
 
 `EXCONN_WRITE_SAMPLE_POSTURE=1 pytest tests/test_audit_network.py` also saves this observation as
 samples/posture/fabrikam.json, the replay the cross-check documentation (docs/cross-check.md) uses.
@@ -44,6 +47,8 @@ SAMPLE = ROOT / "samples" / "fabrikam"
 SAVED = ROOT / "samples" / "posture" / "fabrikam.json"
 NGINX_IP = "127.0.81.1"
 PARTNERS = ["tailspintoys.com", "wingtiptoys.com", "adatum.com", "litware.com", "northwind.com"]
+# The scan vendor behind the Legacy Scanner Relay connector: a partner from the export's address spaces.
+SCAN_VENDOR = "scan.proseware.com"
 SMTP = {
     "mail.fabrikam.com": "good",
     "mail.contoso.com": "good",
@@ -52,6 +57,7 @@ SMTP = {
     "mx.adatum.com": "good",
     "mx.litware.com": "untrusted",
     "mx.northwind.com": "good",
+    "smtp.proseware.com": "good",
 }
 POLICIES = {
     "fabrikam": b"version: STSv1\nmode: testing\nmx: mail.fabrikam.com\nmx: old-mx.fabrikam.com\nmax_age: 86400\n",
@@ -106,6 +112,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "adatum MX 10 mx.adatum.com.",
             "litware MX 10 mx.litware.com.",
             "northwind MX 10 mx.northwind.com.",
+            "scan.proseware MX 10 smtp.proseware.com.",
         ]
         for host in ("mx.adatum.com", "mx.litware.com"):
             leaf = smtp[host].cert
@@ -189,6 +196,22 @@ def test_our_domains_inbound(audited: tuple[int, dict[str, Any], Path]) -> None:
     )
 
 
+def test_scan_vendor_is_an_internet_partner(audited: tuple[int, dict[str, Any], Path]) -> None:
+    """scan.proseware.com publishes neither MTA-STS nor DANE: no cross-check finding names it or the
+    relay, and the relay's offline findings keep their internet severities with the network too."""
+    _, report, _ = audited
+    about = [
+        f
+        for f in report["findings"]
+        if SCAN_VENDOR in json.dumps(f) or f["target"]["identity"] == "Legacy Scanner Relay"
+    ]
+    assert sorted((f["rule"], f["severity"]) for f in about) == [
+        ("EXC-S001", "high"),
+        ("EXC-S004", "critical"),
+    ]
+    assert not [s for s in report["skipped"] if SCAN_VENDOR in json.dumps(s)]
+
+
 def test_partners_outbound_commands(audited: tuple[int, dict[str, Any], Path]) -> None:
     _, report, _ = audited
     w008 = _by_target(report, "EXC-W008")
@@ -264,10 +287,22 @@ def test_saved_posture_replays_offline(
     """`exconn posture --save` then `exconn audit --offline --posture`: the same cross-check, no network."""
     saved = tmp_path / "posture.json"
     code = posture_main(
-        ["fabrikam.com", "fabrikam.co.uk", "contoso.com", *PARTNERS, *world.args(), "--save", str(saved)]
+        [
+            "fabrikam.com",
+            "fabrikam.co.uk",
+            "contoso.com",
+            *PARTNERS,
+            SCAN_VENDOR,
+            *world.args(),
+            "--save",
+            str(saved),
+        ]
     )
     capsys.readouterr()
     assert code == 0
+    vendor = next(d for d in json.loads(saved.read_text())["domains"] if d["domain"] == SCAN_VENDOR)
+    assert [m["host"] for m in vendor["mx"]] == ["smtp.proseware.com"]
+    assert vendor["mta_sts"]["status"] == vendor["dane"]["status"] == "absent"
     if os.environ.get("EXCONN_WRITE_SAMPLE_POSTURE"):
         SAVED.parent.mkdir(exist_ok=True)
         SAVED.write_text(saved.read_text())
@@ -292,7 +327,7 @@ def test_validating_connector_to_dane_partner_with_untrusted_certificate(
 
     from exconn.model import TlsAuthLevel
     from exconn.posture.facts import PostureReport
-    from exconn.rules import world as rules_world
+    from exconn.rules import outbound
     from exconn.rules.base import Context, evaluate
     from exconn.sources.files import load
 
@@ -314,7 +349,7 @@ def test_validating_connector_to_dane_partner_with_untrusted_certificate(
     )
     org = replace(org, send_connectors=(*org.send_connectors, to_litware))
     ctx = Context(org, dt.datetime.now(dt.UTC), observed, offline=False)
-    report = evaluate(ctx, [rules_world.scoped_connector_mismatch])
+    report = evaluate(ctx, [outbound.scoped_connector_mismatch])
     (f,) = report.findings
     assert (f.target.identity, f.severity.label) == ("To Litware", "high")
     assert "not publicly trusted" in f.message and "454 4.7.5" in f.message

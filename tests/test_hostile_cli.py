@@ -320,3 +320,45 @@ def test_basic_password_characters_never_echoed(
     assert code == 2
     one_error_line(err, "Latin-1")
     assert "€" not in out + err and "20ac" not in (out + err).lower() and secret not in out + err
+
+
+def test_fix_out_replaces_a_planted_symlink_never_writes_through_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: a link `fix/remediation.ps1 -> ~/.bashrc` got the script written into ~/.bashrc (mode reset)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    victim.chmod(0o600)
+    fix = tmp_path / "fix"
+    fix.mkdir()
+    (fix / "remediation.ps1").symlink_to(victim)
+    (fix / "rollback.ps1").symlink_to(tmp_path / "dangling")
+    code, _, err = run(capsys, "audit", "--offline", str(SEND), "--fix-out", str(fix))
+    assert code == 1, err
+    assert victim.read_text() == "precious\n" and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert not (tmp_path / "dangling").exists()
+    for name in ("remediation.ps1", "rollback.ps1"):
+        assert not (fix / name).is_symlink() and (fix / name).read_bytes().startswith(b"\xef\xbb\xbf<#")
+
+
+def test_output_keeps_the_mode_of_the_file_it_replaces(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: -o onto a 0600 report made it 0644 (the umask's mode)."""
+    out = tmp_path / "audit.json"
+    out.write_text("old")
+    out.chmod(0o600)
+    code, _, err = run(capsys, "audit", "--offline", str(SEND), "--format", "json", "-o", str(out))
+    assert code == 1, err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600 and out.read_text().startswith("{")
+
+
+def test_output_into_a_missing_folder_fails_before_the_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: the whole audit ran, then `cannot write: No such file or directory`."""
+    missing = tmp_path / "nope" / "audit.json"
+    # The export does not exist either: the output check comes first, so that is not the error.
+    code, _, err = run(capsys, "audit", "--offline", str(tmp_path / "absent.xml"), "-o", str(missing))
+    assert code == 2
+    one_error_line(err, str(missing), "does not exist")

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from exconn import __version__
-from exconn.fix import Fix, NewCommand, SetCommand
+from exconn.fix import UNREAD, Fix, NewCommand, SetCommand, requirements
 from exconn.model import (
+    UNKNOWN,
     AddressSpace,
     AuthMechanism,
     Binding,
@@ -59,6 +60,8 @@ _LISTS = {
 
 
 def norm(name: str, value: Any) -> Any:
+    if value is UNKNOWN:
+        return UNKNOWN
     if isinstance(value, enum.Enum):
         value = value.value
     if name.lower() in _LISTS:
@@ -147,11 +150,23 @@ def validate(cmdlet: str, s: dict[str, Any]) -> list[str]:
     return errors
 
 
-def apply(state: dict[str, Any], cmd: SetCommand, *, rollback: bool = False) -> dict[str, Any]:
-    """Exchange after the command; fails if the object does not hold what the script checks for."""
+def apply(
+    state: dict[str, Any], cmd: SetCommand, *, rollback: bool = False, saved: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Exchange after the command; fails if the object does not hold what the script checks for.
+    A value the export lacked is read by the script (`saved`: what it recorded) instead of checked;
+    a multi-valued property gets items added and removed, the rest of the list kept."""
     after = dict(state)
     for c in cmd.changes:
         key = c.name.lower()
+        delta = c.list_delta
+        if delta is not None:
+            added, removed = delta if not rollback else (delta[1], delta[0])
+            after[key] = (after[key] | {a.lower() for a in added}) - {r.lower() for r in removed}
+            continue
+        if c.observed is UNREAD:
+            after[key] = saved[key] if rollback and saved is not None else norm(c.name, c.new)
+            continue
         expected, value = (c.new, c.observed) if rollback else (c.observed, c.new)
         assert after[key] == norm(c.name, expected), f"{cmd.identity}: {c.name} is not {expected!r}"
         after[key] = norm(c.name, value)
@@ -169,9 +184,15 @@ def assert_fixes_valid(org: Organization, fixes: Iterable[Fix]) -> None:
     for cmd in fixes:
         assert isinstance(cmd, SetCommand)  # no rule creates objects yet
         before = state_of(find_object(org, cmd))
+        for req in requirements(cmd):
+            # The script checks each prerequisite at apply time and skips the change unless it
+            # holds; a value the export lacked is assumed to pass that check.
+            if before.get(req.name.lower(), UNKNOWN) is UNKNOWN:
+                before[req.name.lower()] = norm(req.name, req.value)
         after = apply(before, cmd)
         assert validate(cmd.cmdlet, after) == [], cmd.render()
-        assert apply(after, cmd, rollback=True) == before, cmd.render_rollback()
+        restored = {name: f"$saved['{name}']" for name in cmd.reads_at_apply}
+        assert apply(after, cmd, rollback=True, saved=before) == before, cmd.render_rollback(restored)
 
 
 def assert_report_fixes_valid(org: Organization, report: Report) -> None:
@@ -386,8 +407,9 @@ def test_whatif_unless_apply_and_every_change_checked_first(written: tuple[bytes
                 before = "\n".join(lines[max(0, i - 20) : i])
                 assert "$drift.Count -gt 0" in before or "$existing" in before
         text = "\n".join(lines)
-        assert text.count("try {") == text.count("} catch {") == len(changes)
-        assert "$failed++" in text and "exit 1" in text
+        # Each change in its own try/catch, inside the one run block (its try/finally ends the transcript).
+        assert text.count("    try {") == text.count("    } catch {") == len(changes)
+        assert "$failed++" in text and "return 1" in text and "return 3" in text
 
 
 def test_each_command_is_linked_to_its_findings(written: tuple[bytes, bytes]) -> None:
@@ -487,10 +509,7 @@ def test_rollback_removes_only_the_connector_exconn_created() -> None:
         ignore_starttls, Severity.LOW, Target("Domain", "partner.example"), None, None, "m", (new,)
     )
     _, undo_text = render_scripts(Report((finding,), (), ()), [], generated_at=NOW)
-    assert (
-        "if (($null -eq $existing) -or ($existing.Comment -ne 'exconn: emulates O''Neil''s policy'))"
-        in undo_text
-    )
+    assert "} elseif (-not ($existing.Comment -eq 'exconn: emulates O''Neil''s policy')) {" in undo_text
     assert_balanced(undo_text)
 
 

@@ -50,7 +50,12 @@ def test_new_resolved_changed(
     gone = newer["findings"].pop(0)  # fixed since: resolved
     newer["findings"][0]["severity"] = "critical"  # changed severity
     newer["findings"][1]["observed"] = "something else"  # changed observed value
-    added = {**gone, "rule": "EXC-S003", "target": {"kind": "SendConnector", "identity": "New One"}}
+    added = {
+        **gone,
+        "rule": "EXC-S003",
+        "severity": "high",
+        "target": {"kind": "SendConnector", "identity": "New One"},
+    }
     newer["findings"].append(added)
     new = tmp_path / "new.json"
     new.write_text(json.dumps(newer), encoding="utf-8")
@@ -75,8 +80,10 @@ def test_new_resolved_changed(
     assert all(wcswidth(line) <= 80 for line in table.splitlines())
     code, markdown, _ = diff(capsys, str(old), str(new), "--format", "markdown")
     assert "## New (1)" in markdown and "`New One`" in markdown
-    # Reversed: the finding fixed since comes back as new (high), so only --fail-on critical passes.
-    assert diff(capsys, str(new), str(old), "--fail-on", "critical", "--format", "json")[0] == 0
+    # Reversed: the finding fixed since comes back as new and decides the exit at its severity.
+    code, out, _ = diff(capsys, str(new), str(old), "--fail-on", gone["severity"], "--format", "json")
+    assert code == 1
+    assert [(f["rule"], f["target"]) for f in json.loads(out)["new"]] == [(gone["rule"], gone["target"])]
 
 
 def test_case_of_identity_does_not_make_a_finding_new(

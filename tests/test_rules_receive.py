@@ -7,6 +7,7 @@ import ipaddress
 from dataclasses import replace
 from typing import Any
 
+from exconn.fix import SetCommand, requirements
 from exconn.model import (
     UNKNOWN,
     AddressSpace,
@@ -177,8 +178,13 @@ def test_r003_public_mx_requires_tls() -> None:
 def test_r003_fix_also_clears_extended_protection() -> None:
     report = run(receive.mx_requires_tls, frontend(require_tls=True, extended_protection_policy="Require"))
     assert "-ExtendedProtectionPolicy 'None'" in report.findings[0].fix[0].render()
+    # Not exported: the fix stays, and the script checks ExtendedProtectionPolicy is None first.
     report = run(receive.mx_requires_tls, frontend(require_tls=True, extended_protection_policy=UNKNOWN))
-    assert fired(report) == [(FRONTEND_ID, Severity.MEDIUM)] and report.findings[0].fix == ()
+    assert fired(report) == [(FRONTEND_ID, Severity.MEDIUM)]
+    (fix,) = report.findings[0].fix
+    assert isinstance(fix, SetCommand)
+    assert fix.render() == "Set-ReceiveConnector -Identity 'EX01\\Default Frontend EX01' -RequireTLS:$false"
+    assert [(r.name, r.value) for r in requirements(fix)] == [("ExtendedProtectionPolicy", "None")]
 
 
 def test_r003_quiet_for_partner_scoped_and_cannot_judge() -> None:
@@ -212,7 +218,7 @@ def test_r004_partner_not_in_receive_list() -> None:
     assert fired(report) == [(FRONTEND_ID, Severity.MEDIUM)]
     assert (
         report.findings[0].fix[0].render()
-        == "Set-TransportConfig -TLSReceiveDomainSecureList @('woodgrovebank.com')"
+        == "Set-TransportConfig -TLSReceiveDomainSecureList @{Add='woodgrovebank.com'}"
     )
     # TlsDomainCapabilities names certificates granted capabilities (the hybrid
     # AcceptCloudServicesMail of the real CSS-Exchange export), not domain-security partners.

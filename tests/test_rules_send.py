@@ -20,6 +20,7 @@ from exconn.model import (
     TlsAuthLevel,
     TransportConfig,
 )
+from exconn.names import tls_domain_matches
 from exconn.rules import send
 from exconn.rules.base import Context, Report, Rule, Severity, evaluate
 from exconn.rules.helpers import (
@@ -27,7 +28,6 @@ from exconn.rules.helpers import (
     is_lab_domain,
     normalize_dn,
     smart_host_tls_domain,
-    tls_domain_matches,
     tls_domain_problem,
 )
 from tests.rule_helpers import cannot, fired
@@ -433,7 +433,7 @@ def test_s010_domain_secure_send_list() -> None:
     report = run(send.domain_secure_send_list, c, transport_configs=(cfg,))
     assert fired(report) == [("Internet", Severity.MEDIUM)]
     assert report.findings[0].fix[0].render() == (
-        "Set-TransportConfig -TLSSendDomainSecureList @('fabrikam.com','woodgrove.com')"
+        "Set-TransportConfig -TLSSendDomainSecureList @{Add='woodgrove.com'}"
     )
     listed = TransportConfig("Transport Settings", SRC, ("Woodgrove.com",), ())
     assert run(send.domain_secure_send_list, c, transport_configs=(listed,)).findings == ()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import threading
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from tabulate import tabulate
 
 from exconn.arg_cli import path_argument
 from exconn.errors import ExconnError, UsageError
-from exconn.names import normalize, to_a_labels
+from exconn.names import is_dns_name, normalize, to_a_labels, why_not_dns_name
 from exconn.output import (
     DOMAIN_LIST_LIMIT,
     decode_text,
@@ -51,8 +50,6 @@ FAIL_ON = {
     "tls-required": "an MX refuses plaintext mail (RFC 3207 §4: a public MX must not)",
     "policy-mismatch": "an MX is not covered by the MTA-STS policy's mx patterns",
 }
-
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
 
 
 def add_posture_parser(
@@ -106,22 +103,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 # --- input --------------------------------------------------------------------------------------
 
 
-def valid_domain(text: str) -> bool:
-    name = text.rstrip(".")
-    if not name or len(name) > 253:
-        return False
-    return all(_LABEL.fullmatch(label) for label in name.split("."))
-
-
-def _why_not_domain(text: str) -> str:
-    name = text.rstrip(".")
-    if len(name) > 253:
-        return f"{len(name)} characters; a domain name has at most 253"
-    if any(len(label) > 63 for label in name.split(".")):
-        return "a label is longer than 63 characters"
-    return "letters, digits, hyphens and dots only; no scheme, path, space or @"
-
-
 def read_domains(args: argparse.Namespace) -> list[str]:
     domains = list(args.domains)
     if args.domains_file:
@@ -134,10 +115,10 @@ def read_domains(args: argparse.Namespace) -> list[str]:
             if line:
                 domains.append(line)
     domains = [to_a_labels(d) for d in domains]
-    bad = [d for d in domains if not valid_domain(d)]
+    bad = [d for d in domains if not is_dns_name(d)]
     if bad:
         shown = bad[0] if len(bad[0]) <= 80 else bad[0][:80] + "..."
-        raise UsageError(f"not a domain name: {shown!r} ({_why_not_domain(bad[0])})")
+        raise UsageError(f"not a domain name: {shown!r} ({why_not_dns_name(bad[0])})")
     return list(dict.fromkeys(normalize(d) for d in domains))
 
 

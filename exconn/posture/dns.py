@@ -24,6 +24,7 @@ import dns.rdata
 import dns.rdatatype
 import dns.resolver
 
+from exconn.names import normalize
 from exconn.posture.errors import ProbeError
 
 DEFAULT_PORT = 53
@@ -235,10 +236,6 @@ class MxLookup:
     errors: tuple[ProbeError, ...] = ()
 
 
-def normalise_host(name: str) -> str:
-    return name.rstrip(".").lower()
-
-
 def lookup_mx(resolver: dns.resolver.Resolver, domain: str) -> MxLookup:
     """The mail exchangers of `domain`.
 
@@ -255,7 +252,7 @@ def lookup_mx(resolver: dns.resolver.Resolver, domain: str) -> MxLookup:
     if result.ok:
         records = sorted(
             (
-                (normalise_host(str(getattr(r, "exchange", ""))), int(getattr(r, "preference", 0)))
+                (normalize(str(getattr(r, "exchange", ""))), int(getattr(r, "preference", 0)))
                 for r in result.records
             ),
             key=lambda hp: (hp[1], hp[0]),
@@ -278,7 +275,7 @@ def lookup_mx(resolver: dns.resolver.Resolver, domain: str) -> MxLookup:
     # NODATA: RFC 5321 §5.1 implicit MX, when the domain has an address.
     addresses, errors = resolve_addresses(resolver, domain)
     if addresses:
-        return MxLookup("implicit", ((normalise_host(domain), 0),), result.authenticated)
+        return MxLookup("implicit", ((normalize(domain), 0),), result.authenticated)
     if errors:
         return MxLookup("error", errors=tuple(errors))
     return MxLookup("none", authenticated=result.authenticated)

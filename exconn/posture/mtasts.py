@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import dns.resolver
 
+from exconn.names import wildcard_matches
 from exconn.posture import dns as pdns
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import MtaStsFacts, MtaStsPolicy
@@ -166,11 +167,7 @@ def parse_policy(text: str) -> tuple[MtaStsPolicy | None, list[ProbeError]]:
 
 def mx_pattern_matches(pattern: str, host: str) -> bool:
     """Does an `mx` pattern cover `host`? `*.example.com` matches exactly one label before example.com."""
-    pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pattern.startswith("*."):
-        head, _, tail = host.partition(".")
-        return bool(head) and tail == pattern[2:]
-    return pattern == host
+    return wildcard_matches(pattern, host)
 
 
 def policy_matches(policy: MtaStsPolicy, host: str) -> bool:

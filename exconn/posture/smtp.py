@@ -32,6 +32,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 
+from exconn.names import normalize, wildcard_matches
 from exconn.posture.errors import ProbeError
 
 __all__ = [
@@ -232,12 +233,12 @@ def certificate_name_matches(host: str, dns_names: Sequence[str], common_names: 
     matches exactly one label (not `*.com`, not `f*.example.com`). The CN is consulted only when the
     certificate has no DNS subjectAltName at all.
     """
-    target = host.lower().rstrip(".")
+    target = normalize(host)
     if not target:
         return False
     candidates = list(dns_names) if dns_names else list(common_names)
     for raw in candidates:
-        pattern = raw.strip().lower().rstrip(".")
+        pattern = normalize(raw)
         if not pattern:
             continue
         if "*" not in pattern:
@@ -249,8 +250,7 @@ def certificate_name_matches(host: str, dns_names: Sequence[str], common_names: 
         base = pattern[2:]
         if base.count(".") < 1:  # "*.com": too broad to honour
             continue
-        first, _, rest = target.partition(".")
-        if first and rest == base:
+        if wildcard_matches(pattern, target):
             return True
     return False
 
@@ -397,7 +397,7 @@ def probe_mx(
     deadline = time.monotonic() + timeout
     if ehlo_name is not None and not _EHLO_NAME_RE.fullmatch(ehlo_name):
         raise ValueError(f"ehlo_name must be a domain or an address literal, got {ehlo_name!r}")
-    host = host.lower().rstrip(".")
+    host = normalize(host)
     state = _State()
     sock: socket.socket | None = None
     conn: _Conn | None = None

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from exconn._version import __version__
 from exconn.fix import PublishMtaSts
-from exconn.names import is_domain_name
+from exconn.names import is_domain_name, normalize
 from exconn.output import write_file
 from exconn.rules.base import Finding, Report
 
@@ -155,7 +155,7 @@ def publications(report: Report) -> tuple[list[tuple[PublishMtaSts, Finding]], l
     notes: list[str] = []
     for finding in report.findings:
         for pub in finding.dns:
-            key = pub.domain.lower().rstrip(".")
+            key = normalize(pub.domain)
             if key not in chosen:
                 chosen[key] = (pub, finding)
             elif chosen[key][0] != pub:
@@ -190,7 +190,7 @@ def write_dns(report: Report, out_dir: Path, *, generated_at: dt.datetime) -> Dn
                 f"{domain}: mode {pub.mode!r} or max_age {pub.max_age!r} is not valid; no DNS files written"
             )
             continue
-        folder = out_dir / "dns" / domain.lower().rstrip(".")
+        folder = out_dir / "dns" / normalize(domain)
         folder.mkdir(parents=True, exist_ok=True)
         files: Sequence[tuple[str, bytes]] = (
             ("mta-sts.txt", policy_text(pub)),

@@ -19,7 +19,7 @@ from pathlib import Path
 import exconn.pwsh as pwsh
 from exconn._version import __version__
 from exconn.errors import InputError
-from exconn.fix import Command, NewCommand, ParamChange, SetCommand, same_value
+from exconn.fix import UNREAD, Command, NewCommand, ParamChange, SetCommand, requirements, same_value
 from exconn.model import TlsAuthLevel
 from exconn.output import stage_file
 from exconn.rules.base import Finding, Report
@@ -179,8 +179,11 @@ def plan_changes(report: Report) -> list[PlannedChange]:
 _PRELUDE = r"""
 $whatIf = -not $Apply
 $changed = 0
+$already = 0
 $skipped = 0
 $failed = 0
+$here = if ($PSScriptRoot) { $PSScriptRoot } else { (Get-Location).Path }
+$statePath = Join-Path $here 'remediation-state.xml'
 
 function ConvertTo-ExconnText {
     # $null, '' and an empty list all mean "not set"; flags ('Tls, BasicAuth') and lists compare
@@ -195,17 +198,80 @@ function Test-ExconnSame {
     param($Current, $Expected)
     return (ConvertTo-ExconnText $Current) -eq (ConvertTo-ExconnText $Expected)
 }
+
+function Test-ExconnHas {
+    # Does the multi-valued property hold every item (Add), or none of them (after a Remove)?
+    param($Current, [string[]]$Items, [switch]$None)
+    $held = @(foreach ($item in @($Current)) { ([string]$item).ToLowerInvariant() })
+    $found = @($Items | Where-Object { $held -contains $_.ToLowerInvariant() })
+    if ($None) { return $found.Count -eq 0 }
+    return $found.Count -eq $Items.Count
+}
 """.strip("\n").splitlines()
 
 
-def _summary(what: str) -> list[str]:
+def _preflight(cmdlets: Sequence[str]) -> list[str]:
+    """Stop before any change when the Exchange cmdlets are not there (plain PowerShell, or a session
+    imported with -Prefix, whose cmdlets are named Get-<Prefix>SendConnector)."""
+    if not cmdlets:
+        return []
+    names = ",".join(pwsh.quote(c) for c in cmdlets)
     return [
+        f"$missing = @(@({names}) | Where-Object {{ -not (Get-Command $_ -ErrorAction SilentlyContinue) }})",
+        "if ($missing.Count -gt 0) {",
+        "    Write-Error ('Exchange cmdlets not found: ' + ($missing -join ', ') + '. Run this in the "
+        "Exchange Management Shell (or after Connect-ExchangeOnline); a session imported with "
+        "-Prefix names them differently: import it without -Prefix.')",
+        "    return 2",
+        "}",
+    ]
+
+
+def _transcript(kind: str) -> list[str]:
+    return [
+        "if ($Apply) {",
+        f"    $log = Join-Path $here ({pwsh.quote(kind + '-')}"
+        " + (Get-Date -Format 'yyyyMMdd-HHmmss') + '.log')",
+        "    Start-Transcript -Path $log | Out-Null",
+        "}",
+    ]
+
+
+def _summary(what: str, *, record_state: bool) -> list[str]:
+    lines = [
         "",
         "$mode = if ($Apply) { 'applied' } else { 'previewed with -WhatIf (run again with -Apply)' }",
-        f"Write-Host ({pwsh.quote('exconn ' + what + ': {0} change(s) {1}, {2} skipped, {3} failed')}"
-        " -f $changed, $mode, $skipped, $failed)",
-        "if ($failed -gt 0) { exit 1 }",
+        "Write-Host ("
+        + pwsh.quote(f"exconn {what}: {{0}} change(s) {{1}}, {{2}} in place, {{3}} skipped, {{4}} failed")
+        + " -f $changed, $mode, $already, $skipped, $failed)",
     ]
+    if record_state:
+        # The values the export lacked, read before changing them: rollback.ps1 restores them.
+        lines.append("if ($Apply -and $state.Count -gt 0) { $state | Export-Clixml -Path $statePath }")
+    lines += [
+        "if ($failed -gt 0) { return 1 }",
+        "if ($skipped -gt 0) { return 3 }",
+        "return 0",
+    ]
+    return lines
+
+
+def _body(lines: list[str]) -> list[str]:
+    """The changes run inside a script block: `return` ends it with the exit status, and `exit` is
+    used only when the script runs from its file, never in a console it was pasted into."""
+    out = ["$exconnRun = {"]
+    out += ["    " + line if line else "" for line in lines]
+    out += [
+        "}",
+        "try {",
+        "    $code = & $exconnRun",
+        "} finally {",
+        "    if ($Apply) { Stop-Transcript | Out-Null }",
+        "}",
+        "$code = @($code)[-1]",
+        "if ($PSCommandPath) { exit $code } else { $global:LASTEXITCODE = $code }",
+    ]
+    return out
 
 
 def _noun(cmdlet: str) -> str:
@@ -231,29 +297,86 @@ def _values(cmd: Command) -> list[str]:
     return [cmd.identity, *(item for c in cmd.changes for v in (c.new, c.observed) for item in _items(v))]
 
 
-def _set_block(cmd: SetCommand, *, rollback: bool) -> list[str]:
-    """Read the object, compare each parameter with what we expect, then change it or skip it."""
+def _param_check(c: ParamChange, *, rollback: bool, key: str) -> list[str]:
+    """One parameter: in place already, still as expected (to change), or drifted."""
+    pwsh.parameter(c.name)  # refuses anything that is not a plain parameter name
+    name = pwsh.quote(c.name)
+    delta = c.list_delta
+    if delta is not None:
+        added, removed = delta
+        if rollback:
+            added, removed = removed, added
+        checks = []
+        if added:
+            checks.append(f"(Test-ExconnHas $current.{c.name} @({','.join(pwsh.quote(a) for a in added)}))")
+        if removed:
+            checks.append(
+                f"(Test-ExconnHas $current.{c.name} @({','.join(pwsh.quote(r) for r in removed)}) -None)"
+            )
+        return [f"    if (-not ({' -and '.join(checks)})) {{ $pending += {name} }}"]
+    if c.observed is UNREAD:
+        if rollback:
+            return [
+                f"    if ($null -eq $saved -or -not $saved.ContainsKey({name})) "
+                f"{{ $drift += ({name} + ' (its old value was not recorded: "
+                "run remediation.ps1 -Apply first)') }",
+                f"    elseif (-not (Test-ExconnSame $current.{c.name} $saved[{name}])) "
+                f"{{ $pending += {name} }}",
+            ]
+        return [
+            f"    $before[{name}] = $current.{c.name}",
+            f"    if (-not (Test-ExconnSame $current.{c.name} {pwsh.literal(c.new)})) "
+            f"{{ $pending += {name} }}",
+        ]
+    target, expected = (c.observed, c.new) if rollback else (c.new, c.observed)
+    return [
+        f"    if (Test-ExconnSame $current.{c.name} {pwsh.literal(target)}) {{ }}",
+        f"    elseif (Test-ExconnSame $current.{c.name} {pwsh.literal(expected)}) {{ $pending += {name} }}",
+        f"    else {{ $drift += {name} }}",
+    ]
+
+
+def _set_block(cmd: SetCommand, *, rollback: bool, key: str) -> list[str]:
+    """Read the object; a change already in place is reported as such, one whose values (or the
+    values it depends on) differ from the export is skipped; only then is it made."""
     label = _label(cmd)
-    expect = [(c.name, c.new if rollback else c.observed) for c in cmd.changes]
-    run = cmd.render_rollback() if rollback else cmd.render()
+    unread = cmd.reads_at_apply
+    restored = {name: f"$saved[{pwsh.quote(name)}]" for name in unread}
+    run = cmd.render_rollback(restored) if rollback else cmd.render()
     lines = [
         "try {",
         f"    $current = {_get(cmd)} -ErrorAction Stop",
         "    $drift = @()",
+        "    $pending = @()",
     ]
-    for name, value in expect:
-        pwsh.parameter(name)  # refuses anything that is not a plain parameter name
-        lines.append(
-            f"    if (-not (Test-ExconnSame $current.{name} {pwsh.literal(value)})) "
-            f"{{ $drift += {pwsh.quote(name)} }}"
-        )
+    if unread and not rollback:
+        lines.append("    $before = @{}")
+    if unread and rollback:
+        lines.append(f"    $saved = $state[{pwsh.quote(key)}]")
+    for c in cmd.changes:
+        lines += _param_check(c, rollback=rollback, key=key)
+    if not rollback:
+        for req in requirements(cmd):
+            pwsh.parameter(req.name)
+            lines.append(
+                f"    if (-not (Test-ExconnSame $current.{req.name} {pwsh.literal(req.value)})) "
+                f"{{ $drift += {pwsh.quote(f'{req.name} (must be {pwsh.literal(req.value)}: {req.why})')} }}"
+            )
     since = "remediation" if rollback else "export"
+    done = "Already restored" if rollback else "Already applied"
     lines += [
         "    if ($drift.Count -gt 0) {",
         f"        Write-Warning ({pwsh.quote(f'Skipped {label}: changed since the {since}: ')}"
         " + ($drift -join ', '))",
         "        $skipped++",
+        "    } elseif ($pending.Count -eq 0) {",
+        f"        Write-Host {pwsh.quote(f'{done}: {label}')}",
+        "        $already++",
         "    } else {",
+    ]
+    if unread and not rollback:
+        lines.append(f"        if ($Apply) {{ $state[{pwsh.quote(key)}] = $before }}")
+    lines += [
         f"        {run} -ErrorAction Stop -WhatIf:$whatIf",
         "        $changed++",
         "    }",
@@ -267,23 +390,35 @@ def _set_block(cmd: SetCommand, *, rollback: bool) -> list[str]:
 
 def _new_block(cmd: NewCommand, *, rollback: bool) -> list[str]:
     label = _label(cmd)
+    comment = next((v for n, v in cmd.parameters if n == "Comment" and isinstance(v, str)), None)
+    # The connector exconn created carries its Comment: never remove (or count as ours) a namesake.
+    ours = f"$existing.Comment -eq {pwsh.quote(comment)}" if comment is not None else "$true"
     if rollback:
-        exists, absent = "$null -eq $existing", f"Skipped {label}: it no longer exists"
-        comment = next((v for n, v in cmd.parameters if n == "Comment" and isinstance(v, str)), None)
-        if comment is not None:
-            # Remove only the object the remediation created, never an admin's namesake.
-            exists = f"($null -eq $existing) -or ($existing.Comment -ne {pwsh.quote(comment)})"
-            absent = f"Skipped {label}: it no longer exists, or its Comment shows exconn did not create it"
         run = cmd.render_rollback()
+        branches = [
+            "    if ($null -eq $existing) {",
+            f"        Write-Host {pwsh.quote(f'Already restored: {label} does not exist')}",
+            "        $already++",
+            f"    }} elseif (-not ({ours})) {{",
+            "        Write-Warning "
+            + pwsh.quote(f"Skipped {label}: its Comment shows exconn did not create it"),
+            "        $skipped++",
+        ]
     else:
-        exists, absent = "$null -ne $existing", f"Skipped {label}: it already exists"
         run = cmd.render()
+        branches = [
+            f"    if (($null -ne $existing) -and ({ours})) {{",
+            f"        Write-Host {pwsh.quote(f'Already applied: {label}')}",
+            "        $already++",
+            "    } elseif ($null -ne $existing) {",
+            "        Write-Warning "
+            + pwsh.quote(f"Skipped {label}: a connector of that name exists already"),
+            "        $skipped++",
+        ]
     return [
         "try {",
         f"    $existing = {_get(cmd)} -ErrorAction SilentlyContinue",
-        f"    if ({exists}) {{",
-        f"        Write-Warning {pwsh.quote(absent)}",
-        "        $skipped++",
+        *branches,
         "    } else {",
         f"        {run} -ErrorAction Stop -WhatIf:$whatIf",
         "        $changed++",
@@ -312,7 +447,7 @@ def _change_lines(change: PlannedChange, index: int, total: int, *, rollback: bo
         return [*lines, pwsh.comment("Not written: a value contains a line break. Make this change by hand.")]
     try:
         if isinstance(cmd, SetCommand):
-            block = _set_block(cmd, rollback=rollback)
+            block = _set_block(cmd, rollback=rollback, key=f"change-{index}")
         else:
             block = _new_block(cmd, rollback=rollback)
     except pwsh.UnsafeValue as exc:
@@ -341,7 +476,18 @@ def _header(
         "    Before each change the object is read again; if any value differs from the one "
         + ("the remediation set" if kind == "rollback" else "observed in the export")
         + ",",
-        "    the change is skipped with a warning. Failures are counted and summarised at the end.",
+        "    the change is skipped with a warning (so are changes whose prerequisites, such as",
+        "    RequireTLS for TlsAuthLevel, no longer hold). A change already in place is reported",
+        "    as such. Failures are counted and summarised at the end.",
+        "    With -Apply a transcript is kept beside the script"
+        + (
+            "; values the export lacked are read before the change and recorded in"
+            " remediation-state.xml for rollback.ps1."
+            if kind == "remediation"
+            else "; values the export lacked are restored from remediation-state.xml."
+        ),
+        "    Exit status: 0 all done or nothing to do, 1 a change failed, 2 the Exchange cmdlets",
+        "    are not loaded, 3 a change was skipped because the object changed.",
         ".PARAMETER Apply",
         "    Make the changes. Without it every command runs with -WhatIf.",
         ".EXAMPLE",
@@ -367,29 +513,50 @@ def _unfixed(report: Report) -> list[str]:
     return lines
 
 
+def _cmdlets(planned: Sequence[PlannedChange], *, rollback: bool) -> list[str]:
+    names: list[str] = []
+    for change in planned:
+        cmd = change.command
+        names.append(f"Get-{_noun(cmd.cmdlet)}")
+        if isinstance(cmd, NewCommand) and rollback:
+            names.append(f"Remove-{_noun(cmd.cmdlet)}")
+        else:
+            names.append(cmd.cmdlet)
+    return list(dict.fromkeys(names))
+
+
+def _script(kind: str, report: Report, sources: Sequence[str], generated_at: dt.datetime) -> str:
+    planned = plan_changes(report)
+    total = len(planned)
+    rollback = kind == "rollback"
+    lines = _header(kind=kind, report=report, sources=sources, generated_at=generated_at, changes=total)
+    lines += _PRELUDE
+    lines += _transcript(kind)
+    body = _preflight(_cmdlets(planned, rollback=rollback))
+    if rollback:
+        body.append(
+            "$state = if (Test-Path -LiteralPath $statePath) { Import-Clixml -Path $statePath } else { @{} }"
+        )
+    else:
+        body.append("$state = @{}")
+    order = reversed(list(enumerate(planned, 1))) if rollback else enumerate(planned, 1)
+    for i, change in order:
+        body += _change_lines(change, i, total, rollback=rollback)
+    if not rollback:
+        body += _unfixed(report)
+    body += _summary(kind, record_state=not rollback)
+    lines += _body(body)
+    return "\n".join(lines) + "\n"
+
+
 def render_scripts(
     report: Report, org_sources: Sequence[str], *, generated_at: dt.datetime
 ) -> tuple[str, str]:
     """The text (LF line endings, no BOM) of remediation.ps1 and rollback.ps1."""
-    planned = plan_changes(report)
-    total = len(planned)
-    fix_lines = _header(
-        kind="remediation", report=report, sources=org_sources, generated_at=generated_at, changes=total
+    return (
+        _script("remediation", report, org_sources, generated_at),
+        _script("rollback", report, org_sources, generated_at),
     )
-    fix_lines += _PRELUDE
-    for i, change in enumerate(planned, 1):
-        fix_lines += _change_lines(change, i, total, rollback=False)
-    fix_lines += _unfixed(report)
-    fix_lines += _summary("remediation")
-
-    undo_lines = _header(
-        kind="rollback", report=report, sources=org_sources, generated_at=generated_at, changes=total
-    )
-    undo_lines += _PRELUDE
-    for i, change in reversed(list(enumerate(planned, 1))):
-        undo_lines += _change_lines(change, i, total, rollback=True)
-    undo_lines += _summary("rollback")
-    return "\n".join(fix_lines) + "\n", "\n".join(undo_lines) + "\n"
 
 
 def _stage(path: Path, text: str) -> tuple[str, Path]:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import importlib
 
 # Modules that declare rules; imported lazily so `import exconn` stays cheap.
-RULE_MODULES = ("exconn.rules.send", "exconn.rules.receive", "exconn.rules.exo", "exconn.rules.world")
+RULE_MODULES = (
+    "exconn.rules.send",
+    "exconn.rules.receive",
+    "exconn.rules.exo",
+    "exconn.rules.inbound",
+    "exconn.rules.outbound",
+)
 
 
 def load_all() -> None:

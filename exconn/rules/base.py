@@ -13,14 +13,16 @@ from __future__ import annotations
 import builtins
 import datetime as dt
 import enum
+import functools
 import re
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from exconn.fix import Command, Fix, NewCommand, PublishMtaSts, SetCommand
 from exconn.model import ModelObject, Organization, identity_of, kind_of
+from exconn.pwsh import UnsafeValue
 
 if TYPE_CHECKING:
     from exconn.posture.facts import DomainPosture
@@ -69,12 +71,34 @@ class Hit:
     message: str
     severity: Severity | None = None
     fix: tuple[Fix, ...] = ()
+    # Why there is no fix, when the rule knows better than its declared remediation says.
+    fix_note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CannotJudge:
     target: Target
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Each:
+    """What a rule judges one at a time: the engine runs the rule's check once per item, so a
+    failure on one item is listed as not judged on that item and the other items' results stand."""
+
+    what: str  # "send connector", for messages
+    items: Callable[[Context], Iterable[Any]] = field(repr=False, compare=False)
+    target: Callable[[Any], Target] = field(repr=False, compare=False)
+
+
+EACH_SEND_CONNECTOR = Each("send connector", lambda ctx: ctx.org.send_connectors, Target.of)
+EACH_RECEIVE_CONNECTOR = Each("receive connector", lambda ctx: ctx.org.receive_connectors, Target.of)
+EACH_INBOUND_CONNECTOR = Each("inbound connector", lambda ctx: ctx.org.inbound_connectors, Target.of)
+EACH_OUTBOUND_CONNECTOR = Each("outbound connector", lambda ctx: ctx.org.outbound_connectors, Target.of)
+
+# check(ctx) for a rule over the whole context; check(ctx, item) for a rule declared with `each`.
+Check = Callable[..., Iterable["Hit | CannotJudge"]]
+Unit = Callable[[], Iterable["Hit | CannotJudge"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +109,19 @@ class Rule:
     rationale: str
     references: tuple[str, ...]
     remediation: str  # what the fix does, or "none: <why>"
-    check: Callable[[Context], Iterable[Hit | CannotJudge]] = field(repr=False, compare=False)
+    check: Check = field(repr=False, compare=False)
     needs_posture: bool = False
+    each: Each | None = None
+
+    def units(
+        self, ctx: Context
+    ) -> Iterator[tuple[Target | None, Callable[[], Iterable[Hit | CannotJudge]]]]:
+        """The separately judged units of work: one per item of `each`, else the whole context."""
+        if self.each is None:
+            yield None, lambda: self.check(ctx)
+            return
+        for item in self.each.items(ctx):
+            yield self.each.target(item), functools.partial(self.check, ctx, item)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +134,8 @@ class Finding:
     message: str
     fix: tuple[Fix, ...]
     source: str | None = None
+    # Why the finding has no fix (or only part of one): every finding without a fix says why.
+    fix_note: str | None = None
 
     # `property` is a field of Finding: the decorator is spelled in full.
     @builtins.property
@@ -146,10 +183,14 @@ def rule(
     references: Sequence[str],
     remediation: str,
     needs_posture: bool = False,
-) -> Callable[[Callable[[Context], Iterable[Hit | CannotJudge]]], Rule]:
-    """Declare a rule; the decorated check function becomes the Rule and is registered."""
+    each: Each | None = None,
+) -> Callable[[Check], Rule]:
+    """Declare a rule; the decorated check function becomes the Rule and is registered.
 
-    def register(check: Callable[[Context], Iterable[Hit | CannotJudge]]) -> Rule:
+    With `each`, the check takes (ctx, item) and judges one item; without, it takes ctx.
+    """
+
+    def register(check: Check) -> Rule:
         if id in _REGISTRY:
             raise ValueError(f"rule id {id} declared twice")
         declared = Rule(
@@ -161,6 +202,7 @@ def rule(
             remediation=" ".join(remediation.split()),
             check=check,
             needs_posture=needs_posture,
+            each=each,
         )
         _REGISTRY[id] = declared
         return declared
@@ -192,7 +234,8 @@ def _sources(org: Organization) -> dict[Target, str]:
 
 
 def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
-    """Run every rule over the context. A rule that crashes is reported as skipped, not fatal."""
+    """Run every rule over the context. A rule that crashes on one unit of work (one connector, or
+    the whole context for a rule without `each`) is listed as not judged there; nothing else is lost."""
     findings: list[Finding] = []
     skipped: list[Skip] = [
         Skip("object", Target(s.type_name, s.identity), s.reason, s.source.path) for s in ctx.org.skipped
@@ -203,29 +246,60 @@ def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
         if r.needs_posture and ctx.offline:
             continue
         ran.append(r.id)
-        try:
-            results = list(r.check(ctx))
-        except Exception as exc:  # a bug in one rule must not hide the others' findings
-            where = traceback.extract_tb(exc.__traceback__)[-1]
-            skipped.append(
-                Skip(r.id, None, f"internal error in rule: {type(exc).__name__}: {exc} ({where.name})")
-            )
-            continue
-        for res in results:
-            if isinstance(res, CannotJudge):
-                skipped.append(Skip(r.id, res.target, res.reason, sources.get(res.target)))
-            else:
-                findings.append(
-                    Finding(
-                        rule=r,
-                        severity=res.severity if res.severity is not None else r.severity,
-                        target=res.target,
-                        property=res.property,
-                        observed=res.observed,
-                        message=res.message,
-                        fix=res.fix,
-                        source=sources.get(res.target),
-                    )
-                )
+        for target, unit in r.units(ctx):
+            try:
+                results = list(unit())
+            except Exception as exc:  # a bug on one unit must not hide the other units' findings
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                reason = f"internal error in rule: {type(exc).__name__}: {exc} ({where.name})"
+                skipped.append(Skip(r.id, target, reason, sources.get(target) if target else None))
+                continue
+            for res in results:
+                if isinstance(res, CannotJudge):
+                    skipped.append(Skip(r.id, res.target, res.reason, sources.get(res.target)))
+                else:
+                    findings.append(_finding(r, res, sources.get(res.target)))
     findings.sort(key=lambda f: (-f.severity, f.rule.id, f.target.kind, f.target.identity))
     return Report(tuple(findings), tuple(skipped), tuple(ran))
+
+
+def _finding(r: Rule, hit: Hit, source: str | None) -> Finding:
+    fix, note = _writable(hit.fix)
+    if note is None:
+        note = hit.fix_note
+    if note is None and not fix:
+        note = _declared_note(r)
+    return Finding(
+        rule=r,
+        severity=hit.severity if hit.severity is not None else r.severity,
+        target=hit.target,
+        property=hit.property,
+        observed=hit.observed,
+        message=hit.message,
+        fix=fix,
+        source=source,
+        fix_note=note,
+    )
+
+
+def _writable(fixes: tuple[Fix, ...]) -> tuple[tuple[Fix, ...], str | None]:
+    """The fixes PowerShell quoting can write; a value it refuses (a control character in a
+    connector name) withholds that command, and the note says why. The finding itself stands."""
+    kept: list[Fix] = []
+    notes: list[str] = []
+    for f in fixes:
+        if isinstance(f, SetCommand | NewCommand):
+            try:
+                f.render()
+            except UnsafeValue as exc:
+                notes.append(f"fix withheld: {exc}; make this change by hand")
+                continue
+        kept.append(f)
+    return tuple(kept), "; ".join(notes) or None
+
+
+def _declared_note(r: Rule) -> str:
+    text = r.remediation
+    if text.lower().startswith("none"):
+        return "no automatic fix: " + text.split(":", 1)[-1].strip()
+    return f"no automatic fix for this case; what to do: {text}"

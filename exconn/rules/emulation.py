@@ -21,11 +21,9 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
-
-from publicsuffixlist import PublicSuffixList
 
 from exconn.model import TlsAuthLevel
+from exconn.names import normalize, registrable_domain, tls_domain_matches
 
 
 class Fidelity(enum.StrEnum):
@@ -42,32 +40,8 @@ class Emulation:
     explanation: str
 
 
-@cache
-def _psl() -> PublicSuffixList:
-    # The list ships inside the package: no download, works offline.
-    return PublicSuffixList()
-
-
 def _labels(name: str) -> list[str]:
-    return name.lower().rstrip(".").split(".")
-
-
-def tls_domain_matches(tls_domain: str, cert_name: str) -> bool:
-    """Exchange's TlsDomain semantics: `*.contoso.com` covers contoso.com and any depth below it."""
-    td, name = tls_domain.lower().rstrip("."), cert_name.lower().rstrip(".")
-    if td.startswith("*."):
-        parent = td[2:]
-        return name == parent or name.endswith("." + parent)
-    return name == td
-
-
-def mtasts_pattern_matches(pattern: str, host: str) -> bool:
-    """RFC 8461 §4.1: a leading `*.` stands for exactly one label."""
-    pat, h = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if pat.startswith("*."):
-        head, _, rest = h.partition(".")
-        return bool(head) and rest == pat[2:]
-    return h == pat
+    return normalize(name).split(".")
 
 
 def tls_domain_covers_pattern(tls_domain: str, pattern: str) -> bool:
@@ -79,7 +53,7 @@ def tls_domain_covers_pattern(tls_domain: str, pattern: str) -> bool:
 
 def emulate(patterns: Sequence[str]) -> Emulation:
     """The send-connector TLS settings that come closest to an MTA-STS policy's mx patterns."""
-    cleaned = sorted({p.strip().lower().rstrip(".") for p in patterns if p.strip()})
+    cleaned = sorted({normalize(p) for p in patterns if p.strip()})
     if not cleaned:
         return Emulation(
             TlsAuthLevel.CERTIFICATE_VALIDATION,
@@ -95,7 +69,7 @@ def emulate(patterns: Sequence[str]) -> Emulation:
             f"TlsDomain {cleaned[0]} requires exactly the host the policy allows",
         )
     bases = [p[2:] if p.startswith("*.") else p for p in cleaned]
-    registrable = {_psl().privatesuffix(b) for b in bases}
+    registrable = {registrable_domain(b) for b in bases}
     if None in registrable or len(registrable) != 1:
         return Emulation(
             TlsAuthLevel.CERTIFICATE_VALIDATION,

@@ -11,7 +11,17 @@ import re
 from collections.abc import Iterator, Sequence
 
 from exconn.model import UNKNOWN, InboundConnector, Maybe, OutboundConnector, TlsAuthLevel
-from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
+from exconn.names import normalize, tls_domain_matches
+from exconn.rules.base import (
+    EACH_INBOUND_CONNECTOR,
+    EACH_OUTBOUND_CONNECTOR,
+    CannotJudge,
+    Context,
+    Hit,
+    Severity,
+    Target,
+    rule,
+)
 from exconn.rules.helpers import (
     Reachability,
     Scope,
@@ -20,7 +30,6 @@ from exconn.rules.helpers import (
     missing,
     set_fix,
     smart_host_tls_domain,
-    tls_domain_matches,
     tls_domain_problem,
 )
 from exconn.rules.refs import EXO_CONNECTORS, NEW_OUTBOUND, RFC7435_3, SET_INBOUND, SET_OUTBOUND
@@ -43,7 +52,7 @@ def _domain(raw: str) -> str:
     head, sep, rest = text.partition(":")
     if sep and head.isalnum():
         text = rest
-    return text.split(";", 1)[0].strip().lower().rstrip(".")
+    return normalize(text.split(";", 1)[0])
 
 
 def _enabled(c: InboundConnector | OutboundConnector) -> tuple[bool, tuple[str, ...]]:
@@ -116,38 +125,29 @@ def _cert_name(value: Maybe[str | None]) -> Maybe[str | None]:
         share one; otherwise CertificateValidation (trusted chain, no name check), clearing TlsDomain.
         none for a RecipientDomains `*` connector using MX records: forcing a trusted certificate on
         every internet domain bounces mail, so rely on the recipients' MTA-STS or DANE.""",
+    each=EACH_OUTBOUND_CONNECTOR,
 )
-def outbound_without_certificate_check(ctx: Context) -> Result:
-    for c in ctx.org.outbound_connectors:
-        if c.tls_settings is UNKNOWN:
-            yield missing(c, "TlsSettings")
-            continue
-        if c.tls_settings not in (None, TlsAuthLevel.ENCRYPTION_ONLY):
-            continue
-        reach = outbound_reach(c)
-        smart = _uses_smart_hosts(c)
-        fix = None
-        if smart and c.smart_hosts is not UNKNOWN:
-            domain = smart_host_tls_domain(c.smart_hosts)
-            if domain is not None and _covers(domain, c.smart_hosts):
-                fix = set_fix(
-                    "Set-OutboundConnector",
-                    c.identity,
-                    [
-                        ("TlsSettings", TlsAuthLevel.DOMAIN_VALIDATION, c.tls_settings),
-                        ("TlsDomain", domain, c.tls_domain),
-                    ],
-                )
-            else:
-                fix = set_fix(
-                    "Set-OutboundConnector",
-                    c.identity,
-                    [
-                        ("TlsSettings", TlsAuthLevel.CERTIFICATE_VALIDATION, c.tls_settings),
-                        ("TlsDomain", None, c.tls_domain),
-                    ],
-                )
-        elif c.use_mx_record is True and reach.scope is not Scope.INTERNET:
+def outbound_without_certificate_check(ctx: Context, c: OutboundConnector) -> Result:
+    if c.tls_settings is UNKNOWN:
+        yield missing(c, "TlsSettings")
+        return
+    if c.tls_settings not in (None, TlsAuthLevel.ENCRYPTION_ONLY):
+        return
+    reach = outbound_reach(c)
+    smart = _uses_smart_hosts(c)
+    fix = None
+    if smart and c.smart_hosts is not UNKNOWN:
+        domain = smart_host_tls_domain(c.smart_hosts)
+        if domain is not None and _covers(domain, c.smart_hosts):
+            fix = set_fix(
+                "Set-OutboundConnector",
+                c.identity,
+                [
+                    ("TlsSettings", TlsAuthLevel.DOMAIN_VALIDATION, c.tls_settings),
+                    ("TlsDomain", domain, c.tls_domain),
+                ],
+            )
+        else:
             fix = set_fix(
                 "Set-OutboundConnector",
                 c.identity,
@@ -156,23 +156,32 @@ def outbound_without_certificate_check(ctx: Context) -> Result:
                     ("TlsDomain", None, c.tls_domain),
                 ],
             )
-        kind = _type(c)
-        to = {ON_PREMISES: "your on-premises servers", PARTNER: "the partner"}.get(kind or "", "its hosts")
-        if reach.scope is Scope.INTERNET and kind != ON_PREMISES:
-            to = "every internet domain"
-        how = (
-            "opportunistic TLS, plaintext when STARTTLS fails or is stripped"
-            if c.tls_settings is None
-            else "TLS required but any certificate accepted"
+    elif c.use_mx_record is True and reach.scope is not Scope.INTERNET:
+        fix = set_fix(
+            "Set-OutboundConnector",
+            c.identity,
+            [
+                ("TlsSettings", TlsAuthLevel.CERTIFICATE_VALIDATION, c.tls_settings),
+                ("TlsDomain", None, c.tls_domain),
+            ],
         )
-        yield Hit(
-            Target.of(c),
-            "TlsSettings",
-            _level(c.tls_settings),
-            f"TlsSettings is {_level(c.tls_settings)}: mail to {to} uses {how} ({reach.describe()}).",
-            severity=reach.severity(Severity.HIGH),
-            fix=fixes(fix),
-        )
+    kind = _type(c)
+    to = {ON_PREMISES: "your on-premises servers", PARTNER: "the partner"}.get(kind or "", "its hosts")
+    if reach.scope is Scope.INTERNET and kind != ON_PREMISES:
+        to = "every internet domain"
+    how = (
+        "opportunistic TLS, plaintext when STARTTLS fails or is stripped"
+        if c.tls_settings is None
+        else "TLS required but any certificate accepted"
+    )
+    yield Hit(
+        Target.of(c),
+        "TlsSettings",
+        _level(c.tls_settings),
+        f"TlsSettings is {_level(c.tls_settings)}: mail to {to} uses {how} ({reach.describe()}).",
+        severity=reach.severity(Severity.HIGH),
+        fix=fixes(fix),
+    )
 
 
 @rule(
@@ -188,61 +197,61 @@ def outbound_without_certificate_check(ctx: Context) -> Result:
     remediation="""Set TlsDomain to the name that covers every smart host (the host itself, or
         `*.parent` when they share a registrable domain). none when no name can be derived (IP
         smart hosts, hosts across domains): set it by hand.""",
+    each=EACH_OUTBOUND_CONNECTOR,
 )
-def outbound_domain_validation_tls_domain(ctx: Context) -> Result:
-    for c in ctx.org.outbound_connectors:
-        if c.tls_settings is UNKNOWN:
-            yield missing(c, "TlsSettings")
-            continue
-        if c.tls_settings is not TlsAuthLevel.DOMAIN_VALIDATION:
-            continue
-        if c.tls_domain is UNKNOWN:
-            yield missing(c, "TlsDomain")
-            continue
-        problem = tls_domain_problem(c.tls_domain) if c.tls_domain is not None else None
-        smart = _uses_smart_hosts(c)
-        severity = Severity.HIGH
-        if problem is None:
-            if smart is None:
-                yield missing(c, "UseMXRecord/SmartHosts")
-                continue
-            if not smart or c.smart_hosts is UNKNOWN:
-                continue  # MX routing: the recipient domain is what the name check is about
-            if c.tls_domain is None:
-                problem = "is empty while the connector routes to smart hosts"
+def outbound_domain_validation_tls_domain(ctx: Context, c: OutboundConnector) -> Result:
+    if c.tls_settings is UNKNOWN:
+        yield missing(c, "TlsSettings")
+        return
+    if c.tls_settings is not TlsAuthLevel.DOMAIN_VALIDATION:
+        return
+    if c.tls_domain is UNKNOWN:
+        yield missing(c, "TlsDomain")
+        return
+    problem = tls_domain_problem(c.tls_domain) if c.tls_domain is not None else None
+    smart = _uses_smart_hosts(c)
+    severity = Severity.HIGH
+    if problem is None:
+        if smart is None:
+            yield missing(c, "UseMXRecord/SmartHosts")
+            return
+        if not smart or c.smart_hosts is UNKNOWN:
+            return  # MX routing: the recipient domain is what the name check is about
+        if c.tls_domain is None:
+            problem = "is empty while the connector routes to smart hosts"
+        else:
+            td = c.tls_domain
+            names = [normalize(h) for h in c.smart_hosts if h.strip()]
+            uncovered = [h for h in names if not _is_address(h) and not tls_domain_matches(td, h)]
+            if uncovered:
+                # Assumes each smart host's certificate names the host itself.
+                problem = f"{td} does not cover smart host(s) {', '.join(uncovered)}"
+                severity = Severity.MEDIUM
+            elif any(_is_address(h) for h in names):
+                yield CannotJudge(
+                    Target.of(c),
+                    "smart hosts given as IP addresses: whether TlsDomain names their certificate "
+                    "cannot be told from the configuration",
+                )
+                return
             else:
-                td = c.tls_domain
-                names = [h.strip().lower().rstrip(".") for h in c.smart_hosts if h.strip()]
-                uncovered = [h for h in names if not _is_address(h) and not tls_domain_matches(td, h)]
-                if uncovered:
-                    # Assumes each smart host's certificate names the host itself.
-                    problem = f"{td} does not cover smart host(s) {', '.join(uncovered)}"
-                    severity = Severity.MEDIUM
-                elif any(_is_address(h) for h in names):
-                    yield CannotJudge(
-                        Target.of(c),
-                        "smart hosts given as IP addresses: whether TlsDomain names their certificate "
-                        "cannot be told from the configuration",
-                    )
-                    continue
-                else:
-                    continue
-        fix = None
-        if smart and c.smart_hosts is not UNKNOWN:
-            new = smart_host_tls_domain(c.smart_hosts)
-            if new is not None and _covers(new, c.smart_hosts):
-                fix = set_fix("Set-OutboundConnector", c.identity, [("TlsDomain", new, c.tls_domain)])
-        elif c.use_mx_record is True:
-            fix = set_fix("Set-OutboundConnector", c.identity, [("TlsDomain", None, c.tls_domain)])
-        reach = outbound_reach(c)
-        yield Hit(
-            Target.of(c),
-            "TlsDomain",
-            c.tls_domain,
-            f"TlsDomain {problem}: the certificate name is not checked as intended ({reach.describe()}).",
-            severity=reach.severity(severity, scoped_steps=0),
-            fix=fixes(fix),
-        )
+                return
+    fix = None
+    if smart and c.smart_hosts is not UNKNOWN:
+        new = smart_host_tls_domain(c.smart_hosts)
+        if new is not None and _covers(new, c.smart_hosts):
+            fix = set_fix("Set-OutboundConnector", c.identity, [("TlsDomain", new, c.tls_domain)])
+    elif c.use_mx_record is True:
+        fix = set_fix("Set-OutboundConnector", c.identity, [("TlsDomain", None, c.tls_domain)])
+    reach = outbound_reach(c)
+    yield Hit(
+        Target.of(c),
+        "TlsDomain",
+        c.tls_domain,
+        f"TlsDomain {problem}: the certificate name is not checked as intended ({reach.describe()}).",
+        severity=reach.severity(severity, scoped_steps=0),
+        fix=fixes(fix),
+    )
 
 
 # --- inbound -------------------------------------------------------------------------------------
@@ -268,41 +277,41 @@ def _inbound_blocker(c: InboundConnector) -> str | None:
     remediation="""Set RequireTls $true when TlsSenderCertificateName is already set. Otherwise none:
         set TlsSenderCertificateName to the name on your on-premises certificate with RequireTls $true
         (recommended), or list your servers' public addresses in SenderIPAddresses.""",
+    each=EACH_INBOUND_CONNECTOR,
 )
-def on_premises_inbound_unidentified(ctx: Context) -> Result:
-    for c in ctx.org.inbound_connectors:
-        kind = _type(c)
-        if kind is None:
-            yield missing(c, "ConnectorType")
-            continue
-        if kind != ON_PREMISES:
-            continue
-        name = _cert_name(c.tls_sender_certificate_name)
-        by_cert = c.require_tls is True and isinstance(name, str)
-        by_ip = c.sender_ip_addresses is not UNKNOWN and any(a.strip() for a in c.sender_ip_addresses)
-        if by_cert or by_ip:
-            continue
-        if c.require_tls is UNKNOWN or name is UNKNOWN or c.sender_ip_addresses is UNKNOWN:
-            yield missing(c, "RequireTls/TlsSenderCertificateName/SenderIPAddresses")
-            continue
-        fix = None
-        if name is not None and _inbound_blocker(c) is None:
-            fix = set_fix("Set-InboundConnector", c.identity, [("RequireTls", True, c.require_tls)])
-        reach = inbound_reach(c)
-        why = (
-            f"TlsSenderCertificateName {name} is set but RequireTls is $false, so it is not enforced"
-            if name is not None
-            else "no TlsSenderCertificateName"
-        )
-        yield Hit(
-            Target.of(c),
-            "TlsSenderCertificateName",
-            name,
-            f"Mail claiming to be your on-premises organisation is accepted from anyone: {why} and no "
-            f"SenderIPAddresses ({reach.describe()}).",
-            severity=reach.severity(Severity.HIGH),
-            fix=fixes(fix),
-        )
+def on_premises_inbound_unidentified(ctx: Context, c: InboundConnector) -> Result:
+    kind = _type(c)
+    if kind is None:
+        yield missing(c, "ConnectorType")
+        return
+    if kind != ON_PREMISES:
+        return
+    name = _cert_name(c.tls_sender_certificate_name)
+    by_cert = c.require_tls is True and isinstance(name, str)
+    by_ip = c.sender_ip_addresses is not UNKNOWN and any(a.strip() for a in c.sender_ip_addresses)
+    if by_cert or by_ip:
+        return
+    if c.require_tls is UNKNOWN or name is UNKNOWN or c.sender_ip_addresses is UNKNOWN:
+        yield missing(c, "RequireTls/TlsSenderCertificateName/SenderIPAddresses")
+        return
+    fix = None
+    if name is not None and _inbound_blocker(c) is None:
+        fix = set_fix("Set-InboundConnector", c.identity, [("RequireTls", True, c.require_tls)])
+    reach = inbound_reach(c)
+    why = (
+        f"TlsSenderCertificateName {name} is set but RequireTls is $false, so it is not enforced"
+        if name is not None
+        else "no TlsSenderCertificateName"
+    )
+    yield Hit(
+        Target.of(c),
+        "TlsSenderCertificateName",
+        name,
+        f"Mail claiming to be your on-premises organisation is accepted from anyone: {why} and no "
+        f"SenderIPAddresses ({reach.describe()}).",
+        severity=reach.severity(Severity.HIGH),
+        fix=fixes(fix),
+    )
 
 
 def _restricted_domains(domains: Sequence[str]) -> list[str]:
@@ -319,43 +328,43 @@ def _restricted_domains(domains: Sequence[str]) -> list[str]:
         plaintext, as from any other sender.""",
     references=[SET_INBOUND, EXO_CONNECTORS],
     remediation="Set-InboundConnector -RequireTls $true.",
+    each=EACH_INBOUND_CONNECTOR,
 )
-def partner_inbound_without_tls(ctx: Context) -> Result:
-    for c in ctx.org.inbound_connectors:
-        kind = _type(c)
-        if kind is None:
-            yield missing(c, "ConnectorType")
-            continue
-        if kind != PARTNER:
-            continue
-        if c.require_tls is UNKNOWN:
-            yield missing(c, "RequireTls")
-            continue
-        if c.require_tls:
-            continue
-        if c.sender_domains is UNKNOWN:
-            yield missing(c, "SenderDomains")
-            continue
-        domains = _restricted_domains(c.sender_domains)
-        if not domains:
-            continue
-        blocker = _inbound_blocker(c)
-        fix = (
-            set_fix("Set-InboundConnector", c.identity, [("RequireTls", True, c.require_tls)])
-            if blocker is None
-            else None
-        )
-        reach = inbound_reach(c)
-        note = f"; no fix until {blocker}" if blocker else ""
-        yield Hit(
-            Target.of(c),
-            "RequireTls",
-            False,
-            f"Mail from {', '.join(domains)} is accepted without TLS (RequireTls is $false; "
-            f"{reach.describe()}){note}.",
-            severity=reach.severity(Severity.MEDIUM),
-            fix=fixes(fix),
-        )
+def partner_inbound_without_tls(ctx: Context, c: InboundConnector) -> Result:
+    kind = _type(c)
+    if kind is None:
+        yield missing(c, "ConnectorType")
+        return
+    if kind != PARTNER:
+        return
+    if c.require_tls is UNKNOWN:
+        yield missing(c, "RequireTls")
+        return
+    if c.require_tls:
+        return
+    if c.sender_domains is UNKNOWN:
+        yield missing(c, "SenderDomains")
+        return
+    domains = _restricted_domains(c.sender_domains)
+    if not domains:
+        return
+    blocker = _inbound_blocker(c)
+    fix = (
+        set_fix("Set-InboundConnector", c.identity, [("RequireTls", True, c.require_tls)])
+        if blocker is None
+        else None
+    )
+    reach = inbound_reach(c)
+    note = f"; no fix until {blocker}" if blocker else ""
+    yield Hit(
+        Target.of(c),
+        "RequireTls",
+        False,
+        f"Mail from {', '.join(domains)} is accepted without TLS (RequireTls is $false; "
+        f"{reach.describe()}){note}.",
+        severity=reach.severity(Severity.MEDIUM),
+        fix=fixes(fix),
+    )
 
 
 @rule(
@@ -368,26 +377,26 @@ def partner_inbound_without_tls(ctx: Context) -> Result:
     references=[SET_INBOUND],
     remediation="none: set TlsSenderCertificateName to the name on the sender's certificate (with "
     "RequireTls $true), or turn RestrictDomainsToCertificate off deliberately.",
+    each=EACH_INBOUND_CONNECTOR,
 )
-def restrict_to_certificate_without_name(ctx: Context) -> Result:
-    for c in ctx.org.inbound_connectors:
-        if c.restrict_domains_to_certificate is UNKNOWN:
-            yield missing(c, "RestrictDomainsToCertificate")
-            continue
-        if not c.restrict_domains_to_certificate:
-            continue
-        name = _cert_name(c.tls_sender_certificate_name)
-        if name is UNKNOWN:
-            yield missing(c, "TlsSenderCertificateName")
-            continue
-        if name is not None:
-            continue
-        reach = inbound_reach(c)
-        yield Hit(
-            Target.of(c),
-            "RestrictDomainsToCertificate",
-            True,
-            "RestrictDomainsToCertificate is $true but TlsSenderCertificateName is empty: no certificate "
-            f"restriction applies ({reach.describe()}).",
-            severity=reach.severity(Severity.MEDIUM),
-        )
+def restrict_to_certificate_without_name(ctx: Context, c: InboundConnector) -> Result:
+    if c.restrict_domains_to_certificate is UNKNOWN:
+        yield missing(c, "RestrictDomainsToCertificate")
+        return
+    if not c.restrict_domains_to_certificate:
+        return
+    name = _cert_name(c.tls_sender_certificate_name)
+    if name is UNKNOWN:
+        yield missing(c, "TlsSenderCertificateName")
+        return
+    if name is not None:
+        return
+    reach = inbound_reach(c)
+    yield Hit(
+        Target.of(c),
+        "RestrictDomainsToCertificate",
+        True,
+        "RestrictDomainsToCertificate is $true but TlsSenderCertificateName is empty: no certificate "
+        f"restriction applies ({reach.describe()}).",
+        severity=reach.severity(Severity.MEDIUM),
+    )

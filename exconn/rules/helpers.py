@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from exconn.fix import Fix, ParamChange, SetCommand, same_value
+from exconn.fix import UNREAD, Fix, ParamChange, SetCommand, same_value
 from exconn.model import (
     UNKNOWN,
     AuthMechanism,
@@ -27,9 +27,10 @@ from exconn.model import (
     TransportConfig,
     flag_names,
 )
+from exconn.names import ldh_labels, normalize, wildcard_matches
 from exconn.pwsh import PsValue
 from exconn.rules.base import CannotJudge, Severity, Target
-from exconn.rules.emulation import Fidelity, emulate, tls_domain_matches
+from exconn.rules.emulation import Fidelity, emulate
 
 __all__ = [
     "EXO_TLS_DOMAIN",
@@ -52,7 +53,6 @@ __all__ = [
     "send_reach",
     "set_fix",
     "smart_host_tls_domain",
-    "tls_domain_matches",
     "tls_domain_problem",
     "transport_config",
 ]
@@ -69,7 +69,6 @@ _LAB_TLDS = frozenset(
 )  # fmt: skip
 _LAB_LABELS = frozenset({"lab", "test"})
 _PUBLIC_PORTS = frozenset({25, 587})
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 class Scope(enum.IntEnum):
@@ -173,22 +172,22 @@ def flags_value(value: AuthMechanism | PermissionGroups) -> PsValue:
 
 def tls_domain_problem(value: str) -> str | None:
     """Why a TlsDomain cannot name a certificate, or None when it is usable."""
-    text = value.strip().lower().rstrip(".")
+    text = normalize(value)
     if text == "*":
         return "is a bare `*`, which names no domain"
     body = text[2:] if text.startswith("*.") else text
-    if not body or not all(_LABEL.match(label) for label in body.split(".")):
+    if not body or not ldh_labels(body):
         return f"is not a domain name ({value!r})"
     return None
 
 
 def is_exo_host(host: str) -> bool:
-    return host.strip().lower().rstrip(".").endswith(_EXO_SUFFIX)
+    return normalize(host).endswith(_EXO_SUFFIX)
 
 
 def smart_host_tls_domain(smart_hosts: Sequence[str]) -> str | None:
     """The TlsDomain that names every smart host, or None (IP literals, hosts across domains)."""
-    hosts = [h.strip().lower().rstrip(".") for h in smart_hosts if h.strip()]
+    hosts = [normalize(h) for h in smart_hosts if h.strip()]
     if not hosts or any(h.startswith("[") or not re.search(r"[a-z]", h) for h in hosts):
         return None
     if all(is_exo_host(h) for h in hosts):
@@ -271,15 +270,6 @@ def certificate_matches(cert: ExchangeCertificate, name: CertificateName) -> boo
     )
 
 
-def _host_matches(pattern: str, host: str) -> bool:
-    # X.509 wildcards (RFC 6125 §6.4.3) stand for exactly one left-most label.
-    p, h = pattern.lower().rstrip("."), host.lower().rstrip(".")
-    if p.startswith("*."):
-        head, _, rest = h.partition(".")
-        return bool(head) and rest == p[2:]
-    return p == h
-
-
 def certificates_for_fqdn(
     certs: Iterable[ExchangeCertificate], fqdn: str
 ) -> tuple[list[ExchangeCertificate], list[ExchangeCertificate]]:
@@ -294,7 +284,8 @@ def certificates_for_fqdn(
                 for v in _split_dn(cert.subject)
                 if v.strip().upper().startswith("CN=")
             )
-        if not any(_host_matches(n, fqdn) for n in names):
+        # X.509 wildcards (RFC 6125 §6.4.3) stand for exactly one left-most label.
+        if not any(wildcard_matches(n, fqdn) for n in names):
             continue
         if cert.services is UNKNOWN:
             maybe.append(cert)
@@ -349,12 +340,14 @@ def set_fix(
     *,
     singleton: bool = False,
 ) -> SetCommand | None:
-    """A Set-* command for the parameters whose value changes; None when nothing changes or an
-    observed value is unknown (the script must compare it before changing, and restore it after)."""
+    """A Set-* command for the parameters whose value changes; None when nothing changes. An
+    observed value the export lacks is read by the script at apply time (and recorded for the
+    rollback) rather than dropping the fix."""
     params: list[ParamChange] = []
     for name, new, observed in changes:
         if observed is UNKNOWN:
-            return None
+            params.append(ParamChange(name, new, UNREAD))
+            continue
         if isinstance(observed, list | tuple) and not observed:
             observed = None  # Exchange reads an empty multi-valued property back as $null
         if not same_value(new, observed):

@@ -10,8 +10,9 @@ from exconn.model import (
     Maybe,
     ReceiveConnector,
 )
+from exconn.names import normalize
 from exconn.pwsh import PsValue
-from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
+from exconn.rules.base import EACH_RECEIVE_CONNECTOR, CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.helpers import (
     CertLookup,
     CertVerdict,
@@ -29,7 +30,14 @@ from exconn.rules.helpers import (
     set_fix,
     transport_config,
 )
-from exconn.rules.refs import GET_CERT, RECEIVE_CONNECTORS, RFC3207_4, RFC4954_4, SET_RECEIVE, SET_TRANSPORT
+from exconn.rules.refs import (
+    GET_CERT,
+    RECEIVE_CONNECTORS,
+    RFC3207_4,
+    RFC4954_4,
+    SET_RECEIVE,
+    SET_TRANSPORT,
+)
 
 Result = Iterator[Hit | CannotJudge]
 
@@ -42,43 +50,43 @@ Result = Iterator[Hit | CannotJudge]
         connector on port 25 without it makes every sending server deliver in plaintext.""",
     references=[SET_RECEIVE, RFC3207_4],
     remediation="Add Tls to the connector's AuthMechanism (Set-ReceiveConnector -AuthMechanism).",
+    each=EACH_RECEIVE_CONNECTOR,
 )
-def no_starttls(ctx: Context) -> Result:
-    for c in ctx.org.receive_connectors:
-        anonymous = is_anonymous_smtp(c)
-        if anonymous is None or c.auth_mechanism is UNKNOWN:
-            yield missing(c, "PermissionGroups/Bindings/AuthMechanism")
-            continue
-        if not anonymous or c.auth_mechanism & AuthMechanism.TLS:
-            continue
-        reach = receive_reach(c)
-        yield Hit(
-            Target.of(c),
-            "AuthMechanism",
-            flags_value(c.auth_mechanism),
-            f"Anonymous SMTP on port 25 without Tls: STARTTLS is never offered ({reach.describe()})."
-            + (
-                " Test with the devices first: old printers and scanners that see STARTTLS may try"
-                " it, fail and not fall back to plaintext."
-                if reach.scope is not Scope.INTERNET
-                else ""
-            ),
-            # A connector limited to some remote addresses is usually a device relay on the LAN.
-            severity=reach.severity(Severity.CRITICAL, scoped_steps=2),
-            fix=fixes(
-                set_fix(
-                    "Set-ReceiveConnector",
-                    c.identity,
-                    [
-                        (
-                            "AuthMechanism",
-                            flags_value(c.auth_mechanism | AuthMechanism.TLS),
-                            flags_value(c.auth_mechanism),
-                        )
-                    ],
-                )
-            ),
-        )
+def no_starttls(ctx: Context, c: ReceiveConnector) -> Result:
+    anonymous = is_anonymous_smtp(c)
+    if anonymous is None or c.auth_mechanism is UNKNOWN:
+        yield missing(c, "PermissionGroups/Bindings/AuthMechanism")
+        return
+    if not anonymous or c.auth_mechanism & AuthMechanism.TLS:
+        return
+    reach = receive_reach(c)
+    yield Hit(
+        Target.of(c),
+        "AuthMechanism",
+        flags_value(c.auth_mechanism),
+        f"Anonymous SMTP on port 25 without Tls: STARTTLS is never offered ({reach.describe()})."
+        + (
+            " Test with the devices first: old printers and scanners that see STARTTLS may try"
+            " it, fail and not fall back to plaintext."
+            if reach.scope is not Scope.INTERNET
+            else ""
+        ),
+        # A connector limited to some remote addresses is usually a device relay on the LAN.
+        severity=reach.severity(Severity.CRITICAL, scoped_steps=2),
+        fix=fixes(
+            set_fix(
+                "Set-ReceiveConnector",
+                c.identity,
+                [
+                    (
+                        "AuthMechanism",
+                        flags_value(c.auth_mechanism | AuthMechanism.TLS),
+                        flags_value(c.auth_mechanism),
+                    )
+                ],
+            )
+        ),
+    )
 
 
 @rule(
@@ -89,31 +97,31 @@ def no_starttls(ctx: Context) -> Result:
         unencrypted session, so clients can send their user name and password in clear.""",
     references=[SET_RECEIVE, RFC4954_4],
     remediation="Add BasicAuthRequireTLS (and Tls, which it needs) to AuthMechanism.",
+    each=EACH_RECEIVE_CONNECTOR,
 )
-def basic_auth_without_tls(ctx: Context) -> Result:
-    for c in ctx.org.receive_connectors:
-        if c.auth_mechanism is UNKNOWN:
-            yield missing(c, "AuthMechanism")
-            continue
-        mech = c.auth_mechanism
-        if not mech & AuthMechanism.BASIC_AUTH or mech & AuthMechanism.BASIC_AUTH_REQUIRE_TLS:
-            continue
-        wanted = mech | AuthMechanism.BASIC_AUTH_REQUIRE_TLS | AuthMechanism.TLS
-        reach = receive_reach(c)
-        yield Hit(
-            Target.of(c),
-            "AuthMechanism",
-            flags_value(mech),
-            f"AUTH with passwords is offered before STARTTLS ({reach.describe()}).",
-            severity=reach.severity(Severity.HIGH),
-            fix=fixes(
-                set_fix(
-                    "Set-ReceiveConnector",
-                    c.identity,
-                    [("AuthMechanism", flags_value(wanted), flags_value(mech))],
-                )
-            ),
-        )
+def basic_auth_without_tls(ctx: Context, c: ReceiveConnector) -> Result:
+    if c.auth_mechanism is UNKNOWN:
+        yield missing(c, "AuthMechanism")
+        return
+    mech = c.auth_mechanism
+    if not mech & AuthMechanism.BASIC_AUTH or mech & AuthMechanism.BASIC_AUTH_REQUIRE_TLS:
+        return
+    wanted = mech | AuthMechanism.BASIC_AUTH_REQUIRE_TLS | AuthMechanism.TLS
+    reach = receive_reach(c)
+    yield Hit(
+        Target.of(c),
+        "AuthMechanism",
+        flags_value(mech),
+        f"AUTH with passwords is offered before STARTTLS ({reach.describe()}).",
+        severity=reach.severity(Severity.HIGH),
+        fix=fixes(
+            set_fix(
+                "Set-ReceiveConnector",
+                c.identity,
+                [("AuthMechanism", flags_value(wanted), flags_value(mech))],
+            )
+        ),
+    )
 
 
 @rule(
@@ -126,30 +134,31 @@ def basic_auth_without_tls(ctx: Context) -> Result:
     references=[RFC3207_4, SET_RECEIVE],
     remediation="""Set RequireTLS $false on the anonymous port-25 connector (and ExtendedProtectionPolicy
         None, which needs RequireTLS); keep Tls in AuthMechanism so STARTTLS stays offered.""",
+    each=EACH_RECEIVE_CONNECTOR,
 )
-def mx_requires_tls(ctx: Context) -> Result:
-    for c in ctx.org.receive_connectors:
-        anonymous = is_anonymous_smtp(c)
-        if anonymous is None or c.require_tls is UNKNOWN:
-            yield missing(c, "PermissionGroups/Bindings/RequireTLS")
-            continue
-        if not anonymous or not c.require_tls:
-            continue
-        reach = receive_reach(c)
-        if reach.scope is not Scope.INTERNET:
-            continue  # a partner- or device-scoped connector may rightly require TLS
-        changes: list[tuple[str, PsValue, Maybe[PsValue]]] = [("RequireTLS", False, True)]
-        epp = c.extended_protection_policy
-        if epp is UNKNOWN or epp.lower() != "none":
-            changes.append(("ExtendedProtectionPolicy", "None", epp))
-        yield Hit(
-            Target.of(c),
-            "RequireTLS",
-            True,
-            f"The MX-facing connector refuses mail without STARTTLS ({reach.describe()}).",
-            severity=reach.severity(Severity.MEDIUM),
-            fix=fixes(set_fix("Set-ReceiveConnector", c.identity, changes)),
-        )
+def mx_requires_tls(ctx: Context, c: ReceiveConnector) -> Result:
+    anonymous = is_anonymous_smtp(c)
+    if anonymous is None or c.require_tls is UNKNOWN:
+        yield missing(c, "PermissionGroups/Bindings/RequireTLS")
+        return
+    if not anonymous or not c.require_tls:
+        return
+    reach = receive_reach(c)
+    if reach.scope is not Scope.INTERNET:
+        return  # a partner- or device-scoped connector may rightly require TLS
+    changes: list[tuple[str, PsValue, Maybe[PsValue]]] = [("RequireTLS", False, True)]
+    epp = c.extended_protection_policy
+    # Not exported: the script checks at apply time that it is None (a requirement of RequireTLS $false).
+    if epp is not UNKNOWN and epp.lower() != "none":
+        changes.append(("ExtendedProtectionPolicy", "None", epp))
+    yield Hit(
+        Target.of(c),
+        "RequireTLS",
+        True,
+        f"The MX-facing connector refuses mail without STARTTLS ({reach.describe()}).",
+        severity=reach.severity(Severity.MEDIUM),
+        fix=fixes(set_fix("Set-ReceiveConnector", c.identity, changes)),
+    )
 
 
 @rule(
@@ -173,7 +182,7 @@ def domain_secure_receive_list(ctx: Context) -> Result:
             partners |= {a.domain for a in s.address_spaces if a.domain}
     # A domain secured outbound (TLSSendDomainSecureList) is a domain-security partner inbound too.
     if config is not None and config.tls_send_domain_secure_list is not UNKNOWN:
-        partners |= {d.lower().rstrip(".") for d in config.tls_send_domain_secure_list}
+        partners |= {normalize(d) for d in config.tls_send_domain_secure_list}
     for c in ctx.org.receive_connectors:
         if c.domain_secure_enabled is UNKNOWN or c.bindings is UNKNOWN:
             yield missing(c, "DomainSecureEnabled/Bindings")
@@ -186,7 +195,7 @@ def domain_secure_receive_list(ctx: Context) -> Result:
         if config is None or config.tls_receive_domain_secure_list is UNKNOWN:
             yield CannotJudge(Target.of(c), "TLSReceiveDomainSecureList not exported (Get-TransportConfig)")
             continue
-        listed = {d.lower().rstrip(".") for d in config.tls_receive_domain_secure_list}
+        listed = {normalize(d) for d in config.tls_receive_domain_secure_list}
         absent = sorted(domains - listed)
         if not absent:
             continue
@@ -256,23 +265,23 @@ def _lookup(ctx: Context, c: ReceiveConnector) -> CertLookup | CannotJudge | Non
     references=[SET_RECEIVE, GET_CERT],
     remediation="none: install or enable (Enable-ExchangeCertificate -Services SMTP) a certificate "
     "for the connector's FQDN on that server, or correct TlsCertificateName.",
+    each=EACH_RECEIVE_CONNECTOR,
 )
-def receive_certificate_missing(ctx: Context) -> Result:
-    for c in ctx.org.receive_connectors:
-        found = _lookup(ctx, c)
-        if isinstance(found, CannotJudge):
-            yield found
-        elif found is not None and found.verdict is CertVerdict.CANNOT_TELL:
-            yield CannotJudge(Target.of(c), found.reason)
-        elif found is not None and found.verdict is CertVerdict.MISSING:
-            reach = receive_reach(c)
-            yield Hit(
-                Target.of(c),
-                "TlsCertificateName",
-                c.tls_certificate_name.raw if c.tls_certificate_name not in (None, UNKNOWN) else None,
-                f"{found.reason} on {c.server}: STARTTLS is not offered ({reach.describe()}).",
-                severity=reach.severity(Severity.HIGH),
-            )
+def receive_certificate_missing(ctx: Context, c: ReceiveConnector) -> Result:
+    found = _lookup(ctx, c)
+    if isinstance(found, CannotJudge):
+        yield found
+    elif found is not None and found.verdict is CertVerdict.CANNOT_TELL:
+        yield CannotJudge(Target.of(c), found.reason)
+    elif found is not None and found.verdict is CertVerdict.MISSING:
+        reach = receive_reach(c)
+        yield Hit(
+            Target.of(c),
+            "TlsCertificateName",
+            c.tls_certificate_name.raw if c.tls_certificate_name not in (None, UNKNOWN) else None,
+            f"{found.reason} on {c.server}: STARTTLS is not offered ({reach.describe()}).",
+            severity=reach.severity(Severity.HIGH),
+        )
 
 
 @rule(
@@ -285,32 +294,32 @@ def receive_certificate_missing(ctx: Context) -> Result:
         to deliver, and the connector is one renewal away from losing STARTTLS altogether.""",
     references=[SET_RECEIVE, GET_CERT],
     remediation="none: renew the certificate, enable it for SMTP and update TlsCertificateName.",
+    each=EACH_RECEIVE_CONNECTOR,
 )
-def receive_certificate_expired(ctx: Context) -> Result:
-    for c in ctx.org.receive_connectors:
-        found = _lookup(ctx, c)
-        if isinstance(found, CannotJudge):
-            yield found
-            continue
-        if found is None or found.verdict is not CertVerdict.FOUND:
-            continue  # missing or unknown is EXC-R005's to report
-        states = [expired(cert, ctx.now) for cert in found.certificates]
-        if any(s is None for s in states):
-            yield missing(c, "certificate NotAfter")
-            continue
-        if not all(states):
-            continue
-        reach = receive_reach(c)
-        cert = found.certificates[0]
-        yield Hit(
-            Target.of(c),
-            "TlsCertificateName",
-            cert.thumbprint,
-            f"The certificate (thumbprint {cert.thumbprint}) expired on "
-            f"{cert.not_after.date() if cert.not_after is not UNKNOWN else '?'}: senders that validate "
-            f"certificates (MTA-STS, DANE, TLS-enforcing connectors) refuse it ({reach.describe()}).",
-            severity=reach.severity(Severity.HIGH),
-        )
+def receive_certificate_expired(ctx: Context, c: ReceiveConnector) -> Result:
+    found = _lookup(ctx, c)
+    if isinstance(found, CannotJudge):
+        yield found
+        return
+    if found is None or found.verdict is not CertVerdict.FOUND:
+        return  # missing or unknown is EXC-R005's to report
+    states = [expired(cert, ctx.now) for cert in found.certificates]
+    if any(s is None for s in states):
+        yield missing(c, "certificate NotAfter")
+        return
+    if not all(states):
+        return
+    reach = receive_reach(c)
+    cert = found.certificates[0]
+    yield Hit(
+        Target.of(c),
+        "TlsCertificateName",
+        cert.thumbprint,
+        f"The certificate (thumbprint {cert.thumbprint}) expired on "
+        f"{cert.not_after.date() if cert.not_after is not UNKNOWN else '?'}: senders that validate "
+        f"certificates (MTA-STS, DANE, TLS-enforcing connectors) refuse it ({reach.describe()}).",
+        severity=reach.severity(Severity.HIGH),
+    )
 
 
 @rule(
@@ -328,22 +337,22 @@ def receive_certificate_expired(ctx: Context) -> Result:
     remediation="""none: restrict RemoteIPRanges to the partner or appliance addresses the external
         security really covers (Set-ReceiveConnector -RemoteIPRanges), or remove
         ExternalAuthoritative; only the admin knows which addresses are meant.""",
+    each=EACH_RECEIVE_CONNECTOR,
 )
-def externally_secured_open(ctx: Context) -> Result:
-    for c in ctx.org.receive_connectors:
-        if c.auth_mechanism is UNKNOWN:
-            yield missing(c, "AuthMechanism")
-            continue
-        if not c.auth_mechanism & AuthMechanism.EXTERNAL_AUTHORITATIVE:
-            continue
-        reach = receive_reach(c)
-        if reach.scope is not Scope.INTERNET:
-            continue
-        yield Hit(
-            Target.of(c),
-            "RemoteIPRanges",
-            c.remote_ip_ranges,
-            "ExternalAuthoritative on a public port for every remote address: any host is trusted as an "
-            f"Exchange server, so anyone can relay and spoof internal senders ({reach.describe()}).",
-            severity=reach.severity(Severity.CRITICAL),
-        )
+def externally_secured_open(ctx: Context, c: ReceiveConnector) -> Result:
+    if c.auth_mechanism is UNKNOWN:
+        yield missing(c, "AuthMechanism")
+        return
+    if not c.auth_mechanism & AuthMechanism.EXTERNAL_AUTHORITATIVE:
+        return
+    reach = receive_reach(c)
+    if reach.scope is not Scope.INTERNET:
+        return
+    yield Hit(
+        Target.of(c),
+        "RemoteIPRanges",
+        c.remote_ip_ranges,
+        "ExternalAuthoritative on a public port for every remote address: any host is trusted as an "
+        f"Exchange server, so anyone can relay and spoof internal senders ({reach.describe()}).",
+        severity=reach.severity(Severity.CRITICAL),
+    )

@@ -10,7 +10,8 @@ from exconn.model import (
     SmartHostAuthMechanism,
     TlsAuthLevel,
 )
-from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
+from exconn.names import normalize
+from exconn.rules.base import EACH_SEND_CONNECTOR, CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.helpers import (
     EXO_TLS_DOMAIN,
     CertVerdict,
@@ -64,23 +65,23 @@ def _uses_smart_hosts(c: SendConnector) -> bool | None:
         offers it, so every message on this connector crosses the network in plaintext.""",
     references=[SET_SEND, RFC3207_4],
     remediation="Set-SendConnector -IgnoreSTARTTLS $false (opportunistic TLS, Exchange's default).",
+    each=EACH_SEND_CONNECTOR,
 )
-def ignore_starttls(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        if c.ignore_starttls is UNKNOWN:
-            yield missing(c, "IgnoreSTARTTLS")
-            continue
-        if not c.ignore_starttls:
-            continue
-        reach = send_reach(c)
-        yield Hit(
-            Target.of(c),
-            "IgnoreSTARTTLS",
-            True,
-            f"STARTTLS is never used: mail leaves in plaintext ({reach.describe()}).",
-            severity=reach.severity(Severity.CRITICAL),
-            fix=fixes(set_fix("Set-SendConnector", c.identity, [("IgnoreSTARTTLS", False, True)])),
-        )
+def ignore_starttls(ctx: Context, c: SendConnector) -> Result:
+    if c.ignore_starttls is UNKNOWN:
+        yield missing(c, "IgnoreSTARTTLS")
+        return
+    if not c.ignore_starttls:
+        return
+    reach = send_reach(c)
+    yield Hit(
+        Target.of(c),
+        "IgnoreSTARTTLS",
+        True,
+        f"STARTTLS is never used: mail leaves in plaintext ({reach.describe()}).",
+        severity=reach.severity(Severity.CRITICAL),
+        fix=fixes(set_fix("Set-SendConnector", c.identity, [("IgnoreSTARTTLS", False, True)])),
+    )
 
 
 @rule(
@@ -93,49 +94,49 @@ def ignore_starttls(ctx: Context) -> Result:
     references=[SET_SEND, RFC7435_3],
     remediation="""Set TlsAuthLevel DomainValidation with a TlsDomain naming the smart hosts when they
         share one; otherwise CertificateValidation (trusted chain, no name check).""",
+    each=EACH_SEND_CONNECTOR,
 )
-def require_tls_without_validation(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        if c.require_tls is UNKNOWN:
-            yield missing(c, "RequireTLS")
-            continue
-        if not c.require_tls:
-            continue
-        if c.tls_auth_level is UNKNOWN or c.domain_secure_enabled is UNKNOWN:
-            yield missing(c, "TlsAuthLevel/DomainSecureEnabled")
-            continue
-        # Domain security authenticates both ends itself; EXO-bound connectors are EXC-S007's.
-        if c.tls_auth_level not in (None, TlsAuthLevel.ENCRYPTION_ONLY) or c.domain_secure_enabled:
-            continue
-        if _exo_bound(c) is True:
-            continue
-        reach = send_reach(c)
-        smart = _uses_smart_hosts(c)
-        domain = smart_host_tls_domain(c.smart_hosts) if smart and c.smart_hosts is not UNKNOWN else None
-        if domain is not None:
-            fix = set_fix(
-                "Set-SendConnector",
-                c.identity,
-                [
-                    ("TlsAuthLevel", TlsAuthLevel.DOMAIN_VALIDATION, c.tls_auth_level),
-                    ("TlsDomain", domain, c.tls_domain),
-                ],
-            )
-        else:
-            fix = set_fix(
-                "Set-SendConnector",
-                c.identity,
-                [("TlsAuthLevel", TlsAuthLevel.CERTIFICATE_VALIDATION, c.tls_auth_level)],
-            )
-        level = c.tls_auth_level.value if c.tls_auth_level else "$null"
-        yield Hit(
-            Target.of(c),
-            "TlsAuthLevel",
-            level,
-            f"TLS is required but TlsAuthLevel is {level}: any certificate is accepted ({reach.describe()}).",
-            severity=reach.severity(Severity.HIGH, scoped_steps=0),
-            fix=fixes(fix),
+def require_tls_without_validation(ctx: Context, c: SendConnector) -> Result:
+    if c.require_tls is UNKNOWN:
+        yield missing(c, "RequireTLS")
+        return
+    if not c.require_tls:
+        return
+    if c.tls_auth_level is UNKNOWN or c.domain_secure_enabled is UNKNOWN:
+        yield missing(c, "TlsAuthLevel/DomainSecureEnabled")
+        return
+    # Domain security authenticates both ends itself; EXO-bound connectors are EXC-S007's.
+    if c.tls_auth_level not in (None, TlsAuthLevel.ENCRYPTION_ONLY) or c.domain_secure_enabled:
+        return
+    if _exo_bound(c) is True:
+        return
+    reach = send_reach(c)
+    smart = _uses_smart_hosts(c)
+    domain = smart_host_tls_domain(c.smart_hosts) if smart and c.smart_hosts is not UNKNOWN else None
+    if domain is not None:
+        fix = set_fix(
+            "Set-SendConnector",
+            c.identity,
+            [
+                ("TlsAuthLevel", TlsAuthLevel.DOMAIN_VALIDATION, c.tls_auth_level),
+                ("TlsDomain", domain, c.tls_domain),
+            ],
         )
+    else:
+        fix = set_fix(
+            "Set-SendConnector",
+            c.identity,
+            [("TlsAuthLevel", TlsAuthLevel.CERTIFICATE_VALIDATION, c.tls_auth_level)],
+        )
+    level = c.tls_auth_level.value if c.tls_auth_level else "$null"
+    yield Hit(
+        Target.of(c),
+        "TlsAuthLevel",
+        level,
+        f"TLS is required but TlsAuthLevel is {level}: any certificate is accepted ({reach.describe()}).",
+        severity=reach.severity(Severity.HIGH, scoped_steps=0),
+        fix=fixes(fix),
+    )
 
 
 @rule(
@@ -149,46 +150,46 @@ def require_tls_without_validation(ctx: Context) -> Result:
     remediation="""Set TlsDomain to the name on the smart hosts' certificate (derived from the smart
         host names when they share a domain); with DNS routing, clear it so the address-space domain
         is used. none when no name can be derived: set it by hand.""",
+    each=EACH_SEND_CONNECTOR,
 )
-def domain_validation_without_tls_domain(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        if c.tls_auth_level is UNKNOWN:
-            yield missing(c, "TlsAuthLevel")
-            continue
-        if c.tls_auth_level is not TlsAuthLevel.DOMAIN_VALIDATION or _exo_bound(c) is True:
-            continue
-        if c.tls_domain is UNKNOWN:
-            yield missing(c, "TlsDomain")
-            continue
-        smart = _uses_smart_hosts(c)
-        problem = tls_domain_problem(c.tls_domain) if c.tls_domain is not None else None
-        if c.tls_domain is None:
-            if smart is None:
-                yield missing(c, "DNSRoutingEnabled/SmartHosts")
-                continue
-            if not smart:
-                continue
-            problem = "is empty while the connector routes to smart hosts"
-        if problem is None:
-            continue
-        if smart and c.smart_hosts is not UNKNOWN:
-            new = smart_host_tls_domain(c.smart_hosts)
-            fix = (
-                None
-                if new is None
-                else set_fix("Set-SendConnector", c.identity, [("TlsDomain", new, c.tls_domain)])
-            )
-        else:
-            fix = set_fix("Set-SendConnector", c.identity, [("TlsDomain", None, c.tls_domain)])
-        reach = send_reach(c)
-        yield Hit(
-            Target.of(c),
-            "TlsDomain",
-            c.tls_domain,
-            f"TlsDomain {problem}: the certificate name is not checked as intended ({reach.describe()}).",
-            severity=reach.severity(Severity.HIGH, scoped_steps=0),
-            fix=fixes(fix),
+def domain_validation_without_tls_domain(ctx: Context, c: SendConnector) -> Result:
+    if c.tls_auth_level is UNKNOWN:
+        yield missing(c, "TlsAuthLevel")
+        return
+    if c.tls_auth_level is not TlsAuthLevel.DOMAIN_VALIDATION or _exo_bound(c) is True:
+        return
+    if c.tls_domain is UNKNOWN:
+        yield missing(c, "TlsDomain")
+        return
+    smart = _uses_smart_hosts(c)
+    problem = tls_domain_problem(c.tls_domain) if c.tls_domain is not None else None
+    if c.tls_domain is None:
+        if smart is None:
+            yield missing(c, "DNSRoutingEnabled/SmartHosts")
+            return
+        if not smart:
+            return
+        problem = "is empty while the connector routes to smart hosts"
+    if problem is None:
+        return
+    if smart and c.smart_hosts is not UNKNOWN:
+        new = smart_host_tls_domain(c.smart_hosts)
+        fix = (
+            None
+            if new is None
+            else set_fix("Set-SendConnector", c.identity, [("TlsDomain", new, c.tls_domain)])
         )
+    else:
+        fix = set_fix("Set-SendConnector", c.identity, [("TlsDomain", None, c.tls_domain)])
+    reach = send_reach(c)
+    yield Hit(
+        Target.of(c),
+        "TlsDomain",
+        c.tls_domain,
+        f"TlsDomain {problem}: the certificate name is not checked as intended ({reach.describe()}).",
+        severity=reach.severity(Severity.HIGH, scoped_steps=0),
+        fix=fixes(fix),
+    )
 
 
 @rule(
@@ -201,47 +202,47 @@ def domain_validation_without_tls_domain(ctx: Context) -> Result:
     references=[SET_SEND, RFC4954_4],
     remediation="""Set SmartHostAuthMechanism BasicAuthRequireTLS and RequireTLS $true (and
         IgnoreSTARTTLS $false, which RequireTLS needs).""",
+    each=EACH_SEND_CONNECTOR,
 )
-def smart_host_basic_auth(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        if c.smart_host_auth_mechanism is UNKNOWN:
-            yield missing(c, "SmartHostAuthMechanism")
-            continue
-        if c.smart_host_auth_mechanism is not SmartHostAuthMechanism.BASIC_AUTH:
-            continue
-        if c.require_tls is UNKNOWN or c.ignore_starttls is UNKNOWN:
-            yield missing(c, "RequireTLS/IgnoreSTARTTLS")
-            continue
-        if c.require_tls:
-            continue  # no plaintext retry: credentials only ever travel inside TLS
-        plaintext = c.ignore_starttls
-        fix = None
-        if c.authentication_credential_set is not False:
-            fix = set_fix(
-                "Set-SendConnector",
-                c.identity,
-                [
-                    (
-                        "SmartHostAuthMechanism",
-                        SmartHostAuthMechanism.BASIC_AUTH_REQUIRE_TLS,
-                        c.smart_host_auth_mechanism,
-                    ),
-                    ("RequireTLS", True, c.require_tls),
-                    ("IgnoreSTARTTLS", False, c.ignore_starttls),
-                ],
-            )
-        reach = send_reach(c)
-        how = "always (IgnoreSTARTTLS is on)" if plaintext else "whenever STARTTLS fails or is stripped"
-        yield Hit(
-            Target.of(c),
-            "SmartHostAuthMechanism",
-            "BasicAuth",
-            f"Smart host credentials are sent in plaintext {how} ({reach.describe()}).",
-            # The smart-host session is the same whatever the address space; only a lab scope or a
-            # disabled connector makes the exposure smaller.
-            severity=reach.severity(Severity.CRITICAL if plaintext else Severity.HIGH, scoped_steps=0),
-            fix=fixes(fix),
+def smart_host_basic_auth(ctx: Context, c: SendConnector) -> Result:
+    if c.smart_host_auth_mechanism is UNKNOWN:
+        yield missing(c, "SmartHostAuthMechanism")
+        return
+    if c.smart_host_auth_mechanism is not SmartHostAuthMechanism.BASIC_AUTH:
+        return
+    if c.require_tls is UNKNOWN or c.ignore_starttls is UNKNOWN:
+        yield missing(c, "RequireTLS/IgnoreSTARTTLS")
+        return
+    if c.require_tls:
+        return  # no plaintext retry: credentials only ever travel inside TLS
+    plaintext = c.ignore_starttls
+    fix = None
+    if c.authentication_credential_set is not False:
+        fix = set_fix(
+            "Set-SendConnector",
+            c.identity,
+            [
+                (
+                    "SmartHostAuthMechanism",
+                    SmartHostAuthMechanism.BASIC_AUTH_REQUIRE_TLS,
+                    c.smart_host_auth_mechanism,
+                ),
+                ("RequireTLS", True, c.require_tls),
+                ("IgnoreSTARTTLS", False, c.ignore_starttls),
+            ],
         )
+    reach = send_reach(c)
+    how = "always (IgnoreSTARTTLS is on)" if plaintext else "whenever STARTTLS fails or is stripped"
+    yield Hit(
+        Target.of(c),
+        "SmartHostAuthMechanism",
+        "BasicAuth",
+        f"Smart host credentials are sent in plaintext {how} ({reach.describe()}).",
+        # The smart-host session is the same whatever the address space; only a lab scope or a
+        # disabled connector makes the exposure smaller.
+        severity=reach.severity(Severity.CRITICAL if plaintext else Severity.HIGH, scoped_steps=0),
+        fix=fixes(fix),
+    )
 
 
 def _certificate_results(ctx: Context, c: SendConnector, *, want: CertVerdict) -> Result:
@@ -316,10 +317,10 @@ def _certificate_results(ctx: Context, c: SendConnector, *, want: CertVerdict) -
     references=[SET_SEND, GET_CERT],
     remediation="none: install the certificate on every source server, or point TlsCertificateName "
     "at one that is installed (<I>issuer<S>subject).",
+    each=EACH_SEND_CONNECTOR,
 )
-def send_certificate_missing(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        yield from _certificate_results(ctx, c, want=CertVerdict.MISSING)
+def send_certificate_missing(ctx: Context, c: SendConnector) -> Result:
+    yield from _certificate_results(ctx, c, want=CertVerdict.MISSING)
 
 
 @rule(
@@ -331,10 +332,10 @@ def send_certificate_missing(ctx: Context) -> Result:
     references=[SET_SEND, GET_CERT],
     remediation="none: renew the certificate, enable it for SMTP (Enable-ExchangeCertificate "
     "-Services SMTP) and update TlsCertificateName.",
+    each=EACH_SEND_CONNECTOR,
 )
-def send_certificate_unusable(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        yield from _certificate_results(ctx, c, want=CertVerdict.FOUND)
+def send_certificate_unusable(ctx: Context, c: SendConnector) -> Result:
+    yield from _certificate_results(ctx, c, want=CertVerdict.FOUND)
 
 
 @rule(
@@ -351,53 +352,53 @@ def send_certificate_unusable(ctx: Context) -> Result:
     remediation="""Set RequireTLS $true, TlsAuthLevel DomainValidation, TlsDomain
         mail.protection.outlook.com (and IgnoreSTARTTLS $false, DomainSecureEnabled $false, which
         conflict with them).""",
+    each=EACH_SEND_CONNECTOR,
 )
-def exo_connector_tls(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        bound = _exo_bound(c)
-        if bound is None:
-            yield missing(c, "SmartHosts/CloudServicesMailEnabled")
-            continue
-        if not bound:
-            continue
-        if (
-            c.require_tls is UNKNOWN
-            or c.tls_auth_level is UNKNOWN
-            or c.tls_domain is UNKNOWN
-            or c.ignore_starttls is UNKNOWN
-            or c.domain_secure_enabled is UNKNOWN
-        ):
-            yield missing(c, "RequireTLS/TlsAuthLevel/TlsDomain/IgnoreSTARTTLS/DomainSecureEnabled")
-            continue
-        wrong: list[str] = []
-        if not c.require_tls:
-            wrong.append("RequireTLS is $false")
-        if c.tls_auth_level is not TlsAuthLevel.DOMAIN_VALIDATION:
-            wrong.append(f"TlsAuthLevel is {c.tls_auth_level.value if c.tls_auth_level else '$null'}")
-        if (c.tls_domain or "").lower().rstrip(".") != EXO_TLS_DOMAIN:
-            wrong.append(f"TlsDomain is {c.tls_domain or '$null'}")
-        if not wrong:
-            continue
-        fix = set_fix(
-            "Set-SendConnector",
-            c.identity,
-            [
-                ("RequireTLS", True, c.require_tls),
-                ("IgnoreSTARTTLS", False, c.ignore_starttls),
-                ("DomainSecureEnabled", False, c.domain_secure_enabled),
-                ("TlsAuthLevel", TlsAuthLevel.DOMAIN_VALIDATION, c.tls_auth_level),
-                ("TlsDomain", EXO_TLS_DOMAIN, c.tls_domain),
-            ],
-        )
-        reach = send_reach(c)
-        yield Hit(
-            Target.of(c),
-            "RequireTLS" if not c.require_tls else "TlsAuthLevel",
-            "; ".join(wrong),
-            "Mail to Exchange Online is not protected by validated TLS: " + "; ".join(wrong) + ".",
-            severity=reach.severity(Severity.HIGH, scoped_steps=0),
-            fix=fixes(fix),
-        )
+def exo_connector_tls(ctx: Context, c: SendConnector) -> Result:
+    bound = _exo_bound(c)
+    if bound is None:
+        yield missing(c, "SmartHosts/CloudServicesMailEnabled")
+        return
+    if not bound:
+        return
+    if (
+        c.require_tls is UNKNOWN
+        or c.tls_auth_level is UNKNOWN
+        or c.tls_domain is UNKNOWN
+        or c.ignore_starttls is UNKNOWN
+        or c.domain_secure_enabled is UNKNOWN
+    ):
+        yield missing(c, "RequireTLS/TlsAuthLevel/TlsDomain/IgnoreSTARTTLS/DomainSecureEnabled")
+        return
+    wrong: list[str] = []
+    if not c.require_tls:
+        wrong.append("RequireTLS is $false")
+    if c.tls_auth_level is not TlsAuthLevel.DOMAIN_VALIDATION:
+        wrong.append(f"TlsAuthLevel is {c.tls_auth_level.value if c.tls_auth_level else '$null'}")
+    if normalize(c.tls_domain or "") != EXO_TLS_DOMAIN:
+        wrong.append(f"TlsDomain is {c.tls_domain or '$null'}")
+    if not wrong:
+        return
+    fix = set_fix(
+        "Set-SendConnector",
+        c.identity,
+        [
+            ("RequireTLS", True, c.require_tls),
+            ("IgnoreSTARTTLS", False, c.ignore_starttls),
+            ("DomainSecureEnabled", False, c.domain_secure_enabled),
+            ("TlsAuthLevel", TlsAuthLevel.DOMAIN_VALIDATION, c.tls_auth_level),
+            ("TlsDomain", EXO_TLS_DOMAIN, c.tls_domain),
+        ],
+    )
+    reach = send_reach(c)
+    yield Hit(
+        Target.of(c),
+        "RequireTLS" if not c.require_tls else "TlsAuthLevel",
+        "; ".join(wrong),
+        "Mail to Exchange Online is not protected by validated TLS: " + "; ".join(wrong) + ".",
+        severity=reach.severity(Severity.HIGH, scoped_steps=0),
+        fix=fixes(fix),
+    )
 
 
 @rule(
@@ -411,23 +412,23 @@ def exo_connector_tls(ctx: Context) -> Result:
     remediation="""none: re-run the Hybrid Configuration Wizard. Microsoft's Set-SendConnector
         documentation says not to set CloudServicesMailEnabled by hand unless directed to; it also
         needs the matching OnPremises inbound connector in Exchange Online.""",
+    each=EACH_SEND_CONNECTOR,
 )
-def exo_connector_cloud_services(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        if c.smart_hosts is UNKNOWN or c.cloud_services_mail_enabled is UNKNOWN:
-            yield missing(c, "SmartHosts/CloudServicesMailEnabled")
-            continue
-        if c.cloud_services_mail_enabled or not any(is_exo_host(h) for h in c.smart_hosts):
-            continue
-        reach = send_reach(c)
-        yield Hit(
-            Target.of(c),
-            "CloudServicesMailEnabled",
-            False,
-            "Smart host is Exchange Online but CloudServicesMailEnabled is $false: re-run the Hybrid "
-            "Configuration Wizard rather than setting it by hand.",
-            severity=reach.severity(Severity.MEDIUM, scoped_steps=0),
-        )
+def exo_connector_cloud_services(ctx: Context, c: SendConnector) -> Result:
+    if c.smart_hosts is UNKNOWN or c.cloud_services_mail_enabled is UNKNOWN:
+        yield missing(c, "SmartHosts/CloudServicesMailEnabled")
+        return
+    if c.cloud_services_mail_enabled or not any(is_exo_host(h) for h in c.smart_hosts):
+        return
+    reach = send_reach(c)
+    yield Hit(
+        Target.of(c),
+        "CloudServicesMailEnabled",
+        False,
+        "Smart host is Exchange Online but CloudServicesMailEnabled is $false: re-run the Hybrid "
+        "Configuration Wizard rather than setting it by hand.",
+        severity=reach.severity(Severity.MEDIUM, scoped_steps=0),
+    )
 
 
 @rule(
@@ -442,23 +443,23 @@ def exo_connector_cloud_services(ctx: Context) -> Result:
     references=[SET_SEND, "https://learn.microsoft.com/powershell/module/exchange/set-inboundconnector"],
     remediation="none: set TlsCertificateName to <I>issuer<S>subject of the certificate that "
     "Exchange Online's inbound connector expects.",
+    each=EACH_SEND_CONNECTOR,
 )
-def exo_connector_certificate(ctx: Context) -> Result:
-    for c in ctx.org.send_connectors:
-        bound = _exo_bound(c)
-        if bound is None or c.tls_certificate_name is UNKNOWN:
-            yield missing(c, "SmartHosts/CloudServicesMailEnabled/TlsCertificateName")
-            continue
-        if not bound or c.tls_certificate_name is not None or _exo_trusts_our_ips(ctx):
-            continue
-        reach = send_reach(c)
-        yield Hit(
-            Target.of(c),
-            "TlsCertificateName",
-            None,
-            "Connector to Exchange Online presents no named certificate (TlsCertificateName is $null).",
-            severity=reach.severity(Severity.LOW, scoped_steps=0),
-        )
+def exo_connector_certificate(ctx: Context, c: SendConnector) -> Result:
+    bound = _exo_bound(c)
+    if bound is None or c.tls_certificate_name is UNKNOWN:
+        yield missing(c, "SmartHosts/CloudServicesMailEnabled/TlsCertificateName")
+        return
+    if not bound or c.tls_certificate_name is not None or _exo_trusts_our_ips(ctx):
+        return
+    reach = send_reach(c)
+    yield Hit(
+        Target.of(c),
+        "TlsCertificateName",
+        None,
+        "Connector to Exchange Online presents no named certificate (TlsCertificateName is $null).",
+        severity=reach.severity(Severity.LOW, scoped_steps=0),
+    )
 
 
 def _exo_trusts_our_ips(ctx: Context) -> bool:
@@ -497,7 +498,7 @@ def domain_secure_send_list(ctx: Context) -> Result:
         if config is None or config.tls_send_domain_secure_list is UNKNOWN:
             yield CannotJudge(Target.of(c), "TLSSendDomainSecureList not exported (Get-TransportConfig)")
             continue
-        listed = {d.lower().rstrip(".") for d in config.tls_send_domain_secure_list}
+        listed = {normalize(d) for d in config.tls_send_domain_secure_list}
         domains = sorted({s.domain for s in c.address_spaces if s.domain} - listed)
         if not domains:
             continue

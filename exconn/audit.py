@@ -8,16 +8,17 @@ in `AuditResult.notes`.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from exconn.errors import InputError, UsageError
 from exconn.model import Organization
 from exconn.output import check_writable_folder, write_file
-from exconn.render import Format, RunInfo, render
+from exconn.render import Format, RunInfo, write
 from exconn.rules.base import Context, Report, Severity, evaluate
 
 if TYPE_CHECKING:
@@ -171,8 +172,16 @@ def run(
         org=org, now=now, posture=posture or {}, offline=posture is None, tlsrpt_rua=options.tlsrpt_rua
     )
     report = evaluate(ctx)
-    info = RunInfo(generated_at=now, sources=org.sources, fail_on=options.fail_on, offline=options.offline)
-    _emit(render(report, org, info, options.format), options.output, stdout or sys.stdout)
+    info = RunInfo(
+        generated_at=now,
+        sources=org.sources,
+        fail_on=options.fail_on,
+        offline=options.offline,
+        posture_file=options.posture_file,
+        fix_out=options.fix_out,
+        marks=_marks(posture or {}),
+    )
+    emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
     written: list[Path] = []
     if options.fix_out:
         from exconn.remediate.dns import write_dns
@@ -189,11 +198,34 @@ def run(
     return AuditResult(report, org, code, tuple(written), tuple(notes))
 
 
-def _emit(text: str, output: str | None, stdout: TextIO) -> None:
+def _marks(posture: Mapping[str, DomainPosture]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """What protects mail to each observed domain beyond opportunistic TLS, for the mail flow."""
+    out = []
+    for domain, p in sorted(posture.items()):
+        policy = p.mta_sts.policy if p.mta_sts.status == "valid" else None
+        marks = (("MTA-STS enforce",) if policy is not None and policy.mode == "enforce" else ()) + (
+            ("DANE",) if p.dane.status in ("valid", "unverified") else ()
+        )
+        if marks:
+            out.append((domain.lower().rstrip("."), marks))
+    return tuple(out)
+
+
+def emit(produce: Callable[[TextIO], None], output: str | None, stdout: TextIO) -> None:
+    """The report streamed as it is rendered: to stdout, or to a temporary file beside `output`
+    renamed over it once complete (never a half-written report)."""
     if output is None:
-        stdout.write(text)
+        produce(stdout)
         return
+
+    def to_file(handle: BinaryIO) -> None:
+        # newline="\n": the bytes are the same on every platform, as the JSON contract wants.
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="\n")
+        produce(text)
+        text.flush()
+        text.detach()  # the handle belongs to write_file, which closes it
+
     try:
-        write_file(output, text.encode("utf-8"))
+        write_file(output, to_file)
     except OSError as exc:
         raise InputError(output, f"cannot write: {exc.strerror}") from None

@@ -181,6 +181,35 @@ def run_rules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_diff_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "diff",
+        help="what changed between two audits (two JSON reports): new, resolved, changed findings",
+        description="Compare two `exconn audit --format json` reports. Exit 1 only when a NEW finding "
+        "reaches --fail-on.",
+    )
+    p.add_argument("old", type=path_argument, metavar="OLD.json")
+    p.add_argument("new", type=path_argument, metavar="NEW.json")
+    p.add_argument(
+        "--format", type=_format, choices=[Format.TABLE, Format.JSON, Format.MARKDOWN], default=Format.TABLE
+    )
+    p.add_argument("-o", "--output", type=path_argument, metavar="FILE", help="write here instead of stdout")
+    p.add_argument(
+        "--fail-on",
+        type=_severity,
+        default=Severity.HIGH,
+        metavar="SEVERITY",
+        help="exit 1 when a new finding reaches this severity (default high)",
+    )
+    p.set_defaults(func=run_diff)
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    from exconn.diff import run
+
+    return run(args.old, args.new, fmt=args.format, fail_on=args.fail_on, output=args.output)
+
+
 def build_parser() -> _Parser:
     parser = _Parser(
         prog="exconn",
@@ -200,6 +229,7 @@ def build_parser() -> _Parser:
     r.set_defaults(func=run_rules)
     add_posture_parser(sub).set_defaults(func=run_posture)
     add_collect_parser(sub)
+    _add_diff_parser(sub)
     return parser
 
 

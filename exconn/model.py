@@ -204,6 +204,7 @@ class Source:
     path: str
     index: int = 0
     form: str = "live"  # live | deserialized | selected | psrp
+    line: int | None = None  # where the object starts in the file, when read from one
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,9 @@ import errno
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 # Bounds for the small input files read whole: far above any real one, far below a machine's memory.
 DOMAIN_LIST_LIMIT = 16 * 2**20
@@ -39,14 +41,15 @@ def decode_text(data: bytes) -> str:
     return data.decode("utf-8-sig")
 
 
-def write_file(path: str | Path, data: bytes) -> None:
+def write_file(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> None:
     """Replace `path` with `data` atomically: a temporary file in the same folder, then a rename.
 
     A failure (disk full, a read-only folder) leaves the old file as it was and no temporary file
     behind. A path that is a device, a FIFO or a socket (`/dev/stdout`, `/dev/null`), directly or
     through a link, is written to directly: renaming over it would replace the device itself. A
     symbolic link to anything else is replaced by the new file, never written through: a link
-    planted in an output folder cannot make exconn overwrite the file it points at. Raises OSError.
+    planted in an output folder cannot make exconn overwrite the file it points at. `data` may be
+    a function that writes to the open file instead (see `stage_file`). Raises OSError.
     """
     try:
         mode = os.stat(path).st_mode
@@ -56,7 +59,7 @@ def write_file(path: str | Path, data: bytes) -> None:
         raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
     if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
         with open(path, "wb") as handle:
-            handle.write(data)
+            _put(handle, data)
         return
     tmp, target = stage_file(path, data)
     try:
@@ -77,12 +80,13 @@ def check_writable_folder(path: str | Path) -> str | None:
     return None
 
 
-def stage_file(path: str | Path, data: bytes) -> tuple[str, Path]:
+def stage_file(path: str | Path, data: bytes | Callable[[BinaryIO], None]) -> tuple[str, Path]:
     """Write `data` to a new temporary file beside `path`, flushed to disk; returns it and the path
     to rename it over (`path` itself: a symbolic link there is replaced, not followed). The new
     file keeps the mode of the regular file it replaces, else the umask's. The caller renames it
     into place (several files can be staged first, then renamed together) or removes it. Raises
-    OSError, leaving no temporary file behind.
+    OSError, leaving no temporary file behind. `data` may be a function that writes to the open
+    file (a report streamed as it is rendered) instead of the bytes themselves.
     """
     target = Path(path)
     try:
@@ -98,10 +102,17 @@ def stage_file(path: str | Path, data: bytes) -> tuple[str, Path]:
                 os.umask(umask)
                 keep = 0o666 & ~umask  # mkstemp's 0600 is for secrets
             os.fchmod(handle.fileno(), keep)
-            handle.write(data)
+            _put(handle, data)
             handle.flush()
             os.fsync(handle.fileno())
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return tmp, target
+
+
+def _put(handle: BinaryIO, data: bytes | Callable[[BinaryIO], None]) -> None:
+    if isinstance(data, bytes):
+        handle.write(data)
+    else:
+        data(handle)

@@ -2,11 +2,12 @@
 # Install the real servers the posture tests start on loopback (tests/servers/): Knot (authoritative,
 # signs the test zones), Unbound (validating resolver), nginx (MTA-STS policy hosts), MIT Kerberos
 # (a KDC for the PSRP endpoint's Kerberos login; libkrb5-dev and gcc build the `gssapi`/`krb5`
-# wheels of `pip install -e '.[dev]'`), faketime (a KDC whose clock is off, for the skew message).
+# wheels of `pip install -e '.[dev]'`), faketime (a KDC whose clock is off, for the skew message);
+# and Chromium, the real browser the HTML report tests open the report in (tests/browser.py).
 # Idempotent: installs only what is missing. Needs root (or sudo) on Debian/Ubuntu.
 set -eu
 
-PACKAGES="knot unbound nginx-light krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc faketime"
+PACKAGES="knot unbound nginx-light krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc faketime chromium"
 
 missing=""
 for pkg in $PACKAGES; do

@@ -228,7 +228,7 @@ def test_ps1_writer_and_renderers_keep_the_dns_side_apart() -> None:
     assert "- DNS: publish MTA-STS policy for fabrikam.co.uk" in markdown
     assert markdown.count("```powershell") == 1
     table = render(report, org(), info, Format.TABLE)
-    assert "1 fix command(s) proposed" in table and "to publish for 2 domain(s)" in table
+    assert "1 change(s) in remediation.ps1" in table and "to publish for 2 domain(s)" in table
 
 
 def test_dns_side_follows_tlsrpt_rua_in_every_rule() -> None:

@@ -49,6 +49,7 @@ class PSObject:
     items: list[PSValue] | None = None  # <LST>, <IE>, <STK>, <QUE>
     dct: list[tuple[PSValue, PSValue]] | None = None  # <DCT>: keys may be objects, so pairs
     value: PSValue = None  # the primitive an enum or a wrapped value carries (<I32>, <S>, ...)
+    line: int | None = None  # where a top-level <Obj> starts in its file (SARIF's region)
 
     @property
     def type_name(self) -> str:

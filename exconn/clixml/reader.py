@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import AnyStr, BinaryIO
+from typing import AnyStr, BinaryIO, cast
 
 from lxml import etree
 
@@ -439,6 +439,8 @@ def _take(builder: _Builder, root: etree._Element) -> PSValue:
     """Build the first remaining top-level value, then free its element."""
     elem = root[0]
     value = builder.value(elem)
+    if isinstance(value, PSObject):
+        value.line = cast("int | None", elem.sourceline)  # the start tag's line, for SARIF regions
     builder.index += 1
     elem.clear()
     del root[0]

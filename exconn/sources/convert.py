@@ -246,7 +246,7 @@ def convert(value: PSValue, *, path: str, index: int, form: str | None = None) -
         return [Skipped(source, type(value).__name__, shown, "a bare value, not an object")]
     builder, type_name, by_shape = _recognise(value)
     object_form = Form.SELECTED if by_shape else value.form
-    source = Source(path, index, form or object_form.value)
+    source = Source(path, index, form or object_form.value, value.line)
     fields = Fields(value, source, type_name)
     if builder is None:
         fields.identity = object_identity(fields) or ""

@@ -111,6 +111,7 @@ def finding_json(f: Finding) -> dict[str, Any]:
         "references": list(f.rule.references),
         "fix": [command_text(c) for c in f.commands],  # PowerShell command strings
         "dns": [d.render() for d in f.dns],  # the DNS side: what --fix-out writes under dns/<domain>/
+        "fix_note": f.fix_note,  # why there is no fix (or not all of one); null when the fix is whole
         "source": f.source,
     }
 

@@ -30,8 +30,10 @@ def write(report: Report, org: Organization, info: RunInfo, out: TextIO) -> None
         )
     for f in report.findings:
         lines: list[str] = []
-        if f.fix:
+        if f.fix or f.fix_note:
             lines += ["", f"## {f.rule.id} on {esc(f.target.identity)}"]
+        if f.fix_note:
+            lines += ["", f"Fix: {esc(f.fix_note)}"]
         if f.commands:
             lines += ["", "```powershell"]
             lines += [command_text(c) for c in f.commands]

@@ -129,6 +129,7 @@ def _result(f: Finding, where: _Locations) -> dict[str, Any]:
             "severity": f.severity.label,
             "property": f.property,
             "observed": plain(f.observed),
+            "fix_note": f.fix_note,
         },
     }
 

@@ -54,6 +54,8 @@ def _finding_cell(f: Finding, limit: int) -> list[str]:
         observed = wrap(f"{f.property} = {visible(observed_text(f.observed))}", limit, indent="  ")
         lines += _clip(observed, _OBSERVED_LINES, limit)
     lines += wrap(f.message, limit)
+    if f.fix_note and not f.fix:
+        lines += wrap(f"fix: {visible(f.fix_note)}", limit, indent="  ")
     return lines
 
 

@@ -75,7 +75,7 @@ def test_json_contract(logs, capsys):
                 "count",
             }
     assert "2025-05-25" in doc["coverage"]["days"] and "EX02" in doc["coverage"]["servers"]
-    assert "PROVENANCE.md" in err and err.count("\n") == 1
+    assert "1 file(s) are not logs or reports" in err and err.count("\n") == 1
 
 
 def test_since_filters_sessions_and_reports(logs, capsys):

@@ -18,7 +18,7 @@ import sys
 from exconn.arg_cli import path_argument
 from exconn.errors import ExconnError, UsageError, display_path
 from exconn.evidence.model import Evidence
-from exconn.evidence.reduce import reduce_paths
+from exconn.evidence.reduce import SKIPPED, reduce_paths
 from exconn.evidence.report import summary_text, to_json
 from exconn.evidence.saved import dumps
 from exconn.output import write_file
@@ -67,8 +67,15 @@ def collect(args: argparse.Namespace) -> Evidence:
 
 def run_evidence(args: argparse.Namespace) -> int:
     ev = collect(args)
+    unknown = [n for n in ev.notes if n.endswith(SKIPPED)]
     for note in ev.notes:
-        print(f"exconn: warning: {note}", file=sys.stderr)
+        if not note.endswith(SKIPPED):
+            print(f"exconn: warning: {note}", file=sys.stderr)
+    if unknown:
+        # A folder of logs often holds other files too: one line for all of them, not one each.
+        print(
+            f"exconn: {len(unknown)} file(s) are not logs or reports exconn reads, skipped", file=sys.stderr
+        )
     if not (ev.traffic or ev.tls_reports or ev.policy_fetches or ev.recipients or ev.coverage.files):
         print("exconn: error: no readable logs or reports under the paths given", file=sys.stderr)
         return EXIT_USAGE

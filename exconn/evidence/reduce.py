@@ -31,6 +31,8 @@ from exconn.evidence.tlsrpt import (
 from exconn.evidence.tracking import read_tracking_log
 from exconn.output import POSTURE_FILE_LIMIT
 
+SKIPPED = "not a log or report exconn reads (skipped)"
+
 # A protocol log line without its header (an excerpt): a time, then the nine columns.
 _BARE_PROTOCOL = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z,[^,\r\n]*,[0-9A-Fa-f]{8,},\d+,")
 
@@ -65,7 +67,7 @@ def _read_member(acc: Accumulator, name: str, stream: BinaryIO, since: str | Non
     head = head_of(stream)
     kind = kind_of(head)
     if kind is None:
-        acc.note(f"{name}: not a log or report exconn reads (skipped)")
+        acc.note(f"{name}: {SKIPPED}")
         return
     if kind == "saved":
         data = head + stream.read(POSTURE_FILE_LIMIT + 1 - len(head))

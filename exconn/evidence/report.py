@@ -120,7 +120,8 @@ def _share(tls: int, sessions: int) -> str:
 
 
 def _peer(t: Traffic) -> str:
-    name = t.remote_domain or t.remote_host or t.remote_ip
+    # Inbound, the sender's address is what RequireTLS would refuse; outbound, the recipient domain.
+    name = t.remote_ip if t.direction == "inbound" else (t.remote_domain or t.remote_host or t.remote_ip)
     return f"{name} ({t.plaintext + t.tls_failed}/{t.sessions})"
 
 

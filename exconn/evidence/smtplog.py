@@ -30,6 +30,7 @@ _CERT_TAIL = re.compile(
 # Where the issuer starts: a space not after a comma, before an attribute type (`CN=`, `O=`, ...).
 _ISSUER_START = re.compile(r"(?<!,) (?=[A-Za-z][A-Za-z0-9.]*=)")
 _TLS_OK = re.compile(r"TLS protocol SP_PROT_(TLS|SSL)(\d)_(\d)?")
+_HEX = re.compile(r"[0-9A-Fa-f]{40}")
 _ADDRESS = re.compile(r"<[^<>@]*@([^<>\s]+)>")
 
 
@@ -197,10 +198,11 @@ class ProtocolLogReader:
             return
         if s.cert is None and s.cert_parts:
             p = s.cert_parts
-            thumb = p.get("thumbprint") or p.get("subject") or ""
+            thumb = p.get("thumbprint", "")
+            thumb = thumb.upper() if _HEX.fullmatch(thumb) else thumb or p.get("subject", "")
             if thumb:
                 na = p.get("not_after")
-                s.cert = (thumb.upper(), p.get("subject", ""), p.get("issuer"), _iso(na) if na else None)
+                s.cert = (thumb, p.get("subject", ""), p.get("issuer"), _iso(na) if na else None)
         if s.state == "tls":
             outcome = "tls"
         elif s.starttls or s.state == "failed":

@@ -373,3 +373,15 @@ def test_combined_log(tmp_path):
         ("Yahoo", "address"): (1, "2025-05-26T08:00:00Z"),
         ("Google", "user-agent"): (1, "2025-05-26T11:00:00Z"),
     }
+
+
+def test_two_broken_lines_whose_quotes_pair_up_are_counted(tmp_path):
+    lines = inbound_tls("08DD0000000000A1", "198.51.100.7")
+    broken = '2025-05-26T10:00:03.000Z,EX02\\Default Frontend EX02,08DD0000000000A1,3,10.0.0.2:25,198.51.100.7:4000,<,"EHLO x,'
+    lines[3:3] = [broken, broken]  # even quotes in the chunk: the fast path, then the count check
+    lines += inbound_tls("08DD0000000000A2", "198.51.100.8")
+    log = tmp_path / "r.log"
+    log.write_text(protocol_log("Receive", lines), newline="")
+    ev = reduce_file(str(log))
+    assert sum(t.tls for t in ev.traffic) == 2
+    assert ev.coverage.bad_lines >= 1 and ev.notes  # the pair is one merged row: counted, and noted

@@ -120,11 +120,14 @@ def read_errors() -> tuple[type[BaseException], ...]:
 
 class Lines:
     """Text lines of a stream, at most MAX_LINE bytes each, decoded as UTF-8 (a bad byte becomes
-    U+FFFD, never an error). `chunks()` yields lists of complete lines without their newlines;
+    U+FFFD, never an error). A CSV reader takes a line's `\r` as its end already, so for CSV
+    `strip_cr=False` saves a pass. `chunks()` yields lists of complete lines without their newlines;
     `too_long` counts the lines skipped for their length."""
 
-    def __init__(self, stream: BinaryIO, first: bytes = b"") -> None:
+    def __init__(self, stream: BinaryIO, first: bytes = b"", strip_cr: bool = True) -> None:
         self._stream = stream
+        self._strip_cr = strip_cr
+        self.balanced = True
         self._carry = first
         self.too_long = 0
         self._skipping = False
@@ -167,12 +170,15 @@ class Lines:
             if first:
                 text = text.removeprefix("\ufeff")
                 first = False
+            # Odd quotes in a chunk mean a line with broken quoting, which would make a CSV reader
+            # swallow the lines after it: readers check this before trusting the fast path.
+            self.balanced = not (text.count('"') & 1)
             lines = text.split("\n")
             if len(text) > MAX_LINE and max(map(len, lines)) > MAX_LINE:
                 kept = [ln for ln in lines if len(ln) <= MAX_LINE]
                 self.too_long += len(lines) - len(kept)
                 lines = kept
-            if "\r" in text:
+            if self._strip_cr and "\r" in text:
                 lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
             yield lines
 

@@ -81,14 +81,13 @@ def _read_member(acc: Accumulator, name: str, stream: BinaryIO, since: str | Non
     elif kind == "tlsrpt-mail":
         read_mail_stream(acc, stream, head, since, name)
     else:
-        lines = Lines(stream, head)
-        chunks = lines.chunks()
+        lines = Lines(stream, head, strip_cr=kind == "access")
         if kind == "tracking":
-            read_tracking_log(acc, chunks, since)
+            read_tracking_log(acc, lines.chunks(), since)
         elif kind == "access":
-            read_access_log(acc, chunks, since)
+            read_access_log(acc, lines.chunks(), since)
         else:
-            read_protocol_log(acc, chunks, kind == "protocol-receive", since)
+            read_protocol_log(acc, lines, kind == "protocol-receive", since)
         if lines.too_long:
             acc.bad_lines += lines.too_long
             acc.note(f"{name}: {lines.too_long} line(s) longer than 1 MiB skipped")

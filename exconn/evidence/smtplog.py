@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 
 from exconn.evidence.accumulate import Accumulator
+from exconn.evidence.inputs import Lines
 
 FIELDS = "date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context"
 OPEN_SESSION_LIMIT = 100_000  # sessions without a `-` line kept open at once; the oldest are closed
@@ -30,6 +31,8 @@ _CERT_TAIL = re.compile(
 # Where the issuer starts: a space not after a comma, before an attribute type (`CN=`, `O=`, ...).
 _ISSUER_START = re.compile(r"(?<!,) (?=[A-Za-z][A-Za-z0-9.]*=)")
 _TLS_OK = re.compile(r"TLS protocol SP_PROT_(TLS|SSL)(\d)_(\d)?")
+_COMMAND_STARTS = frozenset("EHSMRehsmr")  # EHLO HELO STARTTLS MAIL RCPT, any case
+_REPLIES = frozenset(("250", "220", "454"))
 _HEX = re.compile(r"[0-9A-Fa-f]{40}")
 _ADDRESS = re.compile(r"<[^<>@]*@([^<>\s]+)>")
 
@@ -102,32 +105,45 @@ class ProtocolLogReader:
         # From the remote's side: which event character carries the client's commands.
         self.client_event = "<" if inbound else ">"
 
-    def rows(self, rows: Iterable[list[str]]) -> None:
+    def rows(self, rows: Iterable[list[str]]) -> int:
+        """Feed rows; returns how many rows there were."""
+        # This loop runs once per line of gigabytes of logs, and most lines (BDAT, QUIT, the 250
+        # to each RCPT, ...) change nothing: the dispatch is inlined, fields are read by index,
+        # and a session's `last` moves only on the lines that matter and on its `-` line.
         open_ = self.open
+        get = open_.get
         client = self.client_event
-        for row in rows:
+        commands = _COMMAND_STARTS
+        replies = _REPLIES
+        n = 0
+        for n, row in enumerate(rows, 1):  # noqa: B007 - n is the count returned
             if len(row) != 9:
-                self.bad += 1
+                if row and not row[0].startswith("#"):
+                    self.bad += 1
                 continue
-            when, connector, sid, _seq, local, remote, event, data, context = row
-            s = open_.get(sid)
+            s = get(row[2])
+            event = row[6]
             if s is None:
-                if event == "-":
+                if event == "-" or row[0].startswith("#"):
                     continue
                 if len(open_) >= OPEN_SESSION_LIMIT:
-                    oldest = next(iter(open_))
-                    self._finish(open_.pop(oldest))
-                s = open_[sid] = _Session(when, connector, local, remote)
-            s.last = when
+                    self._finish(open_.pop(next(iter(open_))))
+                s = open_[row[2]] = _Session(row[0], row[1], row[4], row[5])
             if event == client:
-                self._command(s, data)
+                if row[7][:1] in commands:
+                    s.last = row[0]
+                    self._command(s, row[7])
             elif event == "*":
-                if context:
-                    self._info(s, data, context)
+                if row[8]:
+                    s.last = row[0]
+                    self._info(s, row[7], row[8])
             elif event == "-":
-                self._finish(open_.pop(sid))
-            elif event != "+":
-                self._reply(s, data)
+                s.last = row[0]
+                self._finish(open_.pop(row[2]))
+            elif event != "+" and row[7][:3] in replies:
+                s.last = row[0]
+                self._reply(s, row[7])
+        return n
 
     def _command(self, s: _Session, data: str) -> None:
         verb = data[:4].upper()
@@ -243,21 +259,21 @@ def _iso(when: str) -> str:
     return when + "Z"
 
 
-def read_protocol_log(
-    acc: Accumulator, chunks: Iterable[list[str]], inbound: bool, since: str | None
-) -> None:
+def read_protocol_log(acc: Accumulator, lines: Lines, inbound: bool, since: str | None) -> None:
     """Read the lines of one protocol log. Header lines (`#...`) may also recur mid-stream, in
     logs concatenated by hand. A line with unbalanced quotes would make the CSV reader swallow the
-    lines after it: such a line is dropped on its own, so nothing else breaks."""
+    lines after it: such a line is dropped on its own, so nothing else breaks. Rows stream from
+    the CSV reader into the state machine, never held as a list (that doubles the cost)."""
     reader = ProtocolLogReader(acc, inbound, since)
-    for lines in chunks:
-        if lines and lines[0].startswith("#"):
-            lines = [ln for ln in lines if not ln.startswith("#")]
-        rows = list(csv.reader(lines))
-        if len(rows) != len(lines) or len({len(r) for r in rows}) > 1:
-            lines = [ln for ln in lines if ln and not ln.startswith("#")]
-            kept = [ln for ln in lines if not (ln.count('"') & 1)]
-            reader.bad += len(lines) - len(kept)
-            rows = list(csv.reader(kept))
-        reader.rows(rows)
+    for chunk in lines.chunks():
+        if chunk and chunk[0].startswith("#"):
+            chunk = [ln for ln in chunk if not ln.startswith("#")]
+        if not lines.balanced:
+            kept = [ln for ln in chunk if not (ln.count('"') & 1)]
+            reader.bad += len(chunk) - len(kept)
+            chunk = kept
+        seen = reader.rows(csv.reader(chunk))
+        if seen < len(chunk):
+            # Two broken lines whose quotes pair up: the lines between them were swallowed.
+            reader.bad += len(chunk) - seen
     reader.close()

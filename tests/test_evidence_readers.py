@@ -385,3 +385,42 @@ def test_two_broken_lines_whose_quotes_pair_up_are_counted(tmp_path):
     ev = reduce_file(str(log))
     assert sum(t.tls for t in ev.traffic) == 2
     assert ev.coverage.bad_lines >= 1 and ev.notes  # the pair is one merged row: counted, and noted
+
+
+TRACKING_CLIXML = """<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">
+  <Obj RefId="0">
+    <TN RefId="0"><T>Deserialized.Microsoft.Exchange.Management.TransportLogSearchTasks.MessageTrackingEvent</T><T>Deserialized.System.Object</T></TN>
+    <ToString>Microsoft.Exchange.Management.TransportLogSearchTasks.MessageTrackingEvent</ToString>
+    <Props>
+      <DT N="Timestamp">2025-05-30T12:00:00.123+02:00</DT>
+      <S N="ConnectorId">Internet</S><S N="Source">SMTP</S><S N="EventId">SEND</S>
+      <S N="MessageId">&lt;m1@fabrikam.com&gt;</S>
+      <Obj N="Recipients" RefId="1"><TN RefId="1"><T>Deserialized.System.String[]</T><T>Deserialized.System.Array</T></TN>
+        <LST><S>a@gmail.com</S><S>b@gmail.com</S><S>c@contoso.com</S></LST></Obj>
+    </Props>
+  </Obj>
+  <Obj RefId="2"><TNRef RefId="0" /><ToString>x</ToString>
+    <Props><DT N="Timestamp">2025-05-30T12:01:00+02:00</DT><S N="ConnectorId">Internet</S><S N="Source">SMTP</S>
+      <S N="EventId">SEND</S><S N="MessageId">&lt;m1@fabrikam.com&gt;</S><S N="Recipients">a@gmail.com</S></Props></Obj>
+</Objs>
+"""
+
+
+def test_tracking_export_clixml_utf16(tmp_path):
+    path = tmp_path / "tracking.xml"
+    path.write_bytes(b"\xff\xfe" + TRACKING_CLIXML.encode("utf-16-le"))
+    ev = reduce_file(str(path))
+    assert [(r.domain, r.messages) for r in ev.recipient_domains()] == [("contoso.com", 1), ("gmail.com", 1)]
+    assert ev.coverage.tracking_connectors == ("Internet",) and not ev.notes
+
+
+def test_fifo_in_a_folder_is_one_note_not_a_hang(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "r.log").write_text(
+        protocol_log("Receive", inbound_tls("08DD0000000000A1", "198.51.100.7")), newline=""
+    )
+    ev = reduce_paths([tmp_path], workers=1)
+    assert sum(t.tls for t in ev.traffic) == 1
+    assert [n for n in ev.notes if "pipe" in n and "not a regular file" in n]

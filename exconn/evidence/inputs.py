@@ -9,6 +9,7 @@ memory.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
@@ -84,7 +85,11 @@ def members(path: Path) -> Iterator[tuple[str, BinaryIO]]:
     """The streams inside one file: itself, its gzip content, or each zip entry (one level of
     gzip inside a zip is opened too). The caller closes nothing: each stream is closed when the
     next is produced. Raises OSError, zipfile.BadZipFile, TooLarge."""
-    size = os.stat(path).st_size
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        # A FIFO or a device met in a folder would block or never end: not evidence.
+        raise OSError(errno.EINVAL, "not a regular file (a device, a FIFO or a socket)", str(path))
+    size = st.st_size
     with open(path, "rb") as raw:
         magic = raw.read(4)
         raw.seek(0)

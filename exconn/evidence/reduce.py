@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from exconn.errors import InputError, display_path
 from exconn.evidence.access import looks_like_access_log, read_access_log
 from exconn.evidence.accumulate import Accumulator, merge
 from exconn.evidence.inputs import Lines, head_of, input_files, members, read_errors
@@ -28,7 +29,7 @@ from exconn.evidence.tlsrpt import (
     read_json_stream,
     read_mail_stream,
 )
-from exconn.evidence.tracking import read_tracking_log
+from exconn.evidence.tracking import looks_like_tracking_clixml, read_tracking_clixml, read_tracking_log
 from exconn.output import POSTURE_FILE_LIMIT
 
 SKIPPED = "not a log or report exconn reads (skipped)"
@@ -56,6 +57,8 @@ def kind_of(head: bytes) -> str | None:
         return "saved"
     if looks_like_report(text):
         return "tlsrpt-json"
+    if looks_like_tracking_clixml(head):
+        return "tracking-clixml"
     if looks_like_access_log(text):
         return "access"
     if looks_like_mail(text):
@@ -63,11 +66,17 @@ def kind_of(head: bytes) -> str | None:
     return None
 
 
-def _read_member(acc: Accumulator, name: str, stream: BinaryIO, since: str | None) -> None:
+def _read_member(acc: Accumulator, name: str, stream: BinaryIO, since: str | None, path: str) -> None:
     head = head_of(stream)
     kind = kind_of(head)
     if kind is None:
         acc.note(f"{name}: {SKIPPED}")
+        return
+    if kind == "tracking-clixml":
+        if name != display_path(path):
+            raise ReportError("a CLIXML export inside an archive: extract it first")
+        read_tracking_clixml(acc, path, since)
+        acc.files += 1
         return
     if kind == "saved":
         data = head + stream.read(POSTURE_FILE_LIMIT + 1 - len(head))
@@ -103,9 +112,11 @@ def reduce_file(path: str, since: str | None = None) -> Evidence:
         for name, stream in members(Path(path)):
             bad_before = acc.bad_lines
             try:
-                _read_member(acc, name, stream, since)
+                _read_member(acc, name, stream, since, path)
             except ReportError as exc:
                 acc.note(f"{name}: {exc}")
+            except InputError as exc:  # from the CLIXML reader, which names the file itself
+                acc.note(f"{name}: {exc.reason}")
             finally:
                 if bad_before != acc.bad_lines and not any(n.startswith(name) for n in acc.notes[-3:]):
                     acc.note(f"{name}: {acc.bad_lines - bad_before} unreadable line(s) skipped")

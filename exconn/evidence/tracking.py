@@ -2,6 +2,7 @@
 
 Fields come from the `#Fields:` header (2010 and 2013+ sets differ; a header may recur), so the
 columns are looked up by name. `recipient-address` holds several addresses joined by `;`.
+`Get-MessageTrackingLog | Export-Clixml` files carry the same events as objects.
 
 Counting: distinct messages (message-id) of `SEND` events per recipient domain. A message sent to
 three people at one domain counts once; a retry of the same message counts once as long as it
@@ -14,9 +15,12 @@ when the aggregates are read, so that a domain seen delivered in another file is
 from __future__ import annotations
 
 import csv
+import datetime as dt
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from exconn.clixml.objects import PSObject, PSValue
+from exconn.clixml.reader import iter_clixml
 from exconn.evidence.accumulate import Accumulator
 
 INTRA_ORG = "intra-organization smtp send connector"
@@ -111,6 +115,52 @@ class TrackingReader:
 
     def close(self) -> None:
         self.acc.bad_lines += self.bad
+
+
+TRACKING_TYPE = "MessageTrackingEvent"
+
+
+def _text(value: PSValue) -> str:
+    if isinstance(value, PSObject):
+        return value.to_string or ("" if value.value is None else str(value.value))
+    return "" if value is None else str(value)
+
+
+def _when(value: PSValue) -> str:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return _text(value)
+
+
+def _recipients(value: PSValue) -> list[str]:
+    if isinstance(value, PSObject) and value.items is not None:
+        return [_text(v) for v in value.items]
+    return [r for r in _text(value).replace(",", ";").replace(" ", ";").split(";") if r]
+
+
+def read_tracking_clixml(acc: Accumulator, path: str, since: str | None) -> None:
+    """`Get-MessageTrackingLog | Export-Clixml` objects (live or deserialized): the same events."""
+    reader = TrackingReader(acc, since)
+    for obj in iter_clixml(path):
+        if not isinstance(obj, PSObject) or not any(TRACKING_TYPE in t for t in obj.type_names):
+            continue
+        reader.event(
+            _when(obj.get("Timestamp")),
+            _text(obj.get("EventId")),
+            _text(obj.get("Source")),
+            _text(obj.get("ConnectorId")),
+            _text(obj.get("MessageId")),
+            _recipients(obj.get("Recipients")),
+        )
+    reader.close()
+
+
+def looks_like_tracking_clixml(head: bytes) -> bool:
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        head = head[:16384].decode("utf-16", "replace").encode()
+    return b"<Objs" in head[:4096] and TRACKING_TYPE.encode() in head
 
 
 def read_tracking_log(acc: Accumulator, chunks: Iterable[list[str]], since: str | None) -> None:

@@ -424,3 +424,15 @@ def test_fifo_in_a_folder_is_one_note_not_a_hang(tmp_path):
     ev = reduce_paths([tmp_path], workers=1)
     assert sum(t.tls for t in ev.traffic) == 1
     assert [n for n in ev.notes if "pipe" in n and "not a regular file" in n]
+
+
+def test_refusals_for_want_of_tls_are_counted(tmp_path):
+    refused = session("EX02\\Default Frontend EX02", "08DD0000000000D1", "10.0.0.2:25", "192.0.2.9:5000", [
+        ("+", "", ""), ("<", "EHLO plain.test", ""), (">", "250  ex02 Hello STARTTLS", ""),
+        ("<", "MAIL FROM:<a@plain.test>", ""), (">", "530 5.7.0 Must issue a STARTTLS command first", ""),
+        ("-", "", "Remote"),
+    ])  # fmt: skip
+    log = tmp_path / "r.log"
+    log.write_text(protocol_log("Receive", refused), newline="")
+    (t,) = reduce_file(str(log)).traffic
+    assert (t.plaintext, t.plaintext_offered, dict(t.refusals)) == (1, 1, {"530 5.7.0": 1})

@@ -35,6 +35,7 @@ class _TrafficAcc:
     plaintext_offered: int = 0
     ehlo_seen: int = 0
     versions: Counter[str] = field(default_factory=Counter)
+    refusals: Counter[str] = field(default_factory=Counter)
     # thumbprint -> [subject, issuer, not_after, sessions]
     certs: dict[str, list[object]] = field(default_factory=dict)
     first: str = "\uffff"
@@ -84,6 +85,7 @@ class Accumulator:
         cert: tuple[str, str, str | None, str | None] | None,  # thumbprint, subject, issuer, not_after
         first: str,
         last: str,
+        refusal: str | None = None,
     ) -> None:
         acc = self.traffic.get(key)
         if acc is None:
@@ -103,6 +105,8 @@ class Accumulator:
             acc.ehlo_seen += 1
         if version:
             acc.versions[version] += 1
+        if refusal:
+            acc.refusals[refusal] += 1
         if cert is not None:
             entry = acc.certs.get(cert[0])
             if entry is None:
@@ -164,6 +168,7 @@ class Accumulator:
             acc.plaintext_offered += t.plaintext_offered
             acc.ehlo_seen += t.ehlo_seen
             acc.versions.update(dict(t.tls_versions))
+            acc.refusals.update(dict(t.refusals))
             for c in t.certificates:
                 entry = acc.certs.get(c.thumbprint)
                 if entry is None:
@@ -217,6 +222,7 @@ class Accumulator:
                 ),
                 first=a.first,
                 last=a.last,
+                refusals=tuple(sorted(a.refusals.items())),
             )
             for k, a in sorted(self.traffic.items(), key=lambda kv: _sort_key(kv[0]))
         )

@@ -31,8 +31,9 @@ class Traffic:
 
     `sessions == tls + plaintext + tls_failed`. `plaintext_offered` counts plaintext sessions whose
     EHLO reply advertised STARTTLS (outbound: `IgnoreSTARTTLS`, or a client that chose not to);
-    `ehlo_seen` counts sessions that reached an EHLO/HELO reply, so that `starttls_offered` can be
-    None for log excerpts that never show one.
+    `refusals` counts sessions by the TLS-related refusal they met. `ehlo_seen` counts sessions
+    that reached an EHLO/HELO reply, so that `starttls_offered` can be None (JSON) for log
+    excerpts that never show one.
     """
 
     direction: Direction
@@ -53,6 +54,9 @@ class Traffic:
     certificates: tuple[CertificateSeen, ...]
     first: str
     last: str
+    # Sessions refused for want of TLS, by reply: `530 5.7.0` (we or they require STARTTLS first),
+    # `451 5.7.3` (STARTTLS required), `454 4.7.5` / `454 4.7.0` (TLS not available).
+    refusals: tuple[tuple[str, int], ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str, str, str | None, str | None, str]:

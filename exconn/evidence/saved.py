@@ -39,6 +39,7 @@ def to_doc(ev: Evidence) -> dict[str, Any]:
             {
                 **{k: getattr(t, k) for k in _TRAFFIC_SCALARS},
                 "tls_versions": dict(t.tls_versions),
+                "refusals": dict(t.refusals),
                 "certificates": [_cert_doc(c) for c in t.certificates],
             }
             for t in ev.traffic
@@ -218,7 +219,14 @@ def from_doc(doc: Any) -> Evidence:
             CertificateSeen(**_fields(c, ("thumbprint", "subject", "issuer", "not_after", "sessions"), w))
             for c in _list(t, "certificates", w)
         )
-        traffic.append(Traffic(**f, tls_versions=_counts(t, "tls_versions", w), certificates=certs))
+        traffic.append(
+            Traffic(
+                **f,
+                tls_versions=_counts(t, "tls_versions", w),
+                certificates=certs,
+                refusals=_counts(t, "refusals", w),
+            )
+        )
     reports = []
     for n, r in enumerate(_list(doc, "tls_reports", "file"), 1):
         w = f"tls report {n}"

@@ -7,6 +7,11 @@ on the send side we are (`>` are ours); otherwise both sides read alike, so one 
 
 A session ends at `-`, or at the end of the file. Sessions are classified once (`tls`, `tls_failed`:
 STARTTLS sent but the negotiation failed, `plaintext`: everything else, HELO included).
+
+Known limits, on purpose: a session that spans an hourly log rollover counts once in each file
+(Exchange starts the next file mid-session; joining them would need every open session of every
+file in one place, which breaks the per-file reduction); a session's `last` is its `-` line, or,
+for one cut off by the end of a file, the last line that changed its state.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ _CERT_TAIL = re.compile(
 _ISSUER_START = re.compile(r"(?<!,) (?=[A-Za-z][A-Za-z0-9.]*=)")
 _TLS_OK = re.compile(r"TLS protocol SP_PROT_(TLS|SSL)(\d)_(\d)?")
 _COMMAND_STARTS = frozenset("EHSMRehsmr")  # EHLO HELO STARTTLS MAIL RCPT, any case
-_REPLIES = frozenset(("250", "220", "454"))
+_REPLIES = frozenset(("250", "220", "454", "451", "530"))
+_REFUSALS = ("530 5.7.0", "451 5.7.3", "454 4.7.5", "454 4.7.0")
 _HEX = re.compile(r"[0-9A-Fa-f]{40}")
 _ADDRESS = re.compile(r"<[^<>@]*@([^<>\s]+)>")
 
@@ -69,6 +75,7 @@ class _Session:
         "local_ip",
         "offered",
         "rcpt",
+        "refusal",
         "remote_ip",
         "sender",
         "starttls",
@@ -90,6 +97,7 @@ class _Session:
         self.cert: tuple[str, str, str | None, str | None] | None = None
         self.cert_parts: dict[str, str] | None = None
         self.rcpt: str | None = None
+        self.refusal: str | None = None
         self.sender: str | None = None
 
 
@@ -176,8 +184,11 @@ class ProtocolLogReader:
                 parts = data[4:].split(None, 1)
                 if parts:
                     s.host = parts[0].lower().rstrip(".")
-        elif code == "454" and s.starttls and s.state != "tls":
-            s.state = "failed"
+        else:
+            if data[:9] in _REFUSALS and s.refusal is None:
+                s.refusal = data[:9]
+            if code == "454" and s.starttls and s.state != "tls":
+                s.state = "failed"
 
     def _info(self, s: _Session, data: str, context: str) -> None:
         c0 = context[:4]
@@ -243,6 +254,7 @@ class ProtocolLogReader:
             s.cert,
             _iso(s.first),
             _iso(s.last),
+            s.refusal,
         )
 
     def close(self) -> None:

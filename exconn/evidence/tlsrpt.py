@@ -276,7 +276,7 @@ def looks_like_report(head: bytes) -> bool:
 def looks_like_mail(head: bytes) -> bool:
     if head.startswith(b"From "):
         return True  # an mbox: the rua mailbox
-    low = head[:16384].lower()
+    low = head.lower()
     return (b"\nsubject:" in low or low.startswith(b"return-path:")) and (
         b"tlsrpt" in low or b"tls-report" in low
     )

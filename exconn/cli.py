@@ -17,6 +17,7 @@ from exconn._version import __version__
 from exconn.arg_cli import path_argument
 from exconn.audit import AuditOptions, LiveSource, Observation, check, run
 from exconn.errors import ExconnError
+from exconn.evidence.evidence_cli import add_evidence_parser
 from exconn.posture.cli import add_posture_parser, run_posture
 from exconn.render import Format, rules_markdown
 from exconn.rules.base import Severity, all_rules
@@ -230,6 +231,7 @@ def build_parser() -> _Parser:
     add_posture_parser(sub).set_defaults(func=run_posture)
     add_collect_parser(sub)
     _add_diff_parser(sub)
+    add_evidence_parser(sub)
     return parser
 
 

@@ -26,6 +26,7 @@ from exconn.model import (
     AddressSpace,
     AuthMechanism,
     Binding,
+    CertificateName,
     IPRange,
     Organization,
     PermissionGroups,
@@ -75,6 +76,10 @@ def norm(name: str, value: Any) -> Any:
     return value
 
 
+def _cert_name(value: Any) -> Any:
+    return value.raw if isinstance(value, CertificateName) else value
+
+
 def state_of(obj: Any) -> dict[str, Any]:
     """The parameters Exchange validates, as the export observed them."""
     if isinstance(obj, SendConnector):
@@ -89,6 +94,7 @@ def state_of(obj: Any) -> dict[str, Any]:
             "SmartHostAuthMechanism": obj.smart_host_auth_mechanism,
             "AuthenticationCredential": "set" if obj.authentication_credential_set else None,
             "CloudServicesMailEnabled": obj.cloud_services_mail_enabled,
+            "TlsCertificateName": _cert_name(obj.tls_certificate_name),
         }
     elif isinstance(obj, ReceiveConnector):
         raw = {
@@ -97,6 +103,7 @@ def state_of(obj: Any) -> dict[str, Any]:
             "RequireTLS": obj.require_tls,
             "DomainSecureEnabled": obj.domain_secure_enabled,
             "ExtendedProtectionPolicy": obj.extended_protection_policy,
+            "TlsCertificateName": _cert_name(obj.tls_certificate_name),
         }
     else:
         assert isinstance(obj, TransportConfig)

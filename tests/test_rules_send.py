@@ -23,10 +23,9 @@ from exconn.model import (
 from exconn.names import tls_domain_matches
 from exconn.rules import send
 from exconn.rules.base import Context, Report, Rule, Severity, evaluate
+from exconn.rules.certs import certificate_matches, normalize_dn
 from exconn.rules.helpers import (
-    certificate_matches,
     is_lab_domain,
-    normalize_dn,
     smart_host_tls_domain,
     tls_domain_problem,
 )

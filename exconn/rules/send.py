@@ -12,12 +12,9 @@ from exconn.model import (
 )
 from exconn.names import normalize
 from exconn.rules.base import EACH_SEND_CONNECTOR, CannotJudge, Context, Hit, Severity, Target, rule
+from exconn.rules.certs import CertVerdict, certificates_of_server, expired, find_by_name
 from exconn.rules.helpers import (
     EXO_TLS_DOMAIN,
-    CertVerdict,
-    certificates_of_server,
-    expired,
-    find_by_name,
     fixes,
     is_exo_host,
     missing,

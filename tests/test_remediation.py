@@ -338,7 +338,7 @@ def test_fixes_on_one_object_are_merged_and_conflicts_resolved() -> None:
 
 def test_conflicting_scalar_values_keep_the_most_severe_and_strongest_tls_level() -> None:
     from exconn.fix import ParamChange
-    from exconn.remediate.script import _merge_param
+    from exconn.remediate.plan import _merge_param
     from exconn.rules.base import Finding, Severity, Target
     from exconn.rules.send import exo_connector_tls, require_tls_without_validation
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import exconn.pwsh as pwsh
-from exconn.fix import Command, NewCommand, ParamChange, SetCommand, same_value
+from exconn.fix import LOOKED_UP_CERTIFICATE, Command, NewCommand, ParamChange, SetCommand, same_value
 from exconn.model import TlsAuthLevel
 from exconn.rules.base import Finding, Report
 
@@ -154,9 +154,15 @@ def plan_changes(report: Report) -> list[PlannedChange]:
                 notes.append(note)
         changes = _tls_domain_follows_level(changes, by_param, notes)
         head = sgroup[0][0]
+        # The apply-time certificate lookup stays only while its variable is what the command passes.
+        lookup = next((cmd.lookup for cmd, _ in sgroup if cmd.lookup is not None), None)
+        if not any(c.new == LOOKED_UP_CERTIFICATE for c in changes):
+            lookup = None
         planned.append(
             PlannedChange(
-                SetCommand(head.cmdlet, head.identity, tuple(changes), singleton=head.singleton),
+                SetCommand(
+                    head.cmdlet, head.identity, tuple(changes), singleton=head.singleton, lookup=lookup
+                ),
                 _unique(f for _, f in sgroup),
                 tuple(notes),
             )

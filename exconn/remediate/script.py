@@ -17,6 +17,7 @@ from exconn._version import __version__
 from exconn.errors import InputError
 from exconn.fix import UNREAD, Command, NewCommand, ParamChange, SetCommand, requirements
 from exconn.output import stage_file
+from exconn.remediate.certlookup import FIND_CERTIFICATE, lookup_lines, record_line, uses_lookup
 from exconn.remediate.plan import PlannedChange, plan_changes
 from exconn.remediate.plan import items as _items
 from exconn.rules.base import Finding, Report
@@ -198,6 +199,7 @@ def _set_block(cmd: SetCommand, *, rollback: bool, key: str) -> list[str]:
     run = cmd.render_rollback(restored) if rollback else cmd.render()
     lines = [
         "try {",
+        *lookup_lines(cmd, rollback=rollback, key=key),
         f"    $current = {_get(cmd)} -ErrorAction Stop",
         "    $drift = @()",
         "    $pending = @()",
@@ -229,6 +231,8 @@ def _set_block(cmd: SetCommand, *, rollback: bool, key: str) -> list[str]:
     ]
     if unread and not rollback:
         lines.append(f"        if ($Apply) {{ $state[{pwsh.quote(key)}] = $before }}")
+    if not rollback:
+        lines += record_line(cmd, key=key)
     lines += [
         f"        {run} -ErrorAction Stop -WhatIf:$whatIf",
         "        $changed++",
@@ -375,6 +379,8 @@ def _cmdlets(planned: Sequence[PlannedChange], *, rollback: bool) -> list[str]:
             names.append(f"Remove-{_noun(cmd.cmdlet)}")
         else:
             names.append(cmd.cmdlet)
+        if isinstance(cmd, SetCommand) and cmd.lookup is not None and not rollback:
+            names.append("Get-ExchangeCertificate")
     return list(dict.fromkeys(names))
 
 
@@ -384,6 +390,8 @@ def _script(kind: str, report: Report, sources: Sequence[str], generated_at: dt.
     rollback = kind == "rollback"
     lines = _header(kind=kind, report=report, sources=sources, generated_at=generated_at, changes=total)
     lines += _PRELUDE
+    if not rollback and uses_lookup([p.command for p in planned if isinstance(p.command, SetCommand)]):
+        lines += FIND_CERTIFICATE
     lines += _transcript(kind)
     body = _preflight(_cmdlets(planned, rollback=rollback))
     if rollback:

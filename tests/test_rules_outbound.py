@@ -32,11 +32,31 @@ def test_w008_proposes_an_exact_scoped_connector() -> None:
     assert cmd.render() == (
         "New-SendConnector -Name 'TLS to tailspintoys.com' -AddressSpaces @('SMTP:tailspintoys.com;1') "
         "-Usage 'Internet' -DNSRoutingEnabled:$true -SourceTransportServers @('EX01','EX02') "
-        "-Fqdn 'mail.fabrikam.com' -RequireTLS:$true -TlsAuthLevel 'DomainValidation' "
+        "-Fqdn 'mail.fabrikam.com' -FrontendProxyEnabled:$true -SourceIPAddress '0.0.0.0' "
+        "-UseExternalDNSServersEnabled:$false -Port 25 -MaxMessageSize 36700160 "
+        "-ProtocolLoggingLevel 'Verbose' -ConnectionInactivityTimeOut '00:10:00' "
+        "-RequireTLS:$true -TlsAuthLevel 'DomainValidation' "
         "-TlsDomain 'mx.tailspintoys.com' -Comment 'exconn: emulates the MTA-STS enforce policy of tailspintoys.com'"
     )
     assert cmd.render_rollback() == "Remove-SendConnector -Identity 'TLS to tailspintoys.com' -Confirm:$false"
     assert_valid(org(), f.fix)
+    assert "Not in the export" not in f.message
+
+
+def test_w008_connector_copies_the_route_it_replaces_and_says_what_it_could_not_read() -> None:
+    partner = posture("tailspintoys.com", ("mx.tailspintoys.com",))
+    thin = replace(INTERNET, frontend_proxy_enabled=UNKNOWN, source_ip_address=UNKNOWN, port=587)
+    f = run(outbound.partner_route_opportunistic, org(send_connectors=(thin,)), partner).findings[0]
+    params = dict(f.fix[0].parameters)  # type: ignore[union-attr]
+    assert params["Port"] == 587 and params["MaxMessageSize"] == 36700160
+    assert "FrontendProxyEnabled" not in params and "SourceIPAddress" not in params
+    assert "Not in the export, so not copied" in f.message
+    assert "FrontendProxyEnabled, SourceIPAddress" in f.message
+    # A route through smart hosts is not emulated: the partner's MX names are not that hop's.
+    relay = replace(INTERNET, dns_routing_enabled=False, smart_hosts=("relay.fabrikam.com",))
+    assert isinstance(
+        routing.emulating_connector("tailspintoys.com", routing.partner_demand(partner), relay), str
+    )  # type: ignore[arg-type]
 
 
 def test_w008_says_when_the_emulation_is_looser_or_has_no_name_check() -> None:

@@ -145,17 +145,23 @@ def partner_route_opportunistic(ctx: Context, p: DomainPosture) -> Result:
             )
             return
         text += (
-            f"Proposed: connector {made.name!r} with SMTP:{p.domain};{NEW_CONNECTOR_COST}; "
-            "Exchange picks the most specific address space first and the lowest cost only "
-            f"among equals, so it wins over {route.space.raw}. "
+            f"Proposed: connector {made.command.name!r} with SMTP:{p.domain};{NEW_CONNECTOR_COST}, "
+            f"a copy of {c.identity}'s routing (egress, DNS, port, size limit, logging, timeout) with "
+            "the partner's TLS; Exchange picks the most specific address space first and the lowest "
+            f"cost only among equals, so it wins over {route.space.raw}. "
         )
+        if made.unread:
+            text += (
+                f"Not in the export, so not copied (Exchange's defaults apply; check them against "
+                f"{c.identity} before applying): {', '.join(made.unread)}. "
+            )
         yield Hit(
             target,
             "route",
             c.identity,
             text + fidelity_text(demand.emulation),
             severity=severity,
-            fix=(made,),
+            fix=(made.command,),
         )
         return
     if c.domain_secure_enabled:

@@ -352,3 +352,43 @@ def test_w011_quiet_and_cannot_judge() -> None:
     assert skipped(run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(unknown,)), partner)) == [
         "To Contoso"
     ]
+
+
+def test_w011_with_smart_hosts_observes_the_smart_hosts_domain() -> None:
+    # Exchange Online checks MTA-STS against the smart host's domain, not the recipient's.
+    relay = posture("relay-partner.com", ("mx.relay-partner.com",))
+    smart = exo_out(
+        use_mx_record=False,
+        smart_hosts=("smtp.relay-partner.com", "192.0.2.7"),
+        recipient_domains=("contoso.com",),
+        mta_sts_mode="None",
+        smtp_dane_mode="None",
+    )
+    report = run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(smart,)), relay)
+    assert [f.property for f in report.findings] == ["MtaStsMode"]
+    assert "relay-partner.com" in report.findings[0].message
+    assert outbound.smart_host_domain("192.0.2.7") is None
+    # The recipient's own policy does not apply to the smart host hop.
+    recipient = posture("contoso.com", ("mail.contoso.com",), dane="valid")
+    assert hits(run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(smart,)), recipient)) == []
+
+
+def test_w012_dane_mandatory_towards_a_partner_without_dane() -> None:
+    mandatory = exo_out(smtp_dane_mode="Mandatory")
+    for status in ("absent", "insecure"):
+        partner = posture("contoso.com", ("mail.contoso.com",), dane=status)
+        report = run(outbound.exo_dane_mandatory, org(outbound_connectors=(mandatory,)), partner)
+        assert hits(report) == [("OutboundConnector", "To Contoso", Severity.HIGH)]
+        f = report.findings[0]
+        assert "24 hours" in f.message and f.severity >= Severity.MEDIUM
+        assert (
+            f.fix[0].render() == "Set-OutboundConnector -Identity 'To Contoso' -SmtpDaneMode 'Opportunistic'"
+        )
+    signed = posture("contoso.com", ("mail.contoso.com",), dane="valid")
+    assert hits(run(outbound.exo_dane_mandatory, org(outbound_connectors=(mandatory,)), signed)) == []
+    absent = posture("contoso.com", ("mail.contoso.com",), dane="absent")
+    assert hits(run(outbound.exo_dane_mandatory, org(outbound_connectors=(exo_out(),)), absent)) == []
+    failed = posture("contoso.com", ("mail.contoso.com",), dane="error")
+    assert skipped(run(outbound.exo_dane_mandatory, org(outbound_connectors=(mandatory,)), failed)) == [
+        "To Contoso"
+    ]

@@ -149,6 +149,22 @@ class ListEdit:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateLookup:
+    """A TlsCertificateName the export cannot give (certificates not exported): remediation.ps1 looks
+    it up at apply time on each server (`Get-ExchangeCertificate -Server`): a certificate naming
+    `domain`, enabled for SMTP, valid now and CA-issued. It refuses to go on unless exactly one
+    issuer+subject matches on every server, and passes it as `LOOKED_UP_CERTIFICATE`."""
+
+    servers: tuple[str, ...]
+    domain: str
+
+
+# The variable the script writer fills with the looked-up `<I>issuer<S>subject`: PowerShell source
+# of the writer's own, never data.
+LOOKED_UP_CERTIFICATE = Expression("$exconnCertificateName")
+
+
+@dataclass(frozen=True, slots=True)
 class SetCommand:
     """`Set-<Kind> -Identity <id> -P new ...`; rolled back by setting the observed values."""
 
@@ -157,6 +173,8 @@ class SetCommand:
     changes: tuple[ParamChange, ...]
     # Organisation-wide objects (Set-TransportConfig) take no -Identity on-premises.
     singleton: bool = False
+    # A value found at apply time (LOOKED_UP_CERTIFICATE among the changes).
+    lookup: CertificateLookup | None = None
 
     def _head(self) -> list[tuple[str, PsValue]]:
         return [] if self.singleton else [("Identity", self.identity)]
@@ -183,6 +201,19 @@ class SetCommand:
     def reads_at_apply(self) -> tuple[str, ...]:
         """Parameters whose old value the export lacks: read and recorded when the script runs."""
         return tuple(c.name for c in self.changes if c.observed is UNREAD)
+
+
+def certificate_lookup_fix(
+    cmdlet: str, identity: str, servers: tuple[str, ...], domain: str, observed: PsValue
+) -> SetCommand:
+    """`Set-<Kind> -Identity <id> -TlsCertificateName $exconnCertificateName`, the name looked up
+    when the script runs (`CertificateLookup`)."""
+    return SetCommand(
+        cmdlet,
+        identity,
+        (ParamChange("TlsCertificateName", LOOKED_UP_CERTIFICATE, observed),),
+        lookup=CertificateLookup(servers, domain),
+    )
 
 
 @dataclass(frozen=True, slots=True)

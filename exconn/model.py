@@ -230,6 +230,14 @@ class SendConnector:
     is_scoped_connector: Maybe[bool] = UNKNOWN
     source_transport_servers: Maybe[tuple[str, ...]] = UNKNOWN
     comment: Maybe[str | None] = UNKNOWN
+    # What a scoped connector taking over a route must copy (EXCHANGE.md, "New connectors replace
+    # routes"), each as New-SendConnector takes it.
+    frontend_proxy_enabled: Maybe[bool] = UNKNOWN
+    source_ip_address: Maybe[str | None] = UNKNOWN
+    use_external_dns_servers_enabled: Maybe[bool] = UNKNOWN
+    max_message_size: Maybe[int | str] = UNKNOWN  # bytes, or "Unlimited"
+    protocol_logging_level: Maybe[str] = UNKNOWN  # None | Verbose
+    connection_inactivity_timeout: Maybe[str] = UNKNOWN  # TimeSpan text, `00:10:00`
 
 
 @dataclass(frozen=True, slots=True)

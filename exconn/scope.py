@@ -43,3 +43,13 @@ def is_exo_routing(c: SendConnector, domain: str) -> bool:
 
 def is_exo_mx(host: str) -> bool:
     return normalize(host).endswith(EXO_MX_SUFFIXES)
+
+
+def smart_host_domain(host: str) -> str | None:
+    """The domain whose MTA-STS policy Exchange Online checks for a smart host: the host's parent
+    (`relay.partner.com` -> `partner.com`); None for an IP literal."""
+    h = normalize(host)
+    if not h or h.startswith("[") or ":" in h or not any(ch.isalpha() for ch in h):
+        return None
+    labels = h.split(".")
+    return ".".join(labels[1:]) if len(labels) > 2 else h

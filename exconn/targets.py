@@ -13,7 +13,7 @@ from exconn.errors import InputError
 from exconn.model import UNKNOWN, Organization
 from exconn.names import is_domain_name, is_public, normalize, to_a_labels
 from exconn.output import DOMAIN_LIST_LIMIT, decode_text, read_small_file
-from exconn.scope import accepted_names, is_exo_routing, our_observable_domains
+from exconn.scope import accepted_names, is_exo_routing, our_observable_domains, smart_host_domain
 
 
 def read_domain_file(path: str) -> list[str]:
@@ -59,6 +59,9 @@ def partner_domains(org: Organization, partners_file: str | None, *, ours: list[
     for o in org.outbound_connectors:
         if o.recipient_domains is not UNKNOWN:
             found += [d.strip().lower().removeprefix("*.").rstrip(".") for d in o.recipient_domains]
+        if o.use_mx_record is False and o.smart_hosts is not UNKNOWN:
+            # Exchange Online validates MTA-STS against the smart host's domain, not the recipient's.
+            found += [d for h in o.smart_hosts if (d := smart_host_domain(h))]
     excluded = set(ours) | accepted_names(org)
     partners = [d for d in found if d not in excluded and is_public(d)]
     if partners_file is not None:

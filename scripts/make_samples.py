@@ -473,6 +473,8 @@ def send_obj(c: Send, created: dt.datetime) -> Obj:
         "ConnectionInactivityTimeOut": timespan(minutes=10),
         "ForceHELO": False,
         "FrontendProxyEnabled": False,
+        # As Get-SendConnector prints it: the System.Net.IPAddress 0.0.0.0 (any local address).
+        "SourceIPAddress": ExValue(("System.Net.IPAddress", "System.Object"), "0.0.0.0", {"AddressFamily": "InterNetwork"}),
         "IgnoreSTARTTLS": c.ignore_starttls,
         "CloudServicesMailEnabled": c.cloud,
         "Fqdn": Fqdn(c.fqdn) if c.fqdn else None,

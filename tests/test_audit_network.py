@@ -216,7 +216,11 @@ def test_partners_outbound_commands(audited: tuple[int, dict[str, Any], Path]) -
     _, report, _ = audited
     w008 = _by_target(report, "EXC-W008")
     assert set(w008) == {"tailspintoys.com", "wingtiptoys.com", "adatum.com", "litware.com"}
-    base = "-Usage 'Internet' -DNSRoutingEnabled:$true -SourceTransportServers @('EX01','EX02') -Fqdn 'mail.fabrikam.com'"
+    base = (
+        "-Usage 'Internet' -DNSRoutingEnabled:$true -SourceTransportServers @('EX01','EX02') -Fqdn 'mail.fabrikam.com' "
+        "-FrontendProxyEnabled:$false -SourceIPAddress '0.0.0.0' -UseExternalDNSServersEnabled:$false -Port 25 "
+        "-MaxMessageSize 36700160 -ProtocolLoggingLevel 'None' -ConnectionInactivityTimeOut '00:10:00'"
+    )
     assert w008["tailspintoys.com"]["fix"] == [
         "New-SendConnector -Name 'TLS to tailspintoys.com' -AddressSpaces @('SMTP:tailspintoys.com;1') "
         f"{base} -RequireTLS:$true -TlsAuthLevel 'DomainValidation' -TlsDomain '*.mx.tailspintoys.com' "

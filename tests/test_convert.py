@@ -97,6 +97,27 @@ def test_real_send_connector_mail_to_o365() -> None:
     assert connector.authentication_credential_set is False
     assert connector.fqdn is None
     assert connector.source_transport_servers == ("WIN-CTD3L0RGEN4",)
+    # What a scoped connector taking over its route must copy.
+    assert connector.frontend_proxy_enabled is False
+    assert connector.source_ip_address == "0.0.0.0"
+    assert connector.use_external_dns_servers_enabled is False
+    assert connector.max_message_size == 36700160  # `35 MB (36,700,160 bytes)`
+    assert connector.protocol_logging_level == "None"
+    assert connector.connection_inactivity_timeout == "00:10:00"
+    assert connector.port == 25
+
+
+def test_byte_size_and_time_span() -> None:
+    import datetime as dt
+
+    from exconn.sources.values import byte_size, time_span
+
+    assert byte_size("Unlimited") == "Unlimited" and byte_size("10 MB (10,485,760 bytes)") == 10485760
+    assert byte_size(36700160) == 36700160
+    assert time_span(dt.timedelta(days=1, minutes=10)) == "1.00:10:00" and time_span("00:10:00") == "00:10:00"
+    for bad in ("lots", "10:00"):
+        with pytest.raises(ValueError):
+            byte_size(bad) if bad == "lots" else time_span(bad)
 
 
 def test_real_send_connector_relay_to_m365() -> None:

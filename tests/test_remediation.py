@@ -26,6 +26,7 @@ from exconn.model import (
     AddressSpace,
     AuthMechanism,
     Binding,
+    CertificateName,
     IPRange,
     Organization,
     PermissionGroups,
@@ -75,6 +76,10 @@ def norm(name: str, value: Any) -> Any:
     return value
 
 
+def _cert_name(value: Any) -> Any:
+    return value.raw if isinstance(value, CertificateName) else value
+
+
 def state_of(obj: Any) -> dict[str, Any]:
     """The parameters Exchange validates, as the export observed them."""
     if isinstance(obj, SendConnector):
@@ -89,6 +94,7 @@ def state_of(obj: Any) -> dict[str, Any]:
             "SmartHostAuthMechanism": obj.smart_host_auth_mechanism,
             "AuthenticationCredential": "set" if obj.authentication_credential_set else None,
             "CloudServicesMailEnabled": obj.cloud_services_mail_enabled,
+            "TlsCertificateName": _cert_name(obj.tls_certificate_name),
         }
     elif isinstance(obj, ReceiveConnector):
         raw = {
@@ -97,6 +103,7 @@ def state_of(obj: Any) -> dict[str, Any]:
             "RequireTLS": obj.require_tls,
             "DomainSecureEnabled": obj.domain_secure_enabled,
             "ExtendedProtectionPolicy": obj.extended_protection_policy,
+            "TlsCertificateName": _cert_name(obj.tls_certificate_name),
         }
     else:
         assert isinstance(obj, TransportConfig)
@@ -331,7 +338,7 @@ def test_fixes_on_one_object_are_merged_and_conflicts_resolved() -> None:
 
 def test_conflicting_scalar_values_keep_the_most_severe_and_strongest_tls_level() -> None:
     from exconn.fix import ParamChange
-    from exconn.remediate.script import _merge_param
+    from exconn.remediate.plan import _merge_param
     from exconn.rules.base import Finding, Severity, Target
     from exconn.rules.send import exo_connector_tls, require_tls_without_validation
 

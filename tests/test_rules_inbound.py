@@ -41,7 +41,7 @@ def test_world_rules_are_declared_and_need_posture() -> None:
     from exconn.rules.base import all_rules
 
     mine = [r for r in all_rules() if r.id.startswith("EXC-W")]
-    assert [r.id for r in mine] == [f"EXC-W{n:03d}" for n in range(1, 12)]
+    assert [r.id for r in mine] == [f"EXC-W{n:03d}" for n in range(1, 13)]
     assert all(r.needs_posture for r in mine)
     # Offline, none of them runs.
     report = evaluate(Context(org(), NOW, {}, offline=True))

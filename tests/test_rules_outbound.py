@@ -32,11 +32,31 @@ def test_w008_proposes_an_exact_scoped_connector() -> None:
     assert cmd.render() == (
         "New-SendConnector -Name 'TLS to tailspintoys.com' -AddressSpaces @('SMTP:tailspintoys.com;1') "
         "-Usage 'Internet' -DNSRoutingEnabled:$true -SourceTransportServers @('EX01','EX02') "
-        "-Fqdn 'mail.fabrikam.com' -RequireTLS:$true -TlsAuthLevel 'DomainValidation' "
+        "-Fqdn 'mail.fabrikam.com' -FrontendProxyEnabled:$true -SourceIPAddress '0.0.0.0' "
+        "-UseExternalDNSServersEnabled:$false -Port 25 -MaxMessageSize 36700160 "
+        "-ProtocolLoggingLevel 'Verbose' -ConnectionInactivityTimeOut '00:10:00' "
+        "-RequireTLS:$true -TlsAuthLevel 'DomainValidation' "
         "-TlsDomain 'mx.tailspintoys.com' -Comment 'exconn: emulates the MTA-STS enforce policy of tailspintoys.com'"
     )
     assert cmd.render_rollback() == "Remove-SendConnector -Identity 'TLS to tailspintoys.com' -Confirm:$false"
     assert_valid(org(), f.fix)
+    assert "Not in the export" not in f.message
+
+
+def test_w008_connector_copies_the_route_it_replaces_and_says_what_it_could_not_read() -> None:
+    partner = posture("tailspintoys.com", ("mx.tailspintoys.com",))
+    thin = replace(INTERNET, frontend_proxy_enabled=UNKNOWN, source_ip_address=UNKNOWN, port=587)
+    f = run(outbound.partner_route_opportunistic, org(send_connectors=(thin,)), partner).findings[0]
+    params = dict(f.fix[0].parameters)  # type: ignore[union-attr]
+    assert params["Port"] == 587 and params["MaxMessageSize"] == 36700160
+    assert "FrontendProxyEnabled" not in params and "SourceIPAddress" not in params
+    assert "Not in the export, so not copied" in f.message
+    assert "FrontendProxyEnabled, SourceIPAddress" in f.message
+    # A route through smart hosts is not emulated: the partner's MX names are not that hop's.
+    relay = replace(INTERNET, dns_routing_enabled=False, smart_hosts=("relay.fabrikam.com",))
+    assert isinstance(
+        routing.emulating_connector("tailspintoys.com", routing.partner_demand(partner), relay), str
+    )  # type: ignore[arg-type]
 
 
 def test_w008_says_when_the_emulation_is_looser_or_has_no_name_check() -> None:
@@ -330,5 +350,45 @@ def test_w011_quiet_and_cannot_judge() -> None:
     assert hits(run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(smart,)), partner)) == []
     unknown = exo_out(mta_sts_mode=UNKNOWN)
     assert skipped(run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(unknown,)), partner)) == [
+        "To Contoso"
+    ]
+
+
+def test_w011_with_smart_hosts_observes_the_smart_hosts_domain() -> None:
+    # Exchange Online checks MTA-STS against the smart host's domain, not the recipient's.
+    relay = posture("relay-partner.com", ("mx.relay-partner.com",))
+    smart = exo_out(
+        use_mx_record=False,
+        smart_hosts=("smtp.relay-partner.com", "192.0.2.7"),
+        recipient_domains=("contoso.com",),
+        mta_sts_mode="None",
+        smtp_dane_mode="None",
+    )
+    report = run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(smart,)), relay)
+    assert [f.property for f in report.findings] == ["MtaStsMode"]
+    assert "relay-partner.com" in report.findings[0].message
+    assert outbound.smart_host_domain("192.0.2.7") is None
+    # The recipient's own policy does not apply to the smart host hop.
+    recipient = posture("contoso.com", ("mail.contoso.com",), dane="valid")
+    assert hits(run(outbound.exo_outbound_vs_partner, org(outbound_connectors=(smart,)), recipient)) == []
+
+
+def test_w012_dane_mandatory_towards_a_partner_without_dane() -> None:
+    mandatory = exo_out(smtp_dane_mode="Mandatory")
+    for status in ("absent", "insecure"):
+        partner = posture("contoso.com", ("mail.contoso.com",), dane=status)
+        report = run(outbound.exo_dane_mandatory, org(outbound_connectors=(mandatory,)), partner)
+        assert hits(report) == [("OutboundConnector", "To Contoso", Severity.HIGH)]
+        f = report.findings[0]
+        assert "24 hours" in f.message and f.severity >= Severity.MEDIUM
+        assert (
+            f.fix[0].render() == "Set-OutboundConnector -Identity 'To Contoso' -SmtpDaneMode 'Opportunistic'"
+        )
+    signed = posture("contoso.com", ("mail.contoso.com",), dane="valid")
+    assert hits(run(outbound.exo_dane_mandatory, org(outbound_connectors=(mandatory,)), signed)) == []
+    absent = posture("contoso.com", ("mail.contoso.com",), dane="absent")
+    assert hits(run(outbound.exo_dane_mandatory, org(outbound_connectors=(exo_out(),)), absent)) == []
+    failed = posture("contoso.com", ("mail.contoso.com",), dane="error")
+    assert skipped(run(outbound.exo_dane_mandatory, org(outbound_connectors=(mandatory,)), failed)) == [
         "To Contoso"
     ]

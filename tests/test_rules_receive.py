@@ -26,6 +26,7 @@ from exconn.model import (
     TransportConfig,
     TransportRole,
 )
+from exconn.rules import certs as certs_model
 from exconn.rules import receive
 from exconn.rules.base import Context, Report, Rule, Severity, evaluate
 from tests.rule_helpers import cannot, fired
@@ -111,6 +112,7 @@ def test_every_receive_rule_is_quiet_on_default_connectors() -> None:
         receive.domain_secure_receive_list,
         receive.receive_certificate_missing,
         receive.receive_certificate_expired,
+        receive.receive_certificate_renewed,
     ):
         report = run(r, frontend(), client(), certificates=(cert(),))
         assert report.findings == () and report.skipped == (), r.id
@@ -283,12 +285,19 @@ def test_r005_named_certificate_missing_on_that_server() -> None:
     assert fired(report) == [(FRONTEND_ID, Severity.HIGH)]
 
 
-def test_r005_no_certificate_for_fqdn_with_smtp() -> None:
+def test_r005_no_certificate_for_fqdn_and_no_smtp_filter_at_selection() -> None:
+    # Exchange does not filter on the SMTP service when it selects: an IIS-only certificate for the
+    # name is still found (the service matters through the private key's permissions).
     iis_only = cert(services=frozenset({"IIS"}))
-    report = run(receive.receive_certificate_missing, frontend(), certificates=(iis_only,))
+    assert run(receive.receive_certificate_missing, frontend(), certificates=(iis_only,)).findings == ()
+    other = cert(certificate_domains=("owa.contoso.com",), subject="CN=owa.contoso.com")
+    report = run(receive.receive_certificate_missing, frontend(), certificates=(other,))
     assert fired(report) == [(FRONTEND_ID, Severity.HIGH)]
     wildcard = cert(certificate_domains=("*.contoso.com",))
     assert run(receive.receive_certificate_missing, frontend(), certificates=(wildcard,)).findings == ()
+    # Any depth below the wildcard's domain, as Exchange's selection matches by default.
+    deep = frontend(fqdn="smtp.eu.contoso.com")
+    assert run(receive.receive_certificate_missing, deep, certificates=(wildcard,)).findings == ()
 
 
 def test_r005_null_fqdn_uses_the_server_fqdn() -> None:
@@ -307,9 +316,10 @@ def test_r005_quiet_and_cannot_judge() -> None:
     assert cannot(run(receive.receive_certificate_missing, ok, certificates=(cert(server="EX02"),))) == [
         FRONTEND_ID
     ]
-    assert cannot(
-        run(receive.receive_certificate_missing, frontend(), certificates=(cert(services=UNKNOWN),))
-    ) == [FRONTEND_ID]
+    # Services do not decide selection: not exported, still judged.
+    assert run(receive.receive_certificate_missing, frontend(), certificates=(cert(services=UNKNOWN),)) == (
+        run(receive.receive_certificate_missing, frontend(), certificates=(cert(),))
+    )
 
 
 def test_r006_expired_certificate() -> None:
@@ -318,6 +328,8 @@ def test_r006_expired_certificate() -> None:
         receive.receive_certificate_expired, frontend(tls_certificate_name=NAMED), certificates=(old,)
     )
     assert fired(report) == [(FRONTEND_ID, Severity.HIGH)] and "2025-05-31" in report.findings[0].message
+    assert "still presents" in report.findings[0].message and report.findings[0].fix == ()
+    assert report.findings[0].fix_note and "no valid certificate" in report.findings[0].fix_note
     renewed = cert(thumbprint="EF" * 20, not_after=dt.datetime(2027, 1, 1, tzinfo=dt.UTC))
     assert run(receive.receive_certificate_expired, frontend(), certificates=(old, renewed)).findings == ()
 
@@ -347,3 +359,93 @@ def test_r007_externally_secured_open_to_everyone() -> None:
     limited = frontend(identity="EX01\\Appliance", auth_mechanism=ext, remote_ip_ranges=(PRINTERS,))
     assert run(receive.externally_secured_open, limited, frontend(), client()).findings == ()
     assert cannot(run(receive.externally_secured_open, frontend(auth_mechanism=UNKNOWN))) == [FRONTEND_ID]
+
+
+# The selection model (exconn.rules.certs) ---------------------------------------------------------
+
+CA = "CN=Issuing CA"
+
+
+def dated(thumb: str, year: int, **kw: Any) -> ExchangeCertificate:
+    dates = {
+        "not_before": dt.datetime(2024, 1, year - 2020, tzinfo=dt.UTC),
+        "not_after": dt.datetime(year, 6, 1, tzinfo=dt.UTC),
+    }
+    return cert(thumbprint=thumb * 20, **{**dates, **kw})
+
+
+def test_selection_prefers_valid_then_revocation_offline_then_expired_then_self_signed() -> None:
+    valid_old, valid_new = dated("A1", 2026), dated("A2", 2027)
+    offline = dated("B1", 2028, status="RevocationCheckFailure")
+    gone = dated("C1", 2024)
+    own = dated("D1", 2030, issuer="CN=mail.contoso.com, O=Contoso")
+
+    def chosen(*certs: ExchangeCertificate) -> str:
+        found = certs_model.select_for_fqdn(certs, "mail.contoso.com", NOW)
+        assert isinstance(found, certs_model.Selection) and found.certificate is not None
+        return found.certificate.thumbprint
+
+    assert chosen(own, gone, offline, valid_old, valid_new) == "A2" * 20  # newest valid CA-issued
+    assert chosen(own, gone, offline) == "B1" * 20
+    assert chosen(own, gone) == "C1" * 20  # an expired CA-issued one beats a valid self-signed one
+    assert chosen(own) == "D1" * 20
+
+
+def test_selection_exact_name_before_wildcards() -> None:
+    exact_expired = dated("E1", 2024)
+    wildcard = dated("F1", 2027, certificate_domains=("*.contoso.com",), subject="CN=*.contoso.com")
+    found = certs_model.select_for_fqdn((wildcard, exact_expired), "mail.contoso.com", NOW)
+    assert isinstance(found, certs_model.Selection) and found.certificate is exact_expired
+    assert found.how == "the certificate named mail.contoso.com"
+
+
+def test_r006_proposes_the_valid_certificate_for_the_same_name() -> None:
+    # Unpinned: the exact-name certificate expired, a valid wildcard one for the name is installed.
+    exact_expired = dated("E1", 2024)
+    wildcard = dated("F1", 2027, certificate_domains=("*.contoso.com",), subject="CN=*.contoso.com")
+    report = run(receive.receive_certificate_expired, frontend(), certificates=(exact_expired, wildcard))
+    [f] = report.findings
+    assert [c.render() for c in f.commands] == [
+        "Set-ReceiveConnector -Identity 'EX01\\Default Frontend EX01' "
+        "-TlsCertificateName '<I>CN=Issuing CA<S>CN=*.contoso.com'"
+    ]
+    assert "F1" * 20 in f.message and f.fix_note is None
+    # Pinned to an expired certificate, renewed under a new issuer: pin the renewal.
+    renewed = dated("A9", 2027, issuer="CN=New Issuing CA")
+    pin = frontend(tls_certificate_name=NAMED)
+    report = run(receive.receive_certificate_expired, pin, certificates=(exact_expired, renewed))
+    [f] = report.findings
+    assert (
+        f.commands[0]
+        .render()
+        .endswith("-TlsCertificateName '<I>CN=New Issuing CA<S>CN=mail.contoso.com, O=Contoso'")
+    )
+
+
+def test_r008_pin_misses_the_renewed_certificate() -> None:
+    current = dated("A1", 2025, not_after=dt.datetime(2025, 7, 1, tzinfo=dt.UTC))
+    renewed = dated("A2", 2026, issuer="CN=New Issuing CA", not_before=dt.datetime(2025, 5, 1, tzinfo=dt.UTC))
+    pin = frontend(tls_certificate_name=NAMED)
+    report = run(receive.receive_certificate_renewed, pin, certificates=(current, renewed))
+    assert fired(report) == [(FRONTEND_ID, Severity.MEDIUM)]
+    [f] = report.findings
+    assert "A2" * 20 in f.message and f.rule.id == "EXC-R008"
+    assert f.commands[0].render().endswith("'<I>CN=New Issuing CA<S>CN=mail.contoso.com, O=Contoso'")
+    # No renewal, no pin, or a pin that already expired (EXC-R006's): quiet.
+    assert run(receive.receive_certificate_renewed, pin, certificates=(current,)).findings == ()
+    assert (
+        run(receive.receive_certificate_renewed, frontend(), certificates=(current, renewed)).findings == ()
+    )
+    old = dated("A0", 2025, not_after=dt.datetime(2025, 5, 1, tzinfo=dt.UTC))
+    assert run(receive.receive_certificate_renewed, pin, certificates=(old, renewed)).findings == ()
+    # Old and new with the same issuer and subject: the store order decides; no fix, a note.
+    same = dated("A3", 2026, not_before=dt.datetime(2025, 5, 1, tzinfo=dt.UTC))
+    report = run(receive.receive_certificate_renewed, pin, certificates=(current, same))
+    [f] = report.findings
+    assert f.severity is Severity.LOW and f.fix == () and "Remove-ExchangeCertificate" in (f.fix_note or "")
+
+
+def test_rule_texts_say_an_expired_certificate_is_still_presented() -> None:
+    r006 = receive.receive_certificate_expired
+    assert "12016" in r006.rationale and "one renewal away" not in r006.rationale
+    assert "SMTP service is not required" in receive.receive_certificate_missing.rationale

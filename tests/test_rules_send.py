@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import replace
 from typing import Any
 
+from exconn.fix import SetCommand
 from exconn.model import (
     UNKNOWN,
     AddressSpace,
@@ -23,10 +24,9 @@ from exconn.model import (
 from exconn.names import tls_domain_matches
 from exconn.rules import send
 from exconn.rules.base import Context, Report, Rule, Severity, evaluate
+from exconn.rules.certs import certificate_matches, normalize_dn
 from exconn.rules.helpers import (
-    certificate_matches,
     is_lab_domain,
-    normalize_dn,
     smart_host_tls_domain,
     tls_domain_problem,
 )
@@ -404,7 +404,15 @@ def test_s008_cloud_services_mail() -> None:
 
 def test_s009_certificate_name() -> None:
     report = run(send.exo_connector_certificate, to_exo(tls_certificate_name=None))
-    assert fired(report) == [("Outbound to Office 365", Severity.LOW)] and report.findings[0].fix == ()
+    assert fired(report) == [("Outbound to Office 365", Severity.LOW)]
+    # No certificates exported: the name is looked up when the script runs; the JSON fix still
+    # carries the Set-SendConnector command, the name in the writer's variable.
+    [fix] = report.findings[0].fix
+    assert isinstance(fix, SetCommand) and fix.lookup is not None
+    assert fix.lookup.servers == ("EX01",) and fix.lookup.domain == "mail.contoso.com"
+    assert fix.render() == (
+        "Set-SendConnector -Identity 'Outbound to Office 365' -TlsCertificateName $exconnCertificateName"
+    )
     # Exchange Online recognising us by IP address needs no certificate name.
     by_ip = InboundConnector(
         "Inbound from on-premises",
@@ -422,6 +430,39 @@ def test_s009_certificate_name() -> None:
     assert cannot(run(send.exo_connector_certificate, to_exo(tls_certificate_name=UNKNOWN))) == [
         "Outbound to Office 365"
     ]
+
+
+def test_s009_exact_command_from_the_exported_certificate() -> None:
+    c = to_exo(tls_certificate_name=None, fqdn="hybrid.contoso.com")
+    old = cert(
+        thumbprint="01" * 20,
+        not_after=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
+        certificate_domains=("hybrid.contoso.com",),
+    )
+    good = cert(thumbprint="02" * 20, certificate_domains=("*.contoso.com",), subject="CN=*.contoso.com")
+    iis = cert(thumbprint="03" * 20, certificate_domains=("hybrid.contoso.com",), services=frozenset({"IIS"}))
+    report = run(send.exo_connector_certificate, c, certificates=(old, good, iis))
+    [f] = report.findings
+    assert [x.render() for x in f.commands] == [
+        "Set-SendConnector -Identity 'Outbound to Office 365' "
+        "-TlsCertificateName '<I>cn=Issuing CA,o=Contoso<S>CN=*.contoso.com'"
+    ]
+    # The name Exchange Online's inbound connector expects wins over the Fqdn.
+    expects = InboundConnector(
+        "Inbound from on-premises",
+        "Inbound from on-premises",
+        SRC,
+        connector_type="OnPremises",
+        tls_sender_certificate_name="mail.contoso.com",
+        sender_ip_addresses=(),
+    )
+    other = cert(thumbprint="04" * 20)  # CN=mail.contoso.com
+    report = run(send.exo_connector_certificate, c, certificates=(good, other), inbound_connectors=(expects,))
+    [f] = report.findings
+    # Two certificates qualify for mail.contoso.com (the wildcard too): no guess, the note says why.
+    assert f.fix == () and f.fix_note is not None and "2 certificates" in f.fix_note
+    report = run(send.exo_connector_certificate, c, certificates=(old,))
+    assert report.findings[0].fix == () and "no valid SMTP certificate" in (report.findings[0].fix_note or "")
 
 
 # EXC-S010 ---------------------------------------------------------------------------------------

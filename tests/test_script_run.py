@@ -157,3 +157,38 @@ def test_replace_keeps_prerequisites_visible() -> None:
     cmd = SetCommand("Set-SendConnector", "Out", (ParamChange("RequireTLS", True, False),))
     fix, _ = _scripts(cmd)
     assert "IgnoreSTARTTLS (must be $false: RequireTLS and IgnoreSTARTTLS cannot both be true)" in fix
+
+
+def test_a_certificate_the_export_lacks_is_looked_up_at_apply_time() -> None:
+    from exconn.fix import certificate_lookup_fix
+
+    cmd = certificate_lookup_fix(
+        "Set-SendConnector", "Outbound to Office 365", ("EX01", "EX02"), "mail.contoso.com", None
+    )
+    fix, undo = _scripts(cmd)
+    for text in (fix, undo):
+        assert_parses(text)
+    # The lookup runs inside the change's try block: a throw (none or several match) fails that
+    # change, it never runs with an empty name.
+    lookup = (
+        "$exconnCertificateName = Find-ExconnCertificate -Server @('EX01','EX02') -Domain 'mail.contoso.com'"
+    )
+    block = fix[fix.index(lookup) - 200 : fix.index(lookup)]
+    assert "try {" in block
+    assert "function Find-ExconnCertificate" in fix and "$distinct.Count -ne 1" in fix
+    assert "Get-ExchangeCertificate -Server $one" in fix and "'Get-ExchangeCertificate'" in fix
+    assert (
+        "Set-SendConnector -Identity 'Outbound to Office 365' -TlsCertificateName $exconnCertificateName"
+        " -ErrorAction Stop -WhatIf:$whatIf" in fix
+    )
+    # Recorded for the rollback, which checks the connector still holds that name and clears it.
+    assert "$state['change-1:certificate'] = $exconnCertificateName" in fix
+    assert "$exconnCertificateName = $state['change-1:certificate']" in undo
+    assert "Set-SendConnector -Identity 'Outbound to Office 365' -TlsCertificateName $null" in undo
+    assert (
+        "Find-ExconnCertificate" not in undo
+        and "function Find-ExconnCertificate"
+        not in (
+            _scripts(SetCommand("Set-SendConnector", "Out", (ParamChange("IgnoreSTARTTLS", False, True),)))[0]
+        )
+    )

@@ -12,7 +12,7 @@ from exconn.cli import main
 from exconn.errors import InputError
 from exconn.posture.facts import PostureReport
 from exconn.targets import our_domains, partner_domains, read_domain_file
-from tests.world_helpers import INTERNET, OURS, org, send
+from tests.world_helpers import INTERNET, OURS, SRC, org, send
 
 # --- targets --------------------------------------------------------------------------------------
 
@@ -33,6 +33,23 @@ def test_targets_ours_and_partners(tmp_path: Path) -> None:
         "contoso.com",
         "northwind.com",
         "tailspintoys.com",
+    ]
+
+
+def test_partners_include_the_smart_host_domain_of_exo_outbound_connectors() -> None:
+    from exconn.model import OutboundConnector
+
+    smart = OutboundConnector(
+        "Via relay",
+        "Via relay",
+        SRC,
+        use_mx_record=False,
+        smart_hosts=("smtp.relay-partner.com", "[192.0.2.7]"),
+        recipient_domains=("contoso.com",),
+    )
+    assert partner_domains(org(outbound_connectors=(smart,)), None, ours=["fabrikam.com"]) == [
+        "contoso.com",
+        "relay-partner.com",
     ]
 
 

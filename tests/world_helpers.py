@@ -195,6 +195,12 @@ def send(name: str, space: str, **kw: Any) -> SendConnector:
         cloud_services_mail_enabled=False,
         is_scoped_connector=False,
         source_transport_servers=("EX01", "EX02"),
+        frontend_proxy_enabled=True,
+        source_ip_address="0.0.0.0",
+        use_external_dns_servers_enabled=False,
+        max_message_size=36700160,
+        protocol_logging_level="Verbose",
+        connection_inactivity_timeout="00:10:00",
     )
     return replace(base, **kw)
 

@@ -1,11 +1,11 @@
-"""Small judgements shared by the connector rules: reachability, certificates, TlsDomain, fixes.
+"""Small judgements shared by the connector rules: reachability, TlsDomain, fixes (certificates:
+`exconn.rules.certs`).
 
 Everything here is a pure function of the model; rules decide what a result means.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 import re
 from collections.abc import Iterable, Sequence
@@ -15,9 +15,6 @@ from exconn.fix import UNREAD, Fix, ParamChange, SetCommand, same_value
 from exconn.model import (
     UNKNOWN,
     AuthMechanism,
-    CertificateName,
-    CertificateNameStatus,
-    ExchangeCertificate,
     Maybe,
     ModelObject,
     Organization,
@@ -27,29 +24,20 @@ from exconn.model import (
     TransportConfig,
     flag_names,
 )
-from exconn.names import ldh_labels, normalize, wildcard_matches
+from exconn.names import ldh_labels, normalize
 from exconn.pwsh import PsValue
 from exconn.rules.base import CannotJudge, Severity, Target
 from exconn.rules.emulation import Fidelity, emulate
 
 __all__ = [
     "EXO_TLS_DOMAIN",
-    "CertLookup",
-    "CertVerdict",
     "Reachability",
     "Scope",
-    "certificate_matches",
-    "certificates_for_fqdn",
-    "certificates_of_server",
-    "expired",
-    "find_by_name",
     "flags_value",
     "is_anonymous_smtp",
     "is_exo_host",
     "is_lab_domain",
-    "normalize_dn",
     "receive_reach",
-    "same_server",
     "send_reach",
     "set_fix",
     "smart_host_tls_domain",
@@ -194,136 +182,6 @@ def smart_host_tls_domain(smart_hosts: Sequence[str]) -> str | None:
         return EXO_TLS_DOMAIN
     found = emulate(hosts)
     return found.tls_domain if found.fidelity is not Fidelity.NO_NAME_CHECK else None
-
-
-# --- certificates --------------------------------------------------------------------------------
-
-
-def _split_dn(dn: str) -> list[str]:
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for ch in dn:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            current.append(ch)
-            escaped = True
-        elif ch == '"':
-            current.append(ch)
-            quoted = not quoted
-        elif ch == "," and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    return parts
-
-
-def normalize_dn(dn: str) -> str:
-    """`CN=a, O=B` and `cn=a,o=b` compare equal (Exchange compares X.500 names, not strings)."""
-    rdns = []
-    for part in _split_dn(dn):
-        key, sep, value = part.partition("=")
-        rdns.append(f"{key.strip().upper()}{sep}{' '.join(value.split()).casefold()}")
-    return ",".join(r for r in rdns if r)
-
-
-def same_server(a: str, b: str) -> bool:
-    """`EX01` and `ex01.contoso.com` are the same server."""
-    return a.strip().lower().split(".")[0] == b.strip().lower().split(".")[0]
-
-
-def certificates_of_server(
-    org: Organization, server: Maybe[str | None]
-) -> tuple[ExchangeCertificate, ...] | None:
-    """The exported certificates of `server`; None when none of its certificates were exported.
-
-    An export that does not say which server a certificate is from (one-server exports) is
-    taken to cover every server.
-    """
-    if not org.certificates:
-        return None
-    located = [c for c in org.certificates if c.server is not UNKNOWN and c.server is not None]
-    if not located or server is UNKNOWN or server is None:
-        return org.certificates
-    mine = tuple(
-        c
-        for c in org.certificates
-        if c.server is UNKNOWN or c.server is None or same_server(c.server, server)
-    )
-    return mine if any(c in located for c in mine) else None
-
-
-def certificate_matches(cert: ExchangeCertificate, name: CertificateName) -> bool | None:
-    """Does `cert` carry the issuer and subject that TlsCertificateName names? None: cannot tell."""
-    if name.subject is None:
-        return False
-    if cert.subject is UNKNOWN or (name.issuer is not None and cert.issuer is UNKNOWN):
-        return None
-    if normalize_dn(cert.subject) != normalize_dn(name.subject):
-        return False
-    return name.issuer is None or (
-        cert.issuer is not UNKNOWN and normalize_dn(cert.issuer) == normalize_dn(name.issuer)
-    )
-
-
-def certificates_for_fqdn(
-    certs: Iterable[ExchangeCertificate], fqdn: str
-) -> tuple[list[ExchangeCertificate], list[ExchangeCertificate]]:
-    """(certificates naming `fqdn` and enabled for SMTP, those naming it whose services are unknown)."""
-    sure: list[ExchangeCertificate] = []
-    maybe: list[ExchangeCertificate] = []
-    for cert in certs:
-        names: tuple[str, ...] = cert.certificate_domains if cert.certificate_domains is not UNKNOWN else ()
-        if not names and cert.subject is not UNKNOWN:
-            names = tuple(
-                v.split("=", 1)[1].strip()
-                for v in _split_dn(cert.subject)
-                if v.strip().upper().startswith("CN=")
-            )
-        # X.509 wildcards (RFC 6125 §6.4.3) stand for exactly one left-most label.
-        if not any(wildcard_matches(n, fqdn) for n in names):
-            continue
-        if cert.services is UNKNOWN:
-            maybe.append(cert)
-        elif "SMTP" in {s.upper() for s in cert.services}:
-            sure.append(cert)
-    return sure, maybe
-
-
-class CertVerdict(enum.Enum):
-    FOUND = "found"
-    MISSING = "missing"
-    CANNOT_TELL = "cannot-tell"
-
-
-@dataclass(frozen=True, slots=True)
-class CertLookup:
-    verdict: CertVerdict
-    certificates: tuple[ExchangeCertificate, ...]
-    reason: str
-
-
-def find_by_name(certs: Sequence[ExchangeCertificate], name: CertificateName) -> CertLookup:
-    """The certificates TlsCertificateName selects among `certs` (one server's)."""
-    if name.status is not CertificateNameStatus.OK:
-        return CertLookup(CertVerdict.MISSING, (), f"TlsCertificateName {name.raw!r} is {name.status.value}")
-    results = [(c, certificate_matches(c, name)) for c in certs]
-    found = tuple(c for c, ok in results if ok)
-    if found:
-        return CertLookup(CertVerdict.FOUND, found, "")
-    if any(ok is None for _, ok in results):
-        return CertLookup(CertVerdict.CANNOT_TELL, (), "some exported certificates lack Subject/Issuer")
-    return CertLookup(CertVerdict.MISSING, (), f"no exported certificate has issuer+subject {name.raw!r}")
-
-
-def expired(cert: ExchangeCertificate, now: dt.datetime) -> bool | None:
-    if cert.not_after is UNKNOWN:
-        return None
-    return cert.not_after < now
 
 
 def transport_config(org: Organization) -> TransportConfig | None:

@@ -156,7 +156,7 @@ def _exchange_mx(ctx: Context, postures: list[DomainPosture], host: str) -> Resu
     enforce = any((pol := valid_policy(p)) is not None and pol.mode == "enforce" for p in postures)
     severity = Severity.HIGH if enforce else Severity.MEDIUM
     domains = ", ".join(p.domain for p in postures)
-    serving, undecided = serving_connectors(ctx.org, host)
+    serving, undecided = serving_connectors(ctx, host)
     explained = False
     for c in serving:
         found = connector_problems(ctx, c, host)

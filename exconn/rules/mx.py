@@ -9,16 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from exconn.fix import Fix
-from exconn.model import UNKNOWN, AuthMechanism, ExchangeCertificate, Organization, ReceiveConnector
+from exconn.model import UNKNOWN, AuthMechanism, ExchangeCertificate, ReceiveConnector
 from exconn.names import normalize
 from exconn.posture.facts import DomainPosture
 from exconn.rules.base import CannotJudge, Context, Target
-from exconn.rules.helpers import (
-    CertVerdict,
-    certificates_for_fqdn,
+from exconn.rules.certs import (
+    certificate_name_of,
     certificates_of_server,
     expired,
-    find_by_name,
+    names_for_senders,
+    receive_selection,
+    usable_for_name,
+)
+from exconn.rules.helpers import (
     flags_value,
     is_anonymous_smtp,
     set_fix,
@@ -27,27 +30,21 @@ from exconn.scope import is_exo_mx
 
 
 def _connector_certificates(
-    org: Organization, c: ReceiveConnector, host: str
+    ctx: Context, c: ReceiveConnector, host: str
 ) -> tuple[list[ExchangeCertificate], str] | None:
-    """The certificates the connector would present, and what selected them; None: cannot tell."""
-    certs = certificates_of_server(org, c.server)
-    if certs is None or c.tls_certificate_name is UNKNOWN:
+    """The certificates the connector may present (`exconn.rules.certs`: the one selected, or every
+    one a TlsCertificateName pins, as the store order decides), and what selected them; None: cannot
+    tell. The MX name stands in for a server FQDN the export lacks."""
+    found = receive_selection(ctx.org, c, ctx.now, fqdn_default=host)
+    if isinstance(found, str):
         return None
-    if c.tls_certificate_name is not None:
-        found = find_by_name(certs, c.tls_certificate_name)
-        if found.verdict is CertVerdict.CANNOT_TELL:
-            return None
-        return list(found.certificates), f"TlsCertificateName {c.tls_certificate_name.raw}"
-    if c.fqdn is UNKNOWN:
-        return None
-    fqdn = c.fqdn or host
-    sure, maybe = certificates_for_fqdn(certs, fqdn)
-    if maybe and not sure:
-        return None
-    return sure, f"the SMTP certificate matching Fqdn {fqdn}"
+    if found.certificate is None:
+        return [], found.how
+    chosen = list(found.candidates) if c.tls_certificate_name is not None else [found.certificate]
+    return chosen, found.how
 
 
-def _serves(org: Organization, c: ReceiveConnector, host: str) -> bool | None:
+def _serves(ctx: Context, c: ReceiveConnector, host: str) -> bool | None:
     """Does this connector answer for MX `host`: Fqdn equal, or its certificate names the host?"""
     anonymous = is_anonymous_smtp(c)
     if anonymous is None or c.enabled is UNKNOWN or c.fqdn is UNKNOWN:
@@ -58,26 +55,22 @@ def _serves(org: Organization, c: ReceiveConnector, host: str) -> bool | None:
         return True
     if c.tls_certificate_name is UNKNOWN or c.tls_certificate_name is None:
         return False
-    selected = _connector_certificates(org, c, host)
+    selected = _connector_certificates(ctx, c, host)
     if selected is None:
         return None
-    sure, _ = certificates_for_fqdn(selected[0], host)
-    return bool(sure)
+    return any(names_for_senders(x, host) for x in selected[0])
 
 
-def _replacement(org: Organization, c: ReceiveConnector, host: str, ctx: Context) -> Fix | None:
+def _replacement(c: ReceiveConnector, host: str, ctx: Context) -> Fix | None:
     """Set-ReceiveConnector -TlsCertificateName naming a current SMTP certificate for `host` on the
     connector's server, when the export has one and the connector names another."""
     if c.tls_certificate_name is UNKNOWN or c.tls_certificate_name is None:
         return None
-    certs = certificates_of_server(org, c.server) or ()
-    sure, _ = certificates_for_fqdn(certs, host)
-    good = [x for x in sure if expired(x, ctx.now) is False and x.subject is not UNKNOWN]
-    if not good:
+    certs = certificates_of_server(ctx.org, c.server) or ()
+    good = [x for x in usable_for_name(certs, host, ctx.now) if names_for_senders(x, host)]
+    name = certificate_name_of(good[0]) if good else None
+    if name is None:
         return None
-    best = max(good, key=lambda x: x.not_after if x.not_after is not UNKNOWN else ctx.now)
-    assert best.subject is not UNKNOWN
-    name = f"<I>{best.issuer}<S>{best.subject}" if best.issuer is not UNKNOWN else best.subject
     return set_fix(
         "Set-ReceiveConnector", c.identity, [("TlsCertificateName", name, c.tls_certificate_name.raw)]
     )
@@ -97,7 +90,7 @@ class ConnectorProblems:
 def connector_problems(ctx: Context, c: ReceiveConnector, host: str) -> ConnectorProblems | CannotJudge:
     if c.auth_mechanism is UNKNOWN:
         return CannotJudge(Target.of(c), "AuthMechanism not in the export")
-    selected = _connector_certificates(ctx.org, c, host)
+    selected = _connector_certificates(ctx, c, host)
     if selected is None:
         return CannotJudge(
             Target.of(c), "the certificate this connector presents cannot be told from the export"
@@ -119,19 +112,19 @@ def connector_problems(ctx: Context, c: ReceiveConnector, host: str) -> Connecto
         problem = f"{how} selects no exported certificate: Exchange offers no STARTTLS without one"
     elif not current:
         problem = f"{how} selects only expired certificates, which senders that validate refuse"
-    elif not certificates_for_fqdn(current, host)[0]:
+    elif not any(names_for_senders(x, host) for x in current):
         problem = f"{how} selects a certificate that does not name {host}"
-    if problem is not None and (better := _replacement(ctx.org, c, host, ctx)) is not None:
+    if problem is not None and (better := _replacement(c, host, ctx)) is not None:
         fixes.append(better)
     return ConnectorProblems(starttls_off, problem, tuple(fixes))
 
 
-def serving_connectors(org: Organization, host: str) -> tuple[list[ReceiveConnector], list[ReceiveConnector]]:
+def serving_connectors(ctx: Context, host: str) -> tuple[list[ReceiveConnector], list[ReceiveConnector]]:
     """The receive connectors that answer as MX `host`, and those that cannot be told either way."""
     serving: list[ReceiveConnector] = []
     undecided: list[ReceiveConnector] = []
-    for c in org.receive_connectors:
-        serves = _serves(org, c, host)
+    for c in ctx.org.receive_connectors:
+        serves = _serves(ctx, c, host)
         if serves is None:
             undecided.append(c)
         elif serves:
@@ -152,7 +145,7 @@ def connector_failures(ctx: Context, p: DomainPosture) -> list[str] | None:
     for host in p.mx.hosts:
         if is_exo_mx(host):
             continue  # Microsoft's TLS, not our connectors'
-        serving, undecided = serving_connectors(ctx.org, host)
+        serving, undecided = serving_connectors(ctx, host)
         unknown = unknown or bool(undecided)
         for c in serving:
             found = connector_problems(ctx, c, host)

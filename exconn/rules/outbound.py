@@ -60,7 +60,7 @@ from exconn.rules.routing import (
     route_to,
     settings_fix,
 )
-from exconn.scope import is_exo_routing, is_ours
+from exconn.scope import is_exo_routing, is_ours, smart_host_domain
 
 Result = Iterator[Hit | CannotJudge]
 
@@ -145,17 +145,23 @@ def partner_route_opportunistic(ctx: Context, p: DomainPosture) -> Result:
             )
             return
         text += (
-            f"Proposed: connector {made.name!r} with SMTP:{p.domain};{NEW_CONNECTOR_COST}; "
-            "Exchange picks the most specific address space first and the lowest cost only "
-            f"among equals, so it wins over {route.space.raw}. "
+            f"Proposed: connector {made.command.name!r} with SMTP:{p.domain};{NEW_CONNECTOR_COST}, "
+            f"a copy of {c.identity}'s routing (egress, DNS, port, size limit, logging, timeout) with "
+            "the partner's TLS; Exchange picks the most specific address space first and the lowest "
+            f"cost only among equals, so it wins over {route.space.raw}. "
         )
+        if made.unread:
+            text += (
+                f"Not in the export, so not copied (Exchange's defaults apply; check them against "
+                f"{c.identity} before applying): {', '.join(made.unread)}. "
+            )
         yield Hit(
             target,
             "route",
             c.identity,
             text + fidelity_text(demand.emulation),
             severity=severity,
-            fix=(made,),
+            fix=(made.command,),
         )
         return
     if c.domain_secure_enabled:
@@ -388,6 +394,19 @@ def partner_dropped_policy(ctx: Context, c: SendConnector) -> Result:
 def exo_outbound_vs_partner(ctx: Context, c: OutboundConnector) -> Result:
     if c.enabled is False or c.recipient_domains is UNKNOWN:
         return
+    if c.use_mx_record is UNKNOWN:
+        yield CannotJudge(Target.of(c), "UseMXRecord not in the export")
+        return
+    if not c.use_mx_record:
+        # With smart hosts Exchange Online validates MTA-STS against the smart host's domain.
+        if c.smart_hosts is UNKNOWN:
+            yield CannotJudge(Target.of(c), "SmartHosts not in the export")
+            return
+        for domain in dict.fromkeys(d for h in c.smart_hosts if (d := smart_host_domain(h))):
+            p = posture_of(ctx, domain)
+            if p is not None and not is_ours(ctx.org, domain):
+                yield from _exo_checks(c, p, smart_host=True)
+        return
     for raw in c.recipient_domains:
         domain = raw.strip().lower().removeprefix("*.").rstrip(".")
         p = posture_of(ctx, domain)
@@ -396,13 +415,8 @@ def exo_outbound_vs_partner(ctx: Context, c: OutboundConnector) -> Result:
         yield from _exo_checks(c, p)
 
 
-def _exo_checks(c: OutboundConnector, p: DomainPosture) -> Result:
+def _exo_checks(c: OutboundConnector, p: DomainPosture, *, smart_host: bool = False) -> Result:
     target = Target.of(c)
-    if c.use_mx_record is UNKNOWN:
-        yield CannotJudge(target, "UseMXRecord not in the export")
-        return
-    if not c.use_mx_record:
-        return  # smart hosts: the partner's MX policy does not apply to this hop
     policy = enforced_policy(p)
     if policy is None and (why := sts_problem(p)) is not None:
         yield CannotJudge(target, f"{p.domain}: {why}")
@@ -418,9 +432,16 @@ def _exo_checks(c: OutboundConnector, p: DomainPosture) -> Result:
                 "MtaStsMode",
                 c.mta_sts_mode,
                 f"{p.domain} publishes MTA-STS enforce, but this connector sets MtaStsMode None: Exchange "
-                "Online delivers without checking the policy.",
+                "Online delivers without checking the policy."
+                + (
+                    f" (With smart hosts Exchange Online checks the smart host's domain, {p.domain}.)"
+                    if smart_host
+                    else ""
+                ),
                 fix=(fix,) if fix else (),
             )
+    if smart_host:
+        return  # the partner's DANE and MX names are not this hop's
     if dane_secure(p):
         if c.smtp_dane_mode is UNKNOWN:
             yield CannotJudge(target, f"{p.domain} publishes DANE; SmtpDaneMode not in the export")
@@ -454,5 +475,54 @@ def _exo_checks(c: OutboundConnector, p: DomainPosture) -> Result:
             c.tls_domain,
             f"TlsDomain {c.tls_domain} does not cover {p.domain}'s mx pattern(s) {', '.join(uncovered)}: "
             "mail queues when the partner's certificates carry those names. " + fidelity_text(emu),
+            fix=(fix,) if fix else (),
+        )
+
+
+@rule(
+    id="EXC-W012",
+    title="Exchange Online outbound connector requires DANE of a partner without DNSSEC/DANE",
+    severity=Severity.HIGH,
+    rationale="""SmtpDaneMode Mandatory makes Exchange Online deliver only over DANE-authenticated TLS;
+        towards a domain whose MX has no TLSA records in a DNSSEC-signed zone it cannot, so the mail
+        queues for 24 hours and is then dropped with a non-delivery report: mail is lost.""",
+    references=[SET_OUTBOUND, EXO_DANE, RFC7672_2_2],
+    remediation="Set-OutboundConnector -SmtpDaneMode Opportunistic (the default) for that partner.",
+    needs_posture=True,
+    each=EACH_OUTBOUND_CONNECTOR,
+)
+def exo_dane_mandatory(ctx: Context, c: OutboundConnector) -> Result:
+    if c.enabled is False or c.recipient_domains is UNKNOWN or c.use_mx_record is False:
+        return
+    if c.smtp_dane_mode is UNKNOWN or c.use_mx_record is UNKNOWN:
+        if c.smtp_dane_mode is not UNKNOWN and (c.smtp_dane_mode or "").lower() == "mandatory":
+            yield CannotJudge(Target.of(c), "UseMXRecord not in the export")
+        return  # an export without SmtpDaneMode predates it: the default is Opportunistic
+    if (c.smtp_dane_mode or "").lower() != "mandatory":
+        return
+    for raw in c.recipient_domains:
+        domain = raw.strip().lower().removeprefix("*.").rstrip(".")
+        if domain == "*" or is_ours(ctx.org, domain):
+            continue
+        p = posture_of(ctx, domain)
+        if p is None:
+            yield CannotJudge(Target.of(c), f"SmtpDaneMode Mandatory; no posture observed for {domain}")
+            continue
+        status = p.dane.status
+        if status == "error":
+            yield CannotJudge(Target.of(c), f"SmtpDaneMode Mandatory; DANE of {domain} could not be observed")
+            continue
+        if status not in ("insecure", "absent"):
+            continue  # DANE usable, or broken for every DANE sender alike: not this setting's doing
+        why = "its zone is not DNSSEC-signed" if status == "insecure" else "it publishes no TLSA records"
+        fix = set_fix(
+            "Set-OutboundConnector", c.identity, [("SmtpDaneMode", "Opportunistic", c.smtp_dane_mode)]
+        )
+        yield Hit(
+            Target.of(c),
+            "SmtpDaneMode",
+            c.smtp_dane_mode,
+            f"SmtpDaneMode Mandatory towards {domain}, but {why} (DANE {status}): Exchange Online "
+            "cannot authenticate its MX with DANE, queues the mail for 24 hours and then drops it.",
             fix=(fix,) if fix else (),
         )

@@ -4,29 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from exconn.fix import SetCommand
 from exconn.model import (
     UNKNOWN,
     AuthMechanism,
+    ExchangeCertificate,
     Maybe,
     ReceiveConnector,
 )
 from exconn.names import normalize
 from exconn.pwsh import PsValue
 from exconn.rules.base import EACH_RECEIVE_CONNECTOR, CannotJudge, Context, Hit, Severity, Target, rule
-from exconn.rules.helpers import (
-    CertLookup,
-    CertVerdict,
-    Scope,
-    certificates_for_fqdn,
+from exconn.rules.certs import (
+    Selection,
+    certificate_name_of,
     certificates_of_server,
     expired,
-    find_by_name,
+    newer_same_subject,
+    receive_selection,
+    usable_for_name,
+)
+from exconn.rules.helpers import (
+    Scope,
     fixes,
     flags_value,
     is_anonymous_smtp,
     missing,
     receive_reach,
-    same_server,
     set_fix,
     transport_config,
 )
@@ -218,62 +222,42 @@ def domain_secure_receive_list(ctx: Context) -> Result:
         )
 
 
-def _server_fqdn(ctx: Context, c: ReceiveConnector) -> str | None:
-    if c.server is UNKNOWN:
-        return None
-    for s in ctx.org.servers:
-        if same_server(s.name, c.server) and s.fqdn is not UNKNOWN:
-            return s.fqdn
-    return None
-
-
-def _lookup(ctx: Context, c: ReceiveConnector) -> CertLookup | CannotJudge | None:
-    """The certificate STARTTLS would use; None when the connector offers no TLS at all."""
-    if c.auth_mechanism is UNKNOWN or c.tls_certificate_name is UNKNOWN:
-        return missing(c, "AuthMechanism/TlsCertificateName")
+def _selection(ctx: Context, c: ReceiveConnector) -> Selection | CannotJudge | None:
+    """The certificate STARTTLS would use (`exconn.rules.certs`); None when no TLS is offered."""
+    if c.auth_mechanism is UNKNOWN:
+        return missing(c, "AuthMechanism")
     if not c.auth_mechanism & AuthMechanism.TLS:
         return None
-    if not ctx.org.certificates:
-        return CannotJudge(Target.of(c), "no certificates were exported (Get-ExchangeCertificate)")
-    certs = certificates_of_server(ctx.org, c.server)
-    if certs is None:
-        return CannotJudge(Target.of(c), f"no certificates exported from server {c.server}")
-    if c.tls_certificate_name is not None:
-        return find_by_name(certs, c.tls_certificate_name)
-    if c.fqdn is UNKNOWN:
-        return missing(c, "Fqdn")
-    fqdn = c.fqdn or _server_fqdn(ctx, c)
-    if fqdn is None:
-        return CannotJudge(Target.of(c), "Fqdn is $null and the server's FQDN was not exported")
-    sure, maybe = certificates_for_fqdn(certs, fqdn)
-    if sure:
-        return CertLookup(CertVerdict.FOUND, tuple(sure), "")
-    if maybe:
-        return CannotJudge(
-            Target.of(c), f"certificates for {fqdn} found but their Services were not exported"
-        )
-    return CertLookup(CertVerdict.MISSING, (), f"no exported certificate for {fqdn} is enabled for SMTP")
+    found = receive_selection(ctx.org, c, ctx.now)
+    return CannotJudge(Target.of(c), found) if isinstance(found, str) else found
+
+
+def _pin_fix(c: ReceiveConnector, cert: ExchangeCertificate) -> SetCommand | None:
+    name = certificate_name_of(cert)
+    if name is None or c.tls_certificate_name is UNKNOWN:
+        return None
+    observed = c.tls_certificate_name.raw if c.tls_certificate_name is not None else None
+    return set_fix("Set-ReceiveConnector", c.identity, [("TlsCertificateName", name, observed)])
 
 
 @rule(
     id="EXC-R005",
     title="Receive connector certificate not found",
     severity=Severity.HIGH,
-    rationale="""STARTTLS is advertised only when the connector finds its certificate (the one
-        TlsCertificateName names, else one matching its FQDN with the SMTP service). Without it
-        the connector silently stops offering TLS and mail arrives in plaintext.""",
+    rationale="""STARTTLS is advertised only when the connector finds a certificate: the one
+        TlsCertificateName names (issuer and subject), else one carrying the connector's FQDN (exact
+        name first, then wildcards; the SMTP service is not required at selection). Without one
+        (event 12014) the connector silently stops offering TLS and mail arrives in plaintext.""",
     references=[SET_RECEIVE, GET_CERT],
     remediation="none: install or enable (Enable-ExchangeCertificate -Services SMTP) a certificate "
     "for the connector's FQDN on that server, or correct TlsCertificateName.",
     each=EACH_RECEIVE_CONNECTOR,
 )
 def receive_certificate_missing(ctx: Context, c: ReceiveConnector) -> Result:
-    found = _lookup(ctx, c)
+    found = _selection(ctx, c)
     if isinstance(found, CannotJudge):
         yield found
-    elif found is not None and found.verdict is CertVerdict.CANNOT_TELL:
-        yield CannotJudge(Target.of(c), found.reason)
-    elif found is not None and found.verdict is CertVerdict.MISSING:
+    elif found is not None and not found.found:
         reach = receive_reach(c)
         yield Hit(
             Target.of(c),
@@ -288,38 +272,125 @@ def receive_certificate_missing(ctx: Context, c: ReceiveConnector) -> Result:
     id="EXC-R006",
     title="Receive connector certificate expired",
     severity=Severity.HIGH,
-    rationale="""Exchange keeps presenting the expired certificate (event 12016,
-        STARTTLSCertificateExpired): opportunistic senders still encrypt, but every sender that
-        validates (MTA-STS enforce, DANE, Exchange Online and other TLS-enforcing connectors) refuses
-        to deliver, and the connector is one renewal away from losing STARTTLS altogether.""",
+    rationale="""Exchange keeps presenting the expired certificate and still offers STARTTLS (event
+        12016, STARTTLSCertificateExpired; 12018 warns ahead): opportunistic senders still encrypt,
+        but every sender that validates (MTA-STS enforce, DANE, Exchange Online and other
+        TLS-enforcing connectors) refuses to deliver. Without TlsCertificateName Exchange prefers a
+        valid CA-issued certificate, so an expired one is chosen only when no valid one matches.""",
     references=[SET_RECEIVE, GET_CERT],
-    remediation="none: renew the certificate, enable it for SMTP and update TlsCertificateName.",
+    remediation="""Set-ReceiveConnector -TlsCertificateName to the valid SMTP certificate for the same
+        name when the export holds one; otherwise none: renew the certificate, enable it for SMTP and
+        update TlsCertificateName.""",
     each=EACH_RECEIVE_CONNECTOR,
 )
 def receive_certificate_expired(ctx: Context, c: ReceiveConnector) -> Result:
-    found = _lookup(ctx, c)
+    found = _selection(ctx, c)
     if isinstance(found, CannotJudge):
         yield found
         return
-    if found is None or found.verdict is not CertVerdict.FOUND:
-        return  # missing or unknown is EXC-R005's to report
-    states = [expired(cert, ctx.now) for cert in found.certificates]
+    if found is None or found.certificate is None:
+        return  # missing is EXC-R005's to report
+    judged = found.candidates if c.tls_certificate_name is not None else (found.certificate,)
+    states = [expired(cert, ctx.now) for cert in judged]
     if any(s is None for s in states):
         yield missing(c, "certificate NotAfter")
         return
     if not all(states):
         return
     reach = receive_reach(c)
-    cert = found.certificates[0]
+    cert = found.certificate
+    certs = certificates_of_server(ctx.org, c.server) or ()
+    better = newer_same_subject(certs, found, ctx.now)
+    if better is None:
+        names = [n for n in (c.fqdn if c.fqdn is not UNKNOWN else None, *_cert_names(cert)) if n]
+        better = next((u[0] for n in names if (u := usable_for_name(certs, n, ctx.now))), None)
+    text = (
+        f"The certificate {found.how} selects (thumbprint {cert.thumbprint}) expired on "
+        f"{cert.not_after.date() if cert.not_after is not UNKNOWN else '?'}. Exchange still presents "
+        "it and offers STARTTLS (event 12016), so opportunistic senders encrypt, but senders that "
+        f"validate certificates (MTA-STS, DANE, TLS-enforcing connectors) refuse it ({reach.describe()})."
+    )
+    fix = _pin_fix(c, better) if better is not None else None
+    if better is not None:
+        text += (
+            f" The valid certificate {better.thumbprint} for the same name is installed: proposed to pin it."
+        )
     yield Hit(
         Target.of(c),
         "TlsCertificateName",
         cert.thumbprint,
-        f"The certificate (thumbprint {cert.thumbprint}) expired on "
-        f"{cert.not_after.date() if cert.not_after is not UNKNOWN else '?'}: senders that validate "
-        f"certificates (MTA-STS, DANE, TLS-enforcing connectors) refuse it ({reach.describe()}).",
+        text,
         severity=reach.severity(Severity.HIGH),
+        fix=fixes(fix),
+        fix_note=None
+        if fix is not None
+        else "no automatic fix: no valid certificate for the same "
+        "name was exported; renew the certificate, enable it for SMTP and update TlsCertificateName",
     )
+
+
+def _cert_names(cert: ExchangeCertificate) -> tuple[str, ...]:
+    return cert.certificate_domains if cert.certificate_domains is not UNKNOWN else ()
+
+
+@rule(
+    id="EXC-R008",
+    title="TlsCertificateName pins a certificate that has been renewed",
+    severity=Severity.MEDIUM,
+    rationale="""TlsCertificateName pins issuer and subject: a renewed certificate from another
+        issuer is never picked up, and when old and new carry the same issuer and subject Exchange
+        takes the first in the store. The connector keeps presenting the old certificate until it
+        expires, and then validating senders refuse it: the classic outage after a renewal.""",
+    references=[SET_RECEIVE, GET_CERT],
+    remediation="""Set-ReceiveConnector -TlsCertificateName to the renewed certificate's
+        <I>issuer<S>subject; when it carries the same issuer and subject, remove the old certificate
+        (Remove-ExchangeCertificate) instead.""",
+    each=EACH_RECEIVE_CONNECTOR,
+)
+def receive_certificate_renewed(ctx: Context, c: ReceiveConnector) -> Result:
+    if c.tls_certificate_name is UNKNOWN or c.tls_certificate_name is None:
+        return
+    found = _selection(ctx, c)
+    if isinstance(found, CannotJudge):
+        yield found
+        return
+    if found is None or not found.found:
+        return
+    if all(expired(x, ctx.now) is True for x in found.candidates):
+        return  # EXC-R006 reports it, with the renewal as its fix
+    reach = receive_reach(c)
+    certs = certificates_of_server(ctx.org, c.server) or ()
+    renewal = newer_same_subject(certs, found, ctx.now)
+    pin = c.tls_certificate_name.raw
+    if renewal is not None:
+        yield Hit(
+            Target.of(c),
+            "TlsCertificateName",
+            pin,
+            f"A renewed certificate with the same subject (thumbprint {renewal.thumbprint}, issuer "
+            f"{renewal.issuer}) is installed, but TlsCertificateName {pin} pins the old issuer: the "
+            "connector keeps presenting the old certificate and validating senders refuse it once it "
+            f"expires ({reach.describe()}).",
+            severity=reach.severity(Severity.MEDIUM),
+            fix=fixes(_pin_fix(c, renewal)),
+        )
+        return
+    older = [x for x in found.candidates if x is not found.certificate]
+    newest = found.certificate
+    if older and newest is not None and newest.not_after is not UNKNOWN:
+        if all(x.not_after is not UNKNOWN and x.not_after < newest.not_after for x in older):
+            yield Hit(
+                Target.of(c),
+                "TlsCertificateName",
+                pin,
+                f"The renewed certificate (thumbprint {newest.thumbprint}) and the older "
+                f"{', '.join(x.thumbprint for x in older)} carry the same issuer and subject: Exchange "
+                "presents the first in the store, which may be the old one until it expires "
+                f"({reach.describe()}).",
+                severity=reach.severity(Severity.LOW),
+                fix_note="no automatic fix: remove the old certificate (Remove-ExchangeCertificate "
+                f"-Thumbprint {older[0].thumbprint} -Server {c.server}) once the renewed one works",
+            )
 
 
 @rule(

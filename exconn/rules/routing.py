@@ -117,27 +117,65 @@ def connector_name(partner: str) -> str:
     return "TLS to ..." + partner[-(CONNECTOR_NAME_MAX - len("TLS to ...")) :]
 
 
-def emulating_connector(partner: str, demand: Demand, internet: SendConnector) -> NewCommand | str:
-    """`New-SendConnector` for `partner` modelled on the internet connector; a str says why not."""
+@dataclass(frozen=True, slots=True)
+class Takeover:
+    """The proposed connector, and the properties of the route it replaces that the export lacked
+    (New-SendConnector then uses Exchange's defaults for them)."""
+
+    command: NewCommand
+    unread: tuple[str, ...]
+
+
+def _copied(internet: SendConnector) -> tuple[list[tuple[str, PsValue]], list[str]]:
+    """What the connector taking over must carry of the one it replaces (EXCHANGE.md): the same
+    egress (FrontendProxyEnabled, SourceIPAddress: SPF), DNS, port, size limit, logging, timeout."""
+    wanted: list[tuple[str, Maybe[PsValue]]] = [
+        ("DNSRoutingEnabled", internet.dns_routing_enabled),
+        ("SourceTransportServers", internet.source_transport_servers),
+        ("Fqdn", internet.fqdn),
+        ("FrontendProxyEnabled", internet.frontend_proxy_enabled),
+        ("SourceIPAddress", internet.source_ip_address),
+        ("UseExternalDNSServersEnabled", internet.use_external_dns_servers_enabled),
+        ("Port", internet.port),
+        ("MaxMessageSize", internet.max_message_size),
+        ("ProtocolLoggingLevel", internet.protocol_logging_level),
+        ("ConnectionInactivityTimeOut", internet.connection_inactivity_timeout),
+    ]
+    params: list[tuple[str, PsValue]] = []
+    unread: list[str] = []
+    for name, value in wanted:
+        if value is UNKNOWN:
+            unread.append(name)
+        elif value is not None and value != "":
+            params.append((name, list(value) if isinstance(value, tuple) else value))
+    return params, unread
+
+
+def emulating_connector(partner: str, demand: Demand, internet: SendConnector) -> Takeover | str:
+    """`New-SendConnector` for `partner`, a true copy of the route it replaces with the emulation's
+    TLS settings; a str says why not."""
     if internet.source_transport_servers is UNKNOWN or not internet.source_transport_servers:
         return f"the SourceTransportServers of {internet.identity} are not in the export"
+    if internet.dns_routing_enabled is not True:
+        # The partner's MX names mean nothing to a smart host hop: no emulation through a relay.
+        return (
+            f"{internet.identity} routes through smart hosts, whose names the partner's policy does not cover"
+        )
     emu = demand.emulation
+    copied, unread = _copied(internet)
     params: list[tuple[str, PsValue]] = [
         ("AddressSpaces", [f"SMTP:{partner};{NEW_CONNECTOR_COST}"]),
         # Internet, like the connector it takes over from for this domain: same header handling.
         ("Usage", "Internet"),
-        ("DNSRoutingEnabled", True),
-        ("SourceTransportServers", list(internet.source_transport_servers)),
+        *copied,
     ]
-    if internet.fqdn is not UNKNOWN and internet.fqdn:
-        params.append(("Fqdn", internet.fqdn))
     if internet.tls_certificate_name is not UNKNOWN and internet.tls_certificate_name is not None:
         params.append(("TlsCertificateName", internet.tls_certificate_name.raw))
     params += [("RequireTLS", True), ("TlsAuthLevel", emu.tls_auth_level)]
     if emu.tls_domain is not None:
         params.append(("TlsDomain", emu.tls_domain))
     params.append(("Comment", f"exconn: emulates the {demand.kind} policy of {partner}"))
-    return NewCommand("New-SendConnector", connector_name(partner), tuple(params))
+    return Takeover(NewCommand("New-SendConnector", connector_name(partner), tuple(params)), tuple(unread))
 
 
 def settings_fix(c: SendConnector, emu: Emulation) -> Fix | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from exconn.fix import Fix, certificate_lookup_fix
 from exconn.model import (
     UNKNOWN,
     SendConnector,
@@ -12,12 +13,16 @@ from exconn.model import (
 )
 from exconn.names import normalize
 from exconn.rules.base import EACH_SEND_CONNECTOR, CannotJudge, Context, Hit, Severity, Target, rule
-from exconn.rules.helpers import (
-    EXO_TLS_DOMAIN,
+from exconn.rules.certs import (
     CertVerdict,
+    certificate_name_of,
     certificates_of_server,
     expired,
     find_by_name,
+    usable_for_name,
+)
+from exconn.rules.helpers import (
+    EXO_TLS_DOMAIN,
     fixes,
     is_exo_host,
     missing,
@@ -441,8 +446,11 @@ def exo_connector_cloud_services(ctx: Context, c: SendConnector) -> Result:
         attribution is left to chance; with an IP-restricted OnPremises inbound connector (when
         exported) this is fine.""",
     references=[SET_SEND, "https://learn.microsoft.com/powershell/module/exchange/set-inboundconnector"],
-    remediation="none: set TlsCertificateName to <I>issuer<S>subject of the certificate that "
-    "Exchange Online's inbound connector expects.",
+    remediation="""Set-SendConnector -TlsCertificateName '<I>issuer<S>subject' of the valid SMTP
+        certificate for the name Exchange Online's inbound connector expects (its
+        TlsSenderCertificateName, else the connector's Fqdn); when certificates were not exported,
+        the script looks it up on each source server when it runs and stops unless exactly one
+        matches.""",
     each=EACH_SEND_CONNECTOR,
 )
 def exo_connector_certificate(ctx: Context, c: SendConnector) -> Result:
@@ -453,13 +461,81 @@ def exo_connector_certificate(ctx: Context, c: SendConnector) -> Result:
     if not bound or c.tls_certificate_name is not None or _exo_trusts_our_ips(ctx):
         return
     reach = send_reach(c)
+    name, fix, note = _exo_certificate_fix(ctx, c)
     yield Hit(
         Target.of(c),
         "TlsCertificateName",
         None,
-        "Connector to Exchange Online presents no named certificate (TlsCertificateName is $null).",
+        "Connector to Exchange Online presents no named certificate (TlsCertificateName is $null)."
+        + (f" Proposed: the certificate for {name}." if fix is not None and name else ""),
         severity=reach.severity(Severity.LOW, scoped_steps=0),
+        fix=fixes(fix),
+        fix_note=note,
     )
+
+
+def _expected_name(ctx: Context, c: SendConnector) -> str | None:
+    """The name Exchange Online expects on our certificate: the TlsSenderCertificateName of its
+    OnPremises inbound connector (when exactly one is exported), else the connector's Fqdn."""
+    named = {
+        normalize(i.tls_sender_certificate_name)
+        for i in ctx.org.inbound_connectors
+        if i.connector_type is not UNKNOWN
+        and i.connector_type.lower() == "onpremises"
+        and i.tls_sender_certificate_name not in (UNKNOWN, None, "")
+        and isinstance(i.tls_sender_certificate_name, str)
+    }
+    if len(named) == 1:
+        return named.pop()
+    if c.fqdn is not UNKNOWN and c.fqdn:
+        return normalize(c.fqdn)
+    return None
+
+
+def _exo_certificate_fix(ctx: Context, c: SendConnector) -> tuple[str | None, Fix | None, str | None]:
+    """(the name, the fix, why there is none): the exact command when the export holds exactly one
+    valid SMTP certificate for the name on every source server; the apply-time lookup when
+    certificates were not exported."""
+    name = _expected_name(ctx, c)
+    if name is None:
+        return (
+            None,
+            None,
+            (
+                "no automatic fix: neither Exchange Online's inbound connector (TlsSenderCertificateName) "
+                "nor the connector's Fqdn names the certificate to present"
+            ),
+        )
+    if c.source_transport_servers is UNKNOWN or not c.source_transport_servers:
+        return name, None, "no automatic fix: the connector's SourceTransportServers are not in the export"
+    servers = tuple(c.source_transport_servers)
+    per_server = [certificates_of_server(ctx.org, s) for s in servers]
+    if any(certs is None for certs in per_server):
+        return name, certificate_lookup_fix("Set-SendConnector", c.identity, servers, name, None), None
+    found: dict[str, str] = {}  # <I>issuer<S>subject -> the newest thumbprint
+    for server, certs in zip(servers, per_server, strict=True):
+        usable = usable_for_name(certs or (), name, ctx.now)
+        if not usable:
+            return (
+                name,
+                None,
+                f"no automatic fix: no valid SMTP certificate for {name} on {server} was exported",
+            )
+        for cert in usable:
+            if (pin := certificate_name_of(cert)) is not None:
+                found.setdefault(pin, cert.thumbprint)
+    if len(found) != 1:
+        return (
+            name,
+            None,
+            (
+                f"no automatic fix: {len(found)} certificates for {name} qualify ("
+                + ", ".join(found.values())
+                + "); choose the one Exchange Online expects and set TlsCertificateName to it"
+            ),
+        )
+    pin = next(iter(found))
+    return name, set_fix("Set-SendConnector", c.identity, [("TlsCertificateName", pin, None)]), None
 
 
 def _exo_trusts_our_ips(ctx: Context) -> bool:

@@ -39,6 +39,7 @@ from exconn.sources.values import (
     Fields,
     accepted_domain_type,
     boolean,
+    byte_size,
     certificate_name,
     domain_capabilities,
     each,
@@ -55,6 +56,7 @@ from exconn.sources.values import (
     smart_host_auth,
     text_of,
     texts,
+    time_span,
     tls_auth_level,
     transport_role,
 )
@@ -87,6 +89,12 @@ def _send_connector(f: Fields) -> SendConnector:
         is_scoped_connector=f.get("IsScopedConnector", boolean),
         source_transport_servers=f.get("SourceTransportServers", texts),
         comment=f.get("Comment", optional_text),
+        frontend_proxy_enabled=f.get("FrontendProxyEnabled", boolean),
+        source_ip_address=f.get("SourceIPAddress", optional_text),
+        use_external_dns_servers_enabled=f.get("UseExternalDNSServersEnabled", boolean),
+        max_message_size=f.get("MaxMessageSize", byte_size),
+        protocol_logging_level=f.get("ProtocolLoggingLevel", enum_name),
+        connection_inactivity_timeout=f.get("ConnectionInactivityTimeOut", time_span),
     )
 
 

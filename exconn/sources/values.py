@@ -392,3 +392,35 @@ def object_identity(fields: Fields, *, server_qualified: bool = False) -> str | 
 
 def object_name(fields: Fields, identity: str) -> str:
     return fields.text("Name") or identity.rsplit("\\", 1)[-1]
+
+
+_BYTES = re.compile(r"\(([\d,.\s\u00a0\u202f']+)\s*bytes\)", re.IGNORECASE)
+
+
+def byte_size(value: PSValue) -> int | str:
+    """An `Unlimited<ByteQuantifiedSize>` (`35 MB (36,700,160 bytes)`, `Unlimited`, a number) as
+    New-SendConnector -MaxMessageSize takes it: bytes, or `Unlimited`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = text_of(value).strip()
+    if text.lower() == "unlimited":
+        return "Unlimited"
+    if text.isdigit():
+        return int(text)
+    match = _BYTES.search(text)
+    if match is None:
+        raise ValueError("not a size in bytes")
+    return int(re.sub(r"\D", "", match.group(1)))
+
+
+def time_span(value: PSValue) -> str:
+    """A TimeSpan as PowerShell prints it (`00:10:00`, `1.00:00:00`)."""
+    if isinstance(value, dt.timedelta):
+        seconds = int(value.total_seconds())
+        days, rest = divmod(seconds, 86400)
+        text = f"{rest // 3600:02}:{rest % 3600 // 60:02}:{rest % 60:02}"
+        return f"{days}.{text}" if days else text
+    text = text_of(value).strip()
+    if not re.fullmatch(r"(\d+\.)?\d{1,2}:\d{2}:\d{2}(\.\d+)?", text):
+        raise ValueError("not a TimeSpan")
+    return text

@@ -363,10 +363,10 @@ def _unfixed(report: Report) -> list[str]:
     left = [f for f in report.findings if not f.commands]
     if not left:
         return []
-    lines = ["", pwsh.comment("Findings without an automatic fix (see each rule's remediation):")]
+    lines = ["", pwsh.comment("Findings without an automatic fix, and why:")]
     for f in left:
         lines.append(_finding_comment(f))
-        lines.append(pwsh.comment("    remediation: " + f.rule.remediation))
+        lines.append(pwsh.comment("    " + (f.fix_note or "remediation: " + f.rule.remediation)))
     return lines
 
 

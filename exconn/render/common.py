@@ -168,7 +168,7 @@ class Change:
 def changes(report: Report) -> tuple[list[Change], list[Change]]:
     """remediation.ps1's changes (merged per object, exactly as the script has them) and the DNS
     publications per domain (what --fix-out writes under dns/)."""
-    from exconn.remediate.script import plan_changes
+    from exconn.remediate.plan import plan_changes
 
     script = [Change(command_text(p.command), p.findings) for p in plan_changes(report)]
     by_domain: dict[str, list[Finding]] = {}

@@ -160,11 +160,8 @@ def strip_type_names(raw: tuple[str, ...]) -> tuple[tuple[str, ...], Form]:
 # --- objects -----------------------------------------------------------------------------------
 
 
-class _Everything:
-    """A RefId filter that keeps every object (a PSRP message is small and its own Ref scope)."""
-
-    def __contains__(self, item: object) -> bool:
-        return True
+# Property names and tags remembered, at most: a real export has a few hundred distinct ones.
+_NAME_CACHE = 4096
 
 
 class Decoder:
@@ -172,14 +169,24 @@ class Decoder:
 
     A file is one scope (RefIds are file-wide); a PSRP message is one scope. `keep` names the
     RefIds some `<Ref>` points at, so only those objects are remembered (default: all).
+
+    This runs once per element of a file, so it dispatches on the full tag (`{ns}S`) with tags
+    computed once here, instead of taking every tag apart; the names of properties repeat from
+    object to object, so each is unescaped once.
     """
 
     def __init__(self, namespace: str = "", keep: Container[str] | None = None) -> None:
-        self.prefix = f"{{{namespace}}}" if namespace else ""
-        self.targets: Container[str] = keep if keep is not None else _Everything()
+        self.prefix = prefix = f"{{{namespace}}}" if namespace else ""
+        self.targets = keep
         self.refs: dict[str, PSObject] = {}
         self.type_names: dict[str, tuple[tuple[str, ...], Form]] = {}
         self._locals: dict[str, str] = {}
+        self._names: dict[str, str] = {}
+        self._parsers = {prefix + local: (local, parse) for local, parse in PRIMITIVES.items()}
+        self._containers = frozenset(prefix + local for local in CONTAINERS)
+        self._obj, self._ref, self._nil, self._pr = (prefix + t for t in ("Obj", "Ref", "Nil", "PR"))
+        self._props, self._ms, self._tn, self._tnref = (prefix + t for t in ("Props", "MS", "TN", "TNRef"))
+        self._to_string, self._dct, self._ba = (prefix + t for t in ("ToString", "DCT", "BA"))
 
     def fail(self, reason: str) -> Exception:
         """The error to raise; a source overrides it to name its file or endpoint."""
@@ -189,59 +196,62 @@ class Decoder:
         name = self._locals.get(tag)
         if name is None:
             name = tag[len(self.prefix) :] if tag.startswith(self.prefix) else tag
-            self._locals[tag] = name
+            if len(self._locals) < _NAME_CACHE:
+                self._locals[tag] = name
         return name
 
     def value(self, elem: etree._Element) -> PSValue:
-        local = self.local(elem.tag)
-        parse = PRIMITIVES.get(local)
-        if parse is not None:
+        tag = elem.tag
+        primitive = self._parsers.get(tag)
+        if primitive is not None:
             text = elem.text or ""
             try:
-                return parse(text)
+                return primitive[1](text)
             except PRIMITIVE_ERRORS:
+                local = primitive[0]
                 shown = text if len(text) <= 40 else text[:40] + "..."
                 raise self.fail(f"<{local}> holds {shown!r}, which is not a valid {local}") from None
-        if local == "Obj":
+        if tag == self._obj:
             return self.obj(elem)
-        if local == "Ref":
+        if tag == self._ref:
             ref_id = elem.get("RefId") or ""
             try:
                 return self.refs[ref_id]
             except KeyError:
                 raise self.fail(f'<Ref RefId="{ref_id}"> points at no earlier object') from None
-        if local == "Nil":
+        if tag == self._nil:
             return None
-        if local == "PR":
+        if tag == self._pr:
             return self.progress(elem)
-        # An element newer than MS-PSRP §2.2.5: its text is the best reading we have.
+        # An element newer than MS-PSRP §2.2.5 (or of another namespace): its text is the best
+        # reading we have.
         return unescape(elem.text or "")
 
     def obj(self, elem: etree._Element) -> PSObject:
         obj = PSObject()
         ref_id = elem.get("RefId")
         # Registered before its content is read: a member may point back at the object itself.
-        if ref_id is not None and ref_id in self.targets:
+        if ref_id is not None and (self.targets is None or ref_id in self.targets):
             self.refs[ref_id] = obj
         for child in elem:
-            local = self.local(child.tag)
-            if local == "TN":
+            tag = child.tag
+            if tag == self._props:
+                self.members(child, obj.props)
+            elif tag == self._tn:
                 obj.type_names, obj.form = self.tn(child)
-            elif local == "TNRef":
+            elif tag == self._tnref:
                 tn_id = child.get("RefId") or ""
                 try:
                     obj.type_names, obj.form = self.type_names[tn_id]
                 except KeyError:
                     raise self.fail(f'<TNRef RefId="{tn_id}"> points at no earlier <TN>') from None
-            elif local == "ToString":
+            elif tag == self._to_string:
                 obj.to_string = unescape(child.text or "")
-            elif local == "Props":
-                self.members(child, obj.props)
-            elif local == "MS":
+            elif tag == self._ms:
                 self.members(child, obj.extended)
-            elif local in CONTAINERS:
+            elif tag in self._containers:
                 obj.items = [self.value(item) for item in child]
-            elif local == "DCT":
+            elif tag == self._dct:
                 obj.dct = [self.entry(entry) for entry in child]
             else:
                 obj.value = self.value(child)
@@ -254,9 +264,15 @@ class Decoder:
         return stripped
 
     def members(self, elem: etree._Element, into: dict[str, PSValue]) -> None:
+        names = self._names
         for child in elem:
-            name = unescape(child.get("N") or "")
-            if name == SERIALIZATION_DATA and self.local(child.tag) == "BA":
+            raw = child.get("N") or ""
+            name = names.get(raw)
+            if name is None:
+                name = unescape(raw)
+                if len(names) < _NAME_CACHE:
+                    names[raw] = name
+            if name == SERIALIZATION_DATA and child.tag == self._ba:
                 continue
             into[name] = self.value(child)
 

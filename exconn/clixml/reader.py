@@ -12,7 +12,6 @@ Every refusal is an `InputError`: one line naming the file and saying what to do
 
 from __future__ import annotations
 
-import binascii
 import codecs
 import os
 import re
@@ -22,11 +21,9 @@ from typing import AnyStr, BinaryIO, cast
 
 from lxml import etree
 
-from exconn.clixml.objects import Form, PSObject, PSValue
-from exconn.clixml.primitives import CONTAINERS as _CONTAINERS
-from exconn.clixml.primitives import PRIMITIVES as _PRIMITIVES
-from exconn.clixml.primitives import PROGRESS_FIELDS as _PROGRESS_FIELDS
+from exconn.clixml.objects import PSObject, PSValue
 from exconn.clixml.primitives import SERIALIZATION_DATA as SERIALIZATION_DATA
+from exconn.clixml.primitives import Decoder
 from exconn.clixml.primitives import strip_type_names as strip_type_names
 from exconn.clixml.primitives import unescape as unescape
 from exconn.errors import InputError
@@ -185,144 +182,18 @@ def _unfinished_ref(
 
 # --- building objects --------------------------------------------------------------------------
 
-# Property names and tags remembered, at most: a real export has a few hundred distinct ones.
-_NAME_CACHE = 4096
 
-
-class _Builder:
-    """Turns complete lxml elements into PSValues, keeping the file-wide RefId and TN tables.
-
-    This runs once per element of the file, so it dispatches on the full tag (`{ns}S`) with
-    tags computed once here, instead of taking every tag apart; the names of properties repeat
-    from object to object, so each is unescaped once.
-    """
+class _Builder(Decoder):
+    """The shared decoder over one file: RefIds and TN RefIds are file-wide, and every refusal
+    names the file and the top-level object it is in."""
 
     def __init__(self, path: Path, namespace: str, targets: set[str] | None) -> None:
+        super().__init__(namespace, keep=targets)
         self.path = path
-        self.prefix = prefix = f"{{{namespace}}}" if namespace else ""
-        self.targets = targets
-        self.refs: dict[str, PSObject] = {}
-        self.type_names: dict[str, tuple[tuple[str, ...], Form]] = {}
         self.index = 0
-        self._locals: dict[str, str] = {}
-        self._names: dict[str, str] = {}
-        self._parsers = {prefix + local: (local, parse) for local, parse in _PRIMITIVES.items()}
-        self._containers = frozenset(prefix + local for local in _CONTAINERS)
-        self._obj, self._ref, self._nil, self._pr = (prefix + t for t in ("Obj", "Ref", "Nil", "PR"))
-        self._props, self._ms, self._tn, self._tnref = (prefix + t for t in ("Props", "MS", "TN", "TNRef"))
-        self._to_string, self._dct, self._ba = (prefix + t for t in ("ToString", "DCT", "BA"))
 
     def fail(self, reason: str) -> InputError:
         return InputError(self.path, f"top-level object #{self.index}: {reason}")
-
-    def local(self, tag: str) -> str:
-        name = self._locals.get(tag)
-        if name is None:
-            name = tag[len(self.prefix) :] if tag.startswith(self.prefix) else tag
-            if len(self._locals) < _NAME_CACHE:
-                self._locals[tag] = name
-        return name
-
-    def value(self, elem: etree._Element) -> PSValue:
-        tag = elem.tag
-        primitive = self._parsers.get(tag)
-        if primitive is not None:
-            text = elem.text or ""
-            try:
-                return primitive[1](text)
-            except (ValueError, ArithmeticError, binascii.Error):
-                local = primitive[0]
-                shown = text if len(text) <= 40 else text[:40] + "..."
-                raise self.fail(f"<{local}> holds {shown!r}, which is not a valid {local}") from None
-        if tag == self._obj:
-            return self.obj(elem)
-        if tag == self._ref:
-            ref_id = elem.get("RefId") or ""
-            try:
-                return self.refs[ref_id]
-            except KeyError:
-                raise self.fail(f'<Ref RefId="{ref_id}"> points at no earlier object') from None
-        if tag == self._nil:
-            return None
-        if tag == self._pr:
-            return self.progress(elem)
-        # An element newer than MS-PSRP §2.2.5 (or of another namespace): its text is the best
-        # reading we have.
-        return unescape(elem.text or "")
-
-    def obj(self, elem: etree._Element) -> PSObject:
-        obj = PSObject()
-        ref_id = elem.get("RefId")
-        # Registered before its content is read: a member may point back at the object itself.
-        if ref_id is not None and (self.targets is None or ref_id in self.targets):
-            self.refs[ref_id] = obj
-        for child in elem:
-            tag = child.tag
-            if tag == self._props:
-                self.members(child, obj.props)
-            elif tag == self._tn:
-                obj.type_names, obj.form = self.tn(child)
-            elif tag == self._tnref:
-                tn_id = child.get("RefId") or ""
-                try:
-                    obj.type_names, obj.form = self.type_names[tn_id]
-                except KeyError:
-                    raise self.fail(f'<TNRef RefId="{tn_id}"> points at no earlier <TN>') from None
-            elif tag == self._to_string:
-                obj.to_string = unescape(child.text or "")
-            elif tag == self._ms:
-                self.members(child, obj.extended)
-            elif tag in self._containers:
-                obj.items = [self.value(item) for item in child]
-            elif tag == self._dct:
-                obj.dct = [self.entry(entry) for entry in child]
-            else:
-                obj.value = self.value(child)
-        return obj
-
-    def tn(self, elem: etree._Element) -> tuple[tuple[str, ...], Form]:
-        raw = tuple(unescape(t.text or "") for t in elem)
-        stripped = strip_type_names(raw)
-        self.type_names[elem.get("RefId") or ""] = stripped
-        return stripped
-
-    def members(self, elem: etree._Element, into: dict[str, PSValue]) -> None:
-        names = self._names
-        for child in elem:
-            raw = child.get("N") or ""
-            name = names.get(raw)
-            if name is None:
-                name = unescape(raw)
-                if len(names) < _NAME_CACHE:
-                    names[raw] = name
-            if name == SERIALIZATION_DATA and child.tag == self._ba:
-                continue
-            into[name] = self.value(child)
-
-    def entry(self, elem: etree._Element) -> tuple[PSValue, PSValue]:
-        key: PSValue = None
-        value: PSValue = None
-        for child in elem:
-            if child.get("N") == "Key":
-                key = self.value(child)
-            else:
-                value = self.value(child)
-        return key, value
-
-    def progress(self, elem: etree._Element) -> PSObject:
-        record = PSObject(type_names=("System.Management.Automation.ProgressRecord", "System.Object"))
-        for child in elem:
-            local = self.local(child.tag)
-            if local == "Nil":
-                # MS-PSRP writes the CurrentOperation slot as <Nil/> when it is unset.
-                record.props["CurrentOperation"] = None
-                continue
-            name, parse = _PROGRESS_FIELDS.get(local, (local, unescape))
-            try:
-                record.props[name] = parse(child.text or "")
-            except ValueError:
-                raise self.fail(f"<PR> field <{local}> holds {child.text!r}") from None
-        return record
 
 
 # --- the stream ----------------------------------------------------------------------------------

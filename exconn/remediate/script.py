@@ -22,6 +22,7 @@ from exconn.errors import InputError
 from exconn.fix import UNREAD, Command, NewCommand, ParamChange, SetCommand, requirements, same_value
 from exconn.model import TlsAuthLevel
 from exconn.output import stage_file
+from exconn.remediate.force import guarded, would_break
 from exconn.rules.base import Finding, Report
 
 BOM = "\ufeff"
@@ -336,7 +337,7 @@ def _param_check(c: ParamChange, *, rollback: bool, key: str) -> list[str]:
     ]
 
 
-def _set_block(cmd: SetCommand, *, rollback: bool, key: str) -> list[str]:
+def _set_block(cmd: SetCommand, *, rollback: bool, key: str, guard: str | None = None) -> list[str]:
     """Read the object; a change already in place is reported as such, one whose values (or the
     values it depends on) differ from the export is skipped; only then is it made."""
     label = _label(cmd)
@@ -377,8 +378,7 @@ def _set_block(cmd: SetCommand, *, rollback: bool, key: str) -> list[str]:
     if unread and not rollback:
         lines.append(f"        if ($Apply) {{ $state[{pwsh.quote(key)}] = $before }}")
     lines += [
-        f"        {run} -ErrorAction Stop -WhatIf:$whatIf",
-        "        $changed++",
+        *guarded(run, label, guard),
         "    }",
         "} catch {",
         f"    Write-Warning ({pwsh.quote(f'Failed: {label}: ')} + $_.Exception.Message)",
@@ -388,7 +388,7 @@ def _set_block(cmd: SetCommand, *, rollback: bool, key: str) -> list[str]:
     return lines
 
 
-def _new_block(cmd: NewCommand, *, rollback: bool) -> list[str]:
+def _new_block(cmd: NewCommand, *, rollback: bool, guard: str | None = None) -> list[str]:
     label = _label(cmd)
     comment = next((v for n, v in cmd.parameters if n == "Comment" and isinstance(v, str)), None)
     # The connector exconn created carries its Comment: never remove (or count as ours) a namesake.
@@ -420,8 +420,7 @@ def _new_block(cmd: NewCommand, *, rollback: bool) -> list[str]:
         f"    $existing = {_get(cmd)} -ErrorAction SilentlyContinue",
         *branches,
         "    } else {",
-        f"        {run} -ErrorAction Stop -WhatIf:$whatIf",
-        "        $changed++",
+        *guarded(run, label, guard),
         "    }",
         "} catch {",
         f"    Write-Warning ({pwsh.quote(f'Failed: {label}: ')} + $_.Exception.Message)",
@@ -446,10 +445,11 @@ def _change_lines(change: PlannedChange, index: int, total: int, *, rollback: bo
         # A line break inside a value would survive quoting but not the CRLF conversion: refuse it.
         return [*lines, pwsh.comment("Not written: a value contains a line break. Make this change by hand.")]
     try:
+        guard = None if rollback else would_break(change.findings)
         if isinstance(cmd, SetCommand):
-            block = _set_block(cmd, rollback=rollback, key=f"change-{index}")
+            block = _set_block(cmd, rollback=rollback, key=f"change-{index}", guard=guard)
         else:
-            block = _new_block(cmd, rollback=rollback)
+            block = _new_block(cmd, rollback=rollback, guard=guard)
     except pwsh.UnsafeValue as exc:
         return [*lines, pwsh.comment(f"Not written: {exc}. Make this change by hand.")]
     return lines + block
@@ -490,13 +490,21 @@ def _header(
         "    are not loaded, 3 a change was skipped because the object changed.",
         ".PARAMETER Apply",
         "    Make the changes. Without it every command runs with -WhatIf.",
+        *(
+            [
+                ".PARAMETER Force",
+                "    Also make the changes the logs say would break mail flow (skipped with a warning without it).",
+            ]
+            if kind == "remediation"
+            else []
+        ),
         ".EXAMPLE",
         f"    .\\{kind}.ps1",
         ".EXAMPLE",
         f"    .\\{kind}.ps1 -Apply",
         "#>",
         "[CmdletBinding()]",
-        "param([switch]$Apply)",
+        "param([switch]$Apply, [switch]$Force)" if kind == "remediation" else "param([switch]$Apply)",
         "",
     ]
     return lines

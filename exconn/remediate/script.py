@@ -493,7 +493,7 @@ def _header(
         *(
             [
                 ".PARAMETER Force",
-                "    Also make the changes the logs say would break mail flow (else skipped, with a warning).",
+                "    Also make the changes the logs say would break mail flow (else skipped with a warning).",
             ]
             if kind == "remediation"
             else []

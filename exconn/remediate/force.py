@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from exconn import pwsh
+from exconn.pwsh import quote
 from exconn.rules.base import Finding
 
 
@@ -26,10 +26,10 @@ def guarded(run: str, label: str, reason: str | None, indent: str = "        ") 
     skipped = f"Skipped {label}: the logs say it would break mail flow: {reason}. Run with -Force to make it."
     return [
         f"{indent}if (-not $Force) {{",
-        f"{indent}    Write-Warning {pwsh.quote(skipped)}",
+        f"{indent}    Write-Warning {quote(skipped)}",
         f"{indent}    $skipped++",
         f"{indent}}} else {{",
-        f"{indent}    Write-Warning {pwsh.quote(f'Forced {label}, although the logs say: {reason}')}",
+        f"{indent}    Write-Warning {quote(f'Forced {label}, although the logs say: {reason}')}",
         f"{indent}    {run} -ErrorAction Stop -WhatIf:$whatIf",
         f"{indent}    $changed++",
         f"{indent}}}",

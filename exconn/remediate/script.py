@@ -490,14 +490,7 @@ def _header(
         "    are not loaded, 3 a change was skipped because the object changed.",
         ".PARAMETER Apply",
         "    Make the changes. Without it every command runs with -WhatIf.",
-        *(
-            [
-                ".PARAMETER Force",
-                "    Also make the changes the logs say would break mail flow (else skipped with a warning).",
-            ]
-            if kind == "remediation"
-            else []
-        ),
+        *_FORCE_DOC[: 2 if kind == "remediation" else 0],
         ".EXAMPLE",
         f"    .\\{kind}.ps1",
         ".EXAMPLE",
@@ -508,6 +501,12 @@ def _header(
         "",
     ]
     return lines
+
+
+_FORCE_DOC = (
+    ".PARAMETER Force",
+    "    Also make the changes the logs say would break mail flow (else skipped, warned).",
+)
 
 
 def _unfixed(report: Report) -> list[str]:

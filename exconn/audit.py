@@ -22,6 +22,8 @@ from exconn.render import Format, RunInfo, write
 from exconn.rules.base import Context, Report, Severity, evaluate
 
 if TYPE_CHECKING:
+    from exconn.audit_inputs import SplitPaths
+    from exconn.evidence.model import Evidence
     from exconn.posture.facts import DomainPosture
     from exconn.posture.options import NetworkOptions
     from exconn.sources.psrp_session import ConnectionOptions
@@ -87,6 +89,10 @@ class AuditOptions:
     fail_on: Severity = Severity.HIGH
     fix_out: str | None = None
     tlsrpt_rua: str | None = None
+    # --evidence FILE: aggregates saved by `exconn evidence --save`, replayed.
+    evidence_files: tuple[str, ...] = ()
+    # Without --partners, this many of the tracking logs' top recipient domains are observed.
+    top_partners: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +111,8 @@ def check(options: AuditOptions) -> None:
         raise UsageError("give either export PATHs or --server, not both")
     if options.live is not None and options.offline:
         raise UsageError("--offline promises no network use; it cannot be combined with --server")
+    if options.top_partners < 0:
+        raise UsageError("--top-partners must be 0 or more")
     if options.live is None and not options.paths:
         raise UsageError("nothing to audit: give export files or folders (or --server HOST)")
     if options.offline and given:
@@ -123,6 +131,43 @@ def check(options: AuditOptions) -> None:
 
 
 def load(options: AuditOptions, warn: Callable[[str], None]) -> Organization:
+    """The organisation from the exports among the paths (or the live servers)."""
+    return _load_org(options, list(_split(options).exports), warn)
+
+
+def _split(options: AuditOptions) -> SplitPaths:
+    from exconn.audit_inputs import SplitPaths, split_paths
+
+    if options.live is not None:
+        return SplitPaths((), ())
+    return split_paths(options.paths)
+
+
+def load_evidence(
+    options: AuditOptions, logs: tuple[str, ...], warn: Callable[[str], None]
+) -> Evidence | None:
+    """The evidence: the logs and reports among the paths, read, and the --evidence files,
+    replayed; merged by addition. None when neither was given."""
+    if not logs and not options.evidence_files:
+        return None
+    from exconn.evidence.accumulate import merge
+    from exconn.evidence.reduce import SKIPPED, reduce_paths
+    from exconn.evidence.saved import load as load_saved
+
+    parts = [load_saved(f) for f in options.evidence_files]
+    if logs:
+        parts.append(reduce_paths(list(logs)))
+    ev = merge(*parts)
+    unknown = sum(1 for n in ev.notes if n.endswith(SKIPPED))
+    for note in ev.notes:
+        if not note.endswith(SKIPPED):
+            warn(f"evidence: {note}")
+    if unknown:
+        warn(f"evidence: {unknown} file(s) are not logs or reports exconn reads, skipped")
+    return ev
+
+
+def _load_org(options: AuditOptions, exports: list[str], warn: Callable[[str], None]) -> Organization:
     if options.live is not None:
         from exconn.sources.psrp import run_collection
         from exconn.sources.psrp_adapt import to_organization
@@ -131,10 +176,14 @@ def load(options: AuditOptions, warn: Callable[[str], None]) -> Organization:
         return to_organization(collection)
     from exconn.sources.files import load as load_files
 
-    return load_files(list(options.paths))
+    if not exports:
+        raise UsageError("nothing to audit: the paths hold logs or reports but no exports of the connectors")
+    return load_files(exports)
 
 
-def observe(options: AuditOptions, org: Organization) -> dict[str, DomainPosture] | None:
+def observe(
+    options: AuditOptions, org: Organization, evidence: Evidence | None = None
+) -> dict[str, DomainPosture] | None:
     """The posture to cross-check with: replayed (--posture), observed, or None with --offline."""
     if options.posture_file:
         from exconn.posture.saved import load_report
@@ -148,7 +197,8 @@ def observe(options: AuditOptions, org: Organization) -> dict[str, DomainPosture
     obs = options.observation
     network = obs.network()
     ours = our_domains(org, obs.domains_file)
-    domains = [*ours, *partner_domains(org, obs.partners_file, ours=ours)]
+    observed = _top_recipients(org, evidence, options.top_partners) if obs.partners_file is None else ()
+    domains = [*ours, *partner_domains(org, obs.partners_file, ours=ours, observed=observed)]
     if not domains:
         return {}
     report = scan_domains(domains, resolver=network.resolver(), options=network.scan_options())
@@ -166,10 +216,17 @@ def run(
     check(options)
     now = now or dt.datetime.now(dt.UTC)
     notes: list[str] = []
-    org = load(options, warn or notes.append)
-    posture = observe(options, org)
+    split = _split(options)
+    org = _load_org(options, list(split.exports), warn or notes.append)
+    evidence = load_evidence(options, split.evidence, warn or notes.append)
+    posture = observe(options, org, evidence)
     ctx = Context(
-        org=org, now=now, posture=posture or {}, offline=posture is None, tlsrpt_rua=options.tlsrpt_rua
+        org=org,
+        now=now,
+        posture=posture or {},
+        offline=posture is None,
+        tlsrpt_rua=options.tlsrpt_rua,
+        evidence=evidence,
     )
     report = evaluate(ctx)
     info = RunInfo(
@@ -180,6 +237,8 @@ def run(
         posture_file=options.posture_file,
         fix_out=options.fix_out,
         marks=_marks(posture or {}),
+        evidence=evidence,
+        own_domains=_own_domains(org),
     )
     emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
     written: list[Path] = []
@@ -196,6 +255,22 @@ def run(
     worst = report.worst()
     code = EXIT_FINDINGS if worst is not None and worst >= options.fail_on else EXIT_OK
     return AuditResult(report, org, code, tuple(written), tuple(notes))
+
+
+def _own_domains(org: Organization) -> tuple[str, ...]:
+    from exconn.scope import accepted_names
+
+    return tuple(sorted(accepted_names(org)))
+
+
+def _top_recipients(org: Organization, evidence: Evidence | None, top: int) -> tuple[str, ...]:
+    """The tracking logs' most-mailed recipient domains (not ours), the partners worth observing."""
+    if evidence is None or top == 0:
+        return ()
+    from exconn.scope import accepted_names
+
+    own = tuple(accepted_names(org))
+    return tuple(r.domain for r in evidence.recipient_domains(own)[:top])
 
 
 def _marks(posture: Mapping[str, DomainPosture]) -> tuple[tuple[str, tuple[str, ...]], ...]:

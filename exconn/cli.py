@@ -79,6 +79,15 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="FILE",
         help="replay a posture saved by `exconn posture --save`",
     )
+    p.add_argument(
+        "--evidence",
+        type=path_argument,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="replay aggregates saved by `exconn evidence --save` (repeatable); logs and reports "
+        "given as PATHs are read directly",
+    )
     _add_live_options(p)
     _add_network_options(p)
     p.set_defaults(func=run_audit)
@@ -101,6 +110,13 @@ def _add_network_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--partners", type=path_argument, metavar="FILE", help="more partner domains to observe (one a line)"
+    )
+    g.add_argument(
+        "--top-partners",
+        type=int,
+        default=50,
+        metavar="N",
+        help="without --partners: observe the N top recipient domains of the tracking logs (default 50)",
     )
     g.add_argument("--resolver", metavar="ADDR[:PORT]", help="send every DNS query to this server only")
     g.add_argument(
@@ -140,6 +156,8 @@ def _audit_options(args: argparse.Namespace) -> AuditOptions:
         fail_on=args.fail_on,
         fix_out=args.fix_out,
         tlsrpt_rua=args.tlsrpt_rua,
+        evidence_files=tuple(args.evidence),
+        top_partners=args.top_partners,
     )
 
 

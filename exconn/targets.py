@@ -3,17 +3,26 @@
 Ours: the Authoritative accepted domains of the export that can exist on the internet, or exactly the
 domains of `--domains FILE` (each must be an accepted domain: the inbound rules judge accepted
 domains). Partners: the domains of the SMTP address spaces of scoped send connectors, plus
-`--partners FILE` (e.g. the top recipient domains from message tracking). Files hold one domain a
+`--partners FILE`; without that file, the top recipient domains of the message tracking logs
+(`--top-partners N`, 50 by default) given to the audit. Files hold one domain a
 line; `#` starts a comment.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from exconn.errors import InputError
 from exconn.model import UNKNOWN, Organization
 from exconn.names import is_domain_name, is_public, normalize, to_a_labels
 from exconn.output import DOMAIN_LIST_LIMIT, decode_text, read_small_file
-from exconn.scope import accepted_names, is_exo_routing, our_observable_domains, smart_host_domain
+from exconn.scope import (
+    EXO_ROUTING_SUFFIX,
+    accepted_names,
+    is_exo_routing,
+    our_observable_domains,
+    smart_host_domain,
+)
 
 
 def read_domain_file(path: str) -> list[str]:
@@ -51,7 +60,15 @@ def our_domains(org: Organization, domains_file: str | None) -> list[str]:
     return chosen
 
 
-def partner_domains(org: Organization, partners_file: str | None, *, ours: list[str]) -> list[str]:
+def partner_domains(
+    org: Organization,
+    partners_file: str | None,
+    *,
+    ours: list[str],
+    observed: Sequence[str] = (),
+) -> list[str]:
+    """Partners to observe: the connectors' domains, then `observed` (the tracking logs' top
+    recipient domains, Microsoft's routing domains left out), then the file's."""
     found: list[str] = []
     for c in org.send_connectors:
         if c.address_spaces is not UNKNOWN:
@@ -62,6 +79,7 @@ def partner_domains(org: Organization, partners_file: str | None, *, ours: list[
         if o.use_mx_record is False and o.smart_hosts is not UNKNOWN:
             # Exchange Online validates MTA-STS against the smart host's domain, not the recipient's.
             found += [d for h in o.smart_hosts if (d := smart_host_domain(h))]
+    found += [normalize(d) for d in observed if not normalize(d).endswith(EXO_ROUTING_SUFFIX)]
     excluded = set(ours) | accepted_names(org)
     partners = [d for d in found if d not in excluded and is_public(d)]
     if partners_file is not None:

@@ -34,6 +34,21 @@
 .PARAMETER Prefix
     The -Prefix the Exchange session was imported with, when it cannot be detected.
 
+.PARAMETER IncludeLogs
+    Also copy, read-only, the SMTP receive and send protocol logs (FrontEnd and Hub) and the message
+    tracking logs of the last -Days days of each server (paths from Get-TransportService and
+    Get-FrontEndTransportService, read over the admin share \\server\X$) into Logs\<server>\ for
+    `exconn audit` (and `exconn evidence`). The manifest lists every file copied and each
+    connector's ProtocolLoggingLevel (None: the connector logs nothing).
+
+.PARAMETER Days
+    With -IncludeLogs: how many days of logs to copy (default 7).
+
+.PARAMETER ReduceOnServer
+    With -IncludeLogs: copy nothing; the manifest and the console say, per server, how to run
+    `exconn evidence <log folders> --save <server>-evidence.json` where the logs lie, and
+    `exconn audit <snapshot> --evidence <server>-evidence.json ...` afterwards.
+
 .EXAMPLE
     .\Export-ExconnSnapshot.ps1 -OutputFolder C:\Temp\exconn
     Exports everything from every Exchange server of the organisation.
@@ -41,6 +56,10 @@
 .EXAMPLE
     .\Export-ExconnSnapshot.ps1 -OutputFolder C:\Temp\exconn -Server EX01, EX02
     Limits receive connectors and certificates to EX01 and EX02.
+
+.EXAMPLE
+    .\Export-ExconnSnapshot.ps1 -OutputFolder C:\Temp\exconn -IncludeLogs -Days 7
+    Also copies a week of protocol and message tracking logs of every server.
 
 .EXAMPLE
     Connect-ExchangeOnline; .\Export-ExconnSnapshot.ps1 -OutputFolder .\exo
@@ -59,7 +78,14 @@ param(
 
     [string[]]$Server,
 
-    [string]$Prefix
+    [string]$Prefix,
+
+    [switch]$IncludeLogs,
+
+    [ValidateRange(1, 366)]
+    [int]$Days = 7,
+
+    [switch]$ReduceOnServer
 )
 
 Set-StrictMode -Version 2.0
@@ -204,6 +230,76 @@ else {
     [void](Invoke-Export -Cmdlet 'Get-AcceptedDomain' -File 'Get-AcceptedDomain.xml')
 }
 
+$logs = New-Object System.Collections.ArrayList
+$connectorLogging = New-Object System.Collections.ArrayList
+
+function ConvertTo-ExconnSharePath {
+    <# D:\Logs on EX02 read from here as \\EX02\D$\Logs (the local path when run on that server). #>
+    param([string]$Path, [string]$OnServer)
+    if (-not $Path) { return $null }
+    if ($OnServer -eq $env:COMPUTERNAME -or $Path.StartsWith('\\')) { return $Path }
+    return ('\\' + $OnServer + '\' + $Path.Substring(0, 1) + '$' + $Path.Substring(2))
+}
+
+function Copy-ExconnLogs {
+    <# Copies (read-only: the sources are only read) the files of the last $Days days of one log folder. #>
+    param([string]$OnServer, [string]$Kind, [string]$Path)
+    $entry = [ordered]@{ server = $OnServer; kind = $Kind; source = $Path; files = @(); errors = @() }
+    $source = ConvertTo-ExconnSharePath -Path $Path -OnServer $OnServer
+    if ($ReduceOnServer) {
+        $entry.reduce = "exconn evidence `"$Path`" --save `"$OnServer-$Kind-evidence.json`""
+        [void]$logs.Add($entry)
+        return
+    }
+    $since = (Get-Date).AddDays(-$Days)
+    $target = Join-Path (Join-Path (Join-Path $OutputFolder 'Logs') $OnServer) $Kind
+    try {
+        $found = @(Get-ChildItem -LiteralPath $source -File -Recurse -ErrorAction Stop | Where-Object { $_.LastWriteTime -ge $since })
+        if ($found.Count -gt 0 -and -not (Test-Path -LiteralPath $target)) {
+            New-Item -ItemType Directory -Path $target -Force | Out-Null
+        }
+        $copied = New-Object System.Collections.ArrayList
+        foreach ($file in $found) {
+            try {
+                Copy-Item -LiteralPath $file.FullName -Destination (Join-Path $target $file.Name) -ErrorAction Stop
+                [void]$copied.Add($file.Name)
+            }
+            catch { $entry.errors += $_.Exception.Message }
+        }
+        $entry.files = @($copied)
+    }
+    catch { $entry.errors += $_.Exception.Message }
+    [void]$logs.Add($entry)
+}
+
+if ($IncludeLogs -and $isOnPremises) {
+    foreach ($s in $Server) {
+        $hub = $null
+        $frontEnd = $null
+        try { $hub = & (Resolve-ExconnCmdlet 'Get-TransportService') -Identity $s -ErrorAction Stop } catch { }
+        try { $frontEnd = & (Resolve-ExconnCmdlet 'Get-FrontEndTransportService') -Identity $s -ErrorAction Stop } catch { }
+        if ($null -ne $hub) {
+            Copy-ExconnLogs -OnServer $s -Kind 'Hub-SmtpReceive' -Path ([string]$hub.ReceiveProtocolLogPath)
+            Copy-ExconnLogs -OnServer $s -Kind 'Hub-SmtpSend' -Path ([string]$hub.SendProtocolLogPath)
+            Copy-ExconnLogs -OnServer $s -Kind 'MessageTracking' -Path ([string]$hub.MessageTrackingLogPath)
+        }
+        if ($null -ne $frontEnd) {
+            Copy-ExconnLogs -OnServer $s -Kind 'FrontEnd-SmtpReceive' -Path ([string]$frontEnd.ReceiveProtocolLogPath)
+            Copy-ExconnLogs -OnServer $s -Kind 'FrontEnd-SmtpSend' -Path ([string]$frontEnd.SendProtocolLogPath)
+        }
+        foreach ($c in @(& (Resolve-ExconnCmdlet 'Get-ReceiveConnector') -Server $s -ErrorAction SilentlyContinue)) {
+            [void]$connectorLogging.Add([ordered]@{ kind = 'ReceiveConnector'; identity = [string]$c.Identity; protocolLoggingLevel = [string]$c.ProtocolLoggingLevel })
+        }
+    }
+    foreach ($c in @(& (Resolve-ExconnCmdlet 'Get-SendConnector') -ErrorAction SilentlyContinue)) {
+        [void]$connectorLogging.Add([ordered]@{ kind = 'SendConnector'; identity = [string]$c.Identity; protocolLoggingLevel = [string]$c.ProtocolLoggingLevel })
+    }
+    if ($ReduceOnServer) {
+        foreach ($entry in $logs) { Write-Host ("On " + $entry.server + ": " + $entry.reduce) }
+        Write-Host 'Then: exconn audit <this folder> --evidence <each saved file> ...'
+    }
+}
+
 $manifest = [ordered]@{
     format            = 'exconn-snapshot'
     version           = 1
@@ -217,6 +313,8 @@ $manifest = [ordered]@{
     powerShellVersion = $PSVersionTable.PSVersion.ToString()
     scriptVersion     = $ScriptVersion
     commands          = @($commands)
+    logs              = @($logs)
+    connectorLogging  = @($connectorLogging)
 }
 # UTF-8 without BOM: Set-Content/Out-File in 5.1 cannot write that, .NET can.
 $json = ConvertTo-Json -InputObject $manifest -Depth 5

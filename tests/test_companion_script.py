@@ -37,7 +37,18 @@ def test_every_cmdlet_is_called_through_the_prefix_resolver() -> None:
     invocations = [c for c in _nodes("command") if c.startswith("&")]
     assert invocations and all("Resolve-ExconnCmdlet" in c for c in invocations), invocations
     assert "$Prefix = Find-ExconnPrefix" in TEXT
-    assert re.search(r"\[string\]\$Prefix\s*\)", TEXT)
+    assert re.search(r"\[string\]\$Prefix\s*[,)]", TEXT)
+
+
+def test_include_logs_copies_protocol_and_tracking_logs_and_records_logging_levels() -> None:
+    assert "[switch]$IncludeLogs" in TEXT and "[int]$Days = 7" in TEXT and "[switch]$ReduceOnServer" in TEXT
+    for path in ("ReceiveProtocolLogPath", "SendProtocolLogPath", "MessageTrackingLogPath"):
+        assert f"$hub.{path}" in TEXT
+    assert "$frontEnd.ReceiveProtocolLogPath" in TEXT and "'Get-FrontEndTransportService'" in TEXT
+    assert "protocolLoggingLevel = [string]$c.ProtocolLoggingLevel" in TEXT
+    assert "logs              = @($logs)" in TEXT and "--save" in TEXT
+    # Read-only towards the servers: files are copied from them, nothing is removed or moved.
+    assert "Remove-Item" not in TEXT and "Move-Item" not in TEXT
 
 
 def test_on_an_edge_it_exports_the_edge_itself() -> None:

@@ -399,7 +399,8 @@ def test_header_says_what_it_was_generated_from(written: tuple[bytes, bytes]) ->
     assert "send.xml" in head and "receive.xml" in head
     assert NOW.isoformat() in head and f"exconn {__version__}" in head
     assert "finding(s)" in head
-    assert "param([switch]$Apply)" in text
+    # -Force makes the changes the logs say would break mail flow (remediation.ps1 only).
+    assert "param([switch]$Apply, [switch]$Force)" in text and ".PARAMETER Force" in head
 
 
 def test_whatif_unless_apply_and_every_change_checked_first(written: tuple[bytes, bytes]) -> None:
@@ -485,7 +486,7 @@ def test_empty_report_still_writes_both_scripts(tmp_path: Path) -> None:
     paths = write_fix(Report((), (), ()), [], tmp_path, generated_at=NOW)
     for p in paths:
         text = p.read_bytes().decode("utf-8-sig")
-        assert "0 change(s)" in text and "param([switch]$Apply)" in text
+        assert "0 change(s)" in text and "param([switch]$Apply" in text
 
 
 def test_new_command_is_skipped_when_the_object_exists() -> None:

@@ -157,13 +157,21 @@ def connector_rows(ev: Evidence) -> list[list[str]]:
 HEADERS = ["direction", "server", "connector", "sessions", "TLS", "TLS failed", "worst peers (no TLS/all)"]
 
 
-def on_the_wire(ev: Evidence, markdown: bool = False) -> str:
+def on_the_wire(ev: Evidence, markdown: bool = False, width: int | None = None) -> str:
+    """The section; with `width` (a terminal's), the connector and peer columns wrap to fit it."""
     rows = connector_rows(ev)
     fmt = "github" if markdown else "simple"
     title = "## On the wire\n\n" if markdown else "On the wire\n"
     if not rows:
         return title + "no protocol-log sessions read\n"
-    return title + tabulate(rows, headers=HEADERS, tablefmt=fmt) + "\n"
+    limits: list[int | None] | None = None
+    if width is not None and not markdown:
+        fixed = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+        # `simple` puts two spaces between columns; the connector and the peers share what is left.
+        room = width - 2 * (len(HEADERS) - 1) - sum(fixed[i] for i in (0, 1, 3, 4, 5))
+        connector = max(12, min(fixed[2], room // 3))
+        limits = [None, None, connector, None, None, None, max(12, room - connector)]
+    return title + tabulate(rows, headers=HEADERS, tablefmt=fmt, maxcolwidths=limits) + "\n"
 
 
 def summary_text(ev: Evidence, markdown: bool = False, own_domains: tuple[str, ...] = ()) -> str:

@@ -18,6 +18,7 @@ from exconn.errors import InputError
 from exconn.fix import UNREAD, Command, NewCommand, ParamChange, SetCommand, requirements
 from exconn.output import stage_file
 from exconn.remediate.certlookup import FIND_CERTIFICATE, lookup_lines, record_line, uses_lookup
+from exconn.remediate.force import guarded, would_break
 from exconn.remediate.plan import PlannedChange, plan_changes
 from exconn.remediate.plan import items as _items
 from exconn.rules.base import Finding, Report
@@ -190,7 +191,7 @@ def _param_check(c: ParamChange, *, rollback: bool, key: str) -> list[str]:
     ]
 
 
-def _set_block(cmd: SetCommand, *, rollback: bool, key: str) -> list[str]:
+def _set_block(cmd: SetCommand, *, rollback: bool, key: str, guard: str | None = None) -> list[str]:
     """Read the object; a change already in place is reported as such, one whose values (or the
     values it depends on) differ from the export is skipped; only then is it made."""
     label = _label(cmd)
@@ -234,8 +235,7 @@ def _set_block(cmd: SetCommand, *, rollback: bool, key: str) -> list[str]:
     if not rollback:
         lines += record_line(cmd, key=key)
     lines += [
-        f"        {run} -ErrorAction Stop -WhatIf:$whatIf",
-        "        $changed++",
+        *guarded(run, label, guard),
         "    }",
         "} catch {",
         f"    Write-Warning ({pwsh.quote(f'Failed: {label}: ')} + $_.Exception.Message)",
@@ -245,7 +245,7 @@ def _set_block(cmd: SetCommand, *, rollback: bool, key: str) -> list[str]:
     return lines
 
 
-def _new_block(cmd: NewCommand, *, rollback: bool) -> list[str]:
+def _new_block(cmd: NewCommand, *, rollback: bool, guard: str | None = None) -> list[str]:
     label = _label(cmd)
     comment = next((v for n, v in cmd.parameters if n == "Comment" and isinstance(v, str)), None)
     # The connector exconn created carries its Comment: never remove (or count as ours) a namesake.
@@ -277,8 +277,7 @@ def _new_block(cmd: NewCommand, *, rollback: bool) -> list[str]:
         f"    $existing = {_get(cmd)} -ErrorAction SilentlyContinue",
         *branches,
         "    } else {",
-        f"        {run} -ErrorAction Stop -WhatIf:$whatIf",
-        "        $changed++",
+        *guarded(run, label, guard),
         "    }",
         "} catch {",
         f"    Write-Warning ({pwsh.quote(f'Failed: {label}: ')} + $_.Exception.Message)",
@@ -303,10 +302,11 @@ def _change_lines(change: PlannedChange, index: int, total: int, *, rollback: bo
         # A line break inside a value would survive quoting but not the CRLF conversion: refuse it.
         return [*lines, pwsh.comment("Not written: a value contains a line break. Make this change by hand.")]
     try:
+        guard = None if rollback else would_break(change.findings)
         if isinstance(cmd, SetCommand):
-            block = _set_block(cmd, rollback=rollback, key=f"change-{index}")
+            block = _set_block(cmd, rollback=rollback, key=f"change-{index}", guard=guard)
         else:
-            block = _new_block(cmd, rollback=rollback)
+            block = _new_block(cmd, rollback=rollback, guard=guard)
     except pwsh.UnsafeValue as exc:
         return [*lines, pwsh.comment(f"Not written: {exc}. Make this change by hand.")]
     return lines + block
@@ -347,16 +347,23 @@ def _header(
         "    are not loaded, 3 a change was skipped because the object changed.",
         ".PARAMETER Apply",
         "    Make the changes. Without it every command runs with -WhatIf.",
+        *_FORCE_DOC[: 2 if kind == "remediation" else 0],
         ".EXAMPLE",
         f"    .\\{kind}.ps1",
         ".EXAMPLE",
         f"    .\\{kind}.ps1 -Apply",
         "#>",
         "[CmdletBinding()]",
-        "param([switch]$Apply)",
+        "param([switch]$Apply, [switch]$Force)" if kind == "remediation" else "param([switch]$Apply)",
         "",
     ]
     return lines
+
+
+_FORCE_DOC = (
+    ".PARAMETER Force",
+    "    Also make the changes the logs say would break mail flow (else skipped, warned).",
+)
 
 
 def _unfixed(report: Report) -> list[str]:

@@ -13,7 +13,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from exconn.fix import Command
 from exconn.model import (
@@ -32,6 +32,9 @@ from exconn.model import (
 from exconn.pwsh import UnsafeValue
 from exconn.rules.base import Finding, Report, Severity, Skip
 
+if TYPE_CHECKING:
+    from exconn.evidence.model import Evidence
+
 
 @dataclass(frozen=True, slots=True)
 class RunInfo:
@@ -44,6 +47,9 @@ class RunInfo:
     # Domain -> what protects mail to it beyond opportunistic TLS ("MTA-STS enforce", "DANE"),
     # from the observed posture: the HTML mail flow marks partners with it.
     marks: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The logs and reports given to the audit (None: none): JSON sections, "on the wire".
+    evidence: Evidence | None = None
+    own_domains: tuple[str, ...] = ()  # accepted domains, left out of the top recipient domains
 
 
 class Renderer(Protocol):
@@ -112,8 +118,28 @@ def finding_json(f: Finding) -> dict[str, Any]:
         "fix": [command_text(c) for c in f.commands],  # PowerShell command strings
         "dns": [d.render() for d in f.dns],  # the DNS side: what --fix-out writes under dns/<domain>/
         "fix_note": f.fix_note,  # why there is no fix (or not all of one); null when the fix is whole
+        # What the logs say about a fix that requires TLS (null: not such a fix, or no evidence given).
+        "fix_evidence": None if f.fix_evidence is None else f.fix_evidence.json(),
         "source": f.source,
     }
+
+
+def fix_evidence_text(f: Finding) -> str | None:
+    """One line for the text formats: the verdict and what the logs show."""
+    e = f.fix_evidence
+    if e is None:
+        return None
+    names = f", certificate names ok in {e.names_ok}" if e.names_ok is not None else ""
+    return f"fix evidence: {e.verdict} ({e.tls}/{e.sessions} session(s) with TLS{names}; {e.reason})"
+
+
+def evidence_sections(info: RunInfo) -> dict[str, Any]:
+    """The evidence sections of the JSON report, as `exconn evidence --format json` writes them."""
+    if info.evidence is None:
+        return {}
+    from exconn.evidence.report import to_json
+
+    return to_json(info.evidence, info.own_domains)
 
 
 def skip_json(s: Skip) -> dict[str, Any]:

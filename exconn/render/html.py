@@ -28,6 +28,7 @@ from exconn.render.common import (
     do_first,
     finding_json,
     fingerprint,
+    fix_evidence_text,
     observed_text,
     summary,
 )
@@ -86,6 +87,7 @@ def _finding(f: Finding) -> dict[str, Any]:
         "observed": observed_text(f.observed),
         "rationale": f.rule.rationale,
         "remediation": f.rule.remediation,
+        "fix_evidence_text": fix_evidence_text(f),
     }
 
 

@@ -6,7 +6,16 @@ from typing import Any, TextIO
 
 from exconn._version import __version__
 from exconn.model import Organization
-from exconn.render.common import RunInfo, Stream, finding_json, inventory, skip_json, summary, write_json
+from exconn.render.common import (
+    RunInfo,
+    Stream,
+    evidence_sections,
+    finding_json,
+    inventory,
+    skip_json,
+    summary,
+    write_json,
+)
 from exconn.rules.base import Report
 
 
@@ -23,6 +32,8 @@ def document(report: Report, org: Organization, info: RunInfo) -> dict[str, Any]
         "findings": Stream(finding_json(f) for f in report.findings),
         "skipped": Stream(skip_json(s) for s in report.skipped),
         "rules_run": list(report.rules_run),
+        # Only with logs, reports or --evidence: traffic, tls_reports, policy_fetches, ...
+        **evidence_sections(info),
     }
 
 

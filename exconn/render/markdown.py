@@ -7,7 +7,7 @@ from typing import TextIO
 
 from exconn._version import __version__
 from exconn.model import Organization
-from exconn.render.common import RunInfo, command_text
+from exconn.render.common import RunInfo, command_text, fix_evidence_text
 from exconn.rules.base import Report, Rule
 
 
@@ -34,6 +34,8 @@ def write(report: Report, org: Organization, info: RunInfo, out: TextIO) -> None
             lines += ["", f"## {f.rule.id} on {esc(f.target.identity)}"]
         if f.fix_note:
             lines += ["", f"Fix: {esc(f.fix_note)}"]
+        if (evidence := fix_evidence_text(f)) is not None:
+            lines += ["", esc(evidence[0].upper() + evidence[1:])]
         if f.commands:
             lines += ["", "```powershell"]
             lines += [command_text(c) for c in f.commands]
@@ -42,6 +44,10 @@ def write(report: Report, org: Organization, info: RunInfo, out: TextIO) -> None
             lines += [""]
             lines += [f"- DNS: {esc(d.render())}" for d in f.dns]
         out.writelines(line + "\n" for line in lines)
+    if info.evidence is not None:
+        from exconn.evidence.report import on_the_wire
+
+        out.write("\n" + on_the_wire(info.evidence, markdown=True))
     if report.skipped:
         out.write("\n## Not judged\n\n")
         out.writelines(f"- {esc(s.what)}: {esc(s.reason)}\n" for s in report.skipped)

@@ -16,7 +16,16 @@ from typing import TextIO
 from exconn._version import __version__
 from exconn.model import Organization, kind_of
 from exconn.render.cells import shorten, visible, width, wrap
-from exconn.render.common import Change, RunInfo, changes, do_first, observed_text, summary, verdict
+from exconn.render.common import (
+    Change,
+    RunInfo,
+    changes,
+    do_first,
+    fix_evidence_text,
+    observed_text,
+    summary,
+    verdict,
+)
 from exconn.rules.base import Finding, Report
 
 MIN_WIDTH = 80
@@ -56,6 +65,8 @@ def _finding_cell(f: Finding, limit: int) -> list[str]:
     lines += wrap(f.message, limit)
     if f.fix_note and not f.fix:
         lines += wrap(f"fix: {visible(f.fix_note)}", limit, indent="  ")
+    if (evidence := fix_evidence_text(f)) is not None:
+        lines += wrap(evidence, limit, indent="  ")
     return lines
 
 
@@ -140,6 +151,10 @@ def write(
     if dns:
         tail = f"written to {where}dns/" if info.fix_out else f"--fix-out DIR writes them to {where}dns/"
         say(f"MTA-STS/TLS-RPT to publish for {len(dns)} domain(s): {tail}.")
+    if info.evidence is not None:
+        from exconn.evidence.report import on_the_wire
+
+        lines += on_the_wire(info.evidence, width=total).rstrip("\n").split("\n")
     if report.skipped:
         lines.append(f"Not judged ({len(report.skipped)}):")
         for s in report.skipped:

@@ -11,6 +11,8 @@ RULE_MODULES = (
     "exconn.rules.exo",
     "exconn.rules.inbound",
     "exconn.rules.outbound",
+    "exconn.rules.evidence",
+    "exconn.rules.evidence_inbound",
 )
 
 

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 from exconn.fix import Command, Fix, NewCommand, PublishMtaSts, SetCommand
 from exconn.model import ModelObject, Organization, identity_of, kind_of
 from exconn.pwsh import UnsafeValue
+from exconn.rules.fix_evidence import FixEvidence, fix_evidence
 
 if TYPE_CHECKING:
+    from exconn.evidence.model import Evidence
     from exconn.posture.facts import DomainPosture
 
 
@@ -136,6 +138,8 @@ class Finding:
     source: str | None = None
     # Why the finding has no fix (or only part of one): every finding without a fix says why.
     fix_note: str | None = None
+    # Whether the logs support the fix, for a fix that requires TLS or validation (None: not one).
+    fix_evidence: FixEvidence | None = None
 
     # `property` is a field of Finding: the decorator is spelled in full.
     @builtins.property
@@ -168,6 +172,8 @@ class Context:
     offline: bool = True
     # --tlsrpt-rua: the rua of the `_smtp._tls` record the DNS side of the fix writes.
     tlsrpt_rua: str | None = None
+    # What the logs and reports showed (logs given to audit, or --evidence); None: none given.
+    evidence: Evidence | None = None
 
 
 RULE_ID = re.compile(r"^EXC-[A-Z]\d{3}$")
@@ -258,12 +264,12 @@ def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
                 if isinstance(res, CannotJudge):
                     skipped.append(Skip(r.id, res.target, res.reason, sources.get(res.target)))
                 else:
-                    findings.append(_finding(r, res, sources.get(res.target)))
+                    findings.append(_finding(r, res, sources.get(res.target), ctx))
     findings.sort(key=lambda f: (-f.severity, f.rule.id, f.target.kind, f.target.identity))
     return Report(tuple(findings), tuple(skipped), tuple(ran))
 
 
-def _finding(r: Rule, hit: Hit, source: str | None) -> Finding:
+def _finding(r: Rule, hit: Hit, source: str | None, ctx: Context) -> Finding:
     fix, note = _writable(hit.fix)
     if note is None:
         note = hit.fix_note
@@ -279,6 +285,7 @@ def _finding(r: Rule, hit: Hit, source: str | None) -> Finding:
         fix=fix,
         source=source,
         fix_note=note,
+        fix_evidence=fix_evidence(hit.target.kind, hit.target.identity, fix, ctx.org, ctx.evidence),
     )
 
 

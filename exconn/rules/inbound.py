@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from exconn.names import wildcard_matches
 from exconn.posture.facts import DomainPosture, MtaStsPolicy
 from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
+from exconn.rules.evidence_view import report_failures
 from exconn.rules.mx import connector_failures, connector_problems, serving_connectors
 from exconn.rules.policy import MAX_AGE_ENFORCE, mx_pattern_for, proposed_policy, publish_fix, same_policy
 from exconn.rules.posture_view import (
@@ -238,6 +239,8 @@ def testing_ready_for_enforce(ctx: Context, p: DomainPosture | CannotJudge) -> R
         return
     if connectors or (p.tlsrpt.status != "valid" and ctx.tlsrpt_rua is None):
         return  # EXC-W002 / EXC-W005 say what must come first
+    if report_failures(ctx, p.domain):
+        return  # enforce only once the period's TLS reports show no failure (EXC-E008 names them)
     first = (
         f" Publish _smtp._tls.{p.domain} (records.txt, rua {ctx.tlsrpt_rua}) first."
         if p.tlsrpt.status != "valid"
@@ -290,6 +293,8 @@ def enforce_with_failing_mx(ctx: Context, p: DomainPosture | CannotJudge) -> Res
     # Every MX answering by the probe does not make a failing server behind it pass (EXC-W002).
     everything = bool(failing) and len(failing) == len(p.mx.hosts)
     failing += connector_failures(ctx, p) or []
+    # What the senders report (TLS-RPT) counts as much as what the probe saw.
+    failing += [f"TLS reports: {f.result_type} at {f.mx} x{f.count}" for f in report_failures(ctx, p.domain)]
     if failing:
         yield Hit(
             target,

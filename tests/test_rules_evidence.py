@@ -10,6 +10,8 @@ import json
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 from exconn.audit import AuditOptions, run
 from exconn.evidence.model import Evidence, PolicyFetch, Traffic
 from exconn.evidence.reduce import reduce_paths
@@ -216,3 +218,21 @@ def test_top_recipient_domains_are_observed_partners() -> None:
     assert "gmail.com" in partners and "northwindtraders.com" in partners
     assert not any(p.endswith(".mail.onmicrosoft.com") for p in partners)
     assert _top_recipients(org(), evidence(), 1) == ("gmail.com",)
+
+
+def test_fix_evidence_says_the_fix_itself_turns_starttls_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: 'supported (0/16 session(s) with TLS; all 16 session(s) on this route used TLS)'."""
+    from exconn.cli import main
+
+    root = Path(__file__).parents[1] / "samples"
+    code = main(
+        ["audit", "--offline", str(root / "fabrikam"), str(root / "fabrikam-evidence"), "--format", "json"]
+    )
+    assert code == 1
+    doc = json.loads(capsys.readouterr().out)
+    s004 = next(f for f in doc["findings"] if f["rule"] == "EXC-S004")
+    ev = s004["fix_evidence"]
+    assert ev["verdict"] == "supported" and ev["tls"] == 0 and ev["sessions"] == 16
+    assert "IgnoreSTARTTLS" in ev["reason"] and "all 16" not in ev["reason"]

@@ -85,10 +85,10 @@ def outbound_plaintext(ctx: Context, item: _Peers) -> Result:
         c = _send_connector(ctx, t.connector)
         reasons = why[t.connector]
         if t.tls_failed:
-            reasons["TLS negotiation failed"] += t.tls_failed
+            reasons["failed TLS negotiation"] += t.tls_failed
         plain = t.plaintext
         if (t.connector.casefold(), t.remote_host) in retried and plain:
-            reasons["TLS failed, Exchange retried in plaintext"] += plain
+            reasons["retried in plaintext after a failed TLS negotiation"] += plain
             continue
         if t.plaintext_offered:
             ignoring = c is not None and c.ignore_starttls is True

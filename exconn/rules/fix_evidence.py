@@ -46,6 +46,7 @@ class FixEvidence:
             "plaintext": self.plaintext,
             "names_ok": self.names_ok,
             "verdict": self.verdict,
+            "reason": self.reason,
         }
 
 
@@ -220,6 +221,14 @@ def fix_evidence(
             base,
             WOULD_BREAK,
             f"{with_cert - names_ok} of {with_cert} session(s) showed a certificate not naming {want}",
+        )
+    if offered:
+        # Supported only because the same fix turns IgnoreSTARTTLS off: say so, not "all used TLS".
+        return _with(
+            base,
+            SUPPORTED,
+            f"{tls} of {sessions} session(s) used TLS; the remote offered STARTTLS in the other "
+            f"{offered}, which this fix's -IgnoreSTARTTLS:$false makes use it",
         )
     return _with(base, SUPPORTED, f"all {sessions} session(s) on this route used TLS")
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from exconn.posture import dns as pdns
 from exconn.posture.errors import ProbeError
-from exconn.posture.facts import DaneFacts, DaneHost, TlsaRecord, summarise_dane
+from exconn.posture.facts import DaneFacts, DaneHost, DaneStatus, TlsaRecord, summarise_dane
 
 USABLE_USAGES = (2, 3)
 _DIGEST_LENGTH = {0: None, 1: 32, 2: 64}
@@ -118,7 +118,7 @@ def check_dane_host(
     name = tlsa_name(host)
     result = pdns.lookup(resolver, name, "TLSA", check_bogus=True)
     if result.status == "error":
-        return DaneHost(host=host, status="error", name=name, errors=result.errors)
+        return DaneHost(host=host, status=DaneStatus.ERROR, name=name, errors=result.errors)
     records = tuple(
         to_tlsa_record(
             int(getattr(r, "usage", -1)),
@@ -129,23 +129,23 @@ def check_dane_host(
         for r in result.records
     )
     if not result.authenticated:
-        return DaneHost(host=host, status="insecure", name=name, tlsa=records)
+        return DaneHost(host=host, status=DaneStatus.INSECURE, name=name, tlsa=records)
     if result.missing:
-        return DaneHost(host=host, status="absent", name=name, validated_by=result.server)
+        return DaneHost(host=host, status=DaneStatus.ABSENT, name=name, validated_by=result.server)
     if not any(r.usable for r in records):
         error = ProbeError(
             "tlsa-invalid",
             f"{name}: no usable TLSA record (DANE-TA(2)/DANE-EE(3), selector 0/1, matching 0/1/2, "
             "RFC 7672 §3.1.3); mail to this host must fail",
         )
-        return DaneHost(host, "invalid", name, result.server, records, None, (error,))
+        return DaneHost(host, DaneStatus.INVALID, name, result.server, records, None, (error,))
     if chain is None:
-        return DaneHost(host, "unverified", name, result.server, records, None)
+        return DaneHost(host, DaneStatus.UNVERIFIED, name, result.server, records, None)
     matched, how = match_chain(records, chain, name_matches=name_matches)
     if matched:
-        return DaneHost(host, "valid", name, result.server, records, True)
+        return DaneHost(host, DaneStatus.VALID, name, result.server, records, True)
     error = ProbeError("tlsa-invalid", f"{host}: {how}")
-    return DaneHost(host, "invalid", name, result.server, records, False, (error,))
+    return DaneHost(host, DaneStatus.INVALID, name, result.server, records, False, (error,))
 
 
 def check_dane(

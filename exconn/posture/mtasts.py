@@ -25,7 +25,7 @@ import dns.resolver
 
 from exconn.posture import dns as pdns
 from exconn.posture.errors import ProbeError
-from exconn.posture.facts import MtaStsFacts, MtaStsPolicy
+from exconn.posture.facts import MtaStsFacts, MtaStsPolicy, MtaStsStatus
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
 MAX_POLICY_BYTES = 64 * 1024
@@ -342,7 +342,7 @@ def check_mta_sts(
     """Discovery, fetch and parse for `domain`; every name is resolved through `resolver`."""
     found = discover(resolver, domain)
     if found.status != "found":
-        return MtaStsFacts(status=found.status, record=found.record, errors=found.errors)
+        return MtaStsFacts(status=MtaStsStatus(found.status), record=found.record, errors=found.errors)
     fetched = fetch_policy(
         f"mta-sts.{domain}",
         resolve=resolve or pdns.address_resolver(resolver),
@@ -351,8 +351,12 @@ def check_mta_sts(
         port=port,
     )
     if fetched.text is None:
-        return MtaStsFacts(status=fetched.status, record=found.record, id=found.id, errors=fetched.errors)
+        return MtaStsFacts(
+            status=MtaStsStatus(fetched.status), record=found.record, id=found.id, errors=fetched.errors
+        )
     policy, errors = parse_policy(fetched.text)
     if policy is None:
-        return MtaStsFacts(status="invalid", record=found.record, id=found.id, errors=tuple(errors))
-    return MtaStsFacts(status="valid", record=found.record, id=found.id, policy=policy)
+        return MtaStsFacts(
+            status=MtaStsStatus.INVALID, record=found.record, id=found.id, errors=tuple(errors)
+        )
+    return MtaStsFacts(status=MtaStsStatus.VALID, record=found.record, id=found.id, policy=policy)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dns.resolver
 
@@ -19,16 +19,19 @@ from exconn.posture import dns as pdns
 from exconn.posture.dane import check_dane
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import (
-    CertificateFacts,
     DaneFacts,
+    DaneStatus,
     DomainPosture,
     MtaStsFacts,
+    MtaStsStatus,
     MxFacts,
     MxHostFacts,
     MxRecord,
+    MxStatus,
     PostureReport,
-    SmtpReplyFacts,
+    ProbeStatus,
     TlsRptFacts,
+    TlsRptStatus,
 )
 from exconn.posture.mtasts import check_mta_sts, policy_matches
 from exconn.posture.smtp import MxProbe, probe_mx
@@ -62,10 +65,10 @@ def scan_domain(domain: str, *, resolver: dns.resolver.Resolver, options: ScanOp
         return DomainPosture(
             domain=domain,
             observed_at=observed_at,
-            mx=MxFacts(status="error", errors=(error,)),
-            mta_sts=MtaStsFacts(status="error", errors=(error,)),
-            tlsrpt=TlsRptFacts(status="error", errors=(error,)),
-            dane=DaneFacts(status="error", errors=(error,)),
+            mx=MxFacts(status=MxStatus.ERROR, errors=(error,)),
+            mta_sts=MtaStsFacts(status=MtaStsStatus.ERROR, errors=(error,)),
+            tlsrpt=TlsRptFacts(status=TlsRptStatus.ERROR, errors=(error,)),
+            dane=DaneFacts(status=DaneStatus.ERROR, errors=(error,)),
             errors=(error,),
         )
 
@@ -75,7 +78,7 @@ def _scan(
 ) -> DomainPosture:
     found = pdns.lookup_mx(resolver, domain)
     mx = MxFacts(
-        status=found.status,
+        status=MxStatus(found.status),
         records=tuple(MxRecord(h, p) for h, p in found.records),
         authenticated=found.authenticated,
         errors=found.errors,
@@ -97,12 +100,14 @@ def _scan(
     for host in hosts:
         policy_match = policy_matches(mta_sts.policy, host) if mta_sts.policy is not None else None
         if not options.smtp:
-            mx_hosts.append(MxHostFacts(host=host, policy_match=policy_match, probe="skipped"))
+            mx_hosts.append(MxHostFacts(host=host, policy_match=policy_match, probe=ProbeStatus.SKIPPED))
             continue
         addresses, dns_errors = pdns.resolve_addresses(resolver, host)
         if not addresses:
             errors = tuple(dns_errors) or (ProbeError("dns-no-address", f"{host} has no A or AAAA record"),)
-            mx_hosts.append(MxHostFacts(host=host, policy_match=policy_match, probe="error", errors=errors))
+            mx_hosts.append(
+                MxHostFacts(host=host, policy_match=policy_match, probe=ProbeStatus.ERROR, errors=errors)
+            )
             continue
         probe = probe_mx(
             host,
@@ -118,7 +123,7 @@ def _scan(
     dane = (
         check_dane(hosts, resolver=resolver, chains=chains, name_matches=names)
         if hosts
-        else DaneFacts(status="not-applicable")
+        else DaneFacts(status=DaneStatus.NOT_APPLICABLE)
     )
     return DomainPosture(
         domain=domain,
@@ -138,7 +143,7 @@ def host_facts(probe: MxProbe, policy_match: bool | None) -> MxHostFacts:
     return MxHostFacts(
         host=probe.host,
         policy_match=policy_match,
-        probe="done" if probe.banner is not None else "error",
+        probe=ProbeStatus.DONE if probe.banner is not None else ProbeStatus.ERROR,
         address=probe.address,
         port=probe.port,
         banner=str(probe.banner) if probe.banner is not None else None,
@@ -146,24 +151,10 @@ def host_facts(probe: MxProbe, policy_match: bool | None) -> MxHostFacts:
         tls_established=probe.tls_established if probe.starttls_offered else None,
         tls_version=probe.tls_version,
         cipher=probe.cipher,
-        certificate=(
-            CertificateFacts(
-                subject=cert.subject,
-                sans=cert.sans,
-                issuer=cert.issuer,
-                not_before=cert.not_before,
-                not_after=cert.not_after,
-                trusted=cert.trusted,
-                name_matches=cert.name_matches,
-                expired=cert.expired,
-            )
-            if cert is not None
-            else None
-        ),
-        plaintext_mail_from=(
-            SmtpReplyFacts(code=reply.code, text=reply.text, enhanced=reply.enhanced) if reply else None
-        ),
-        plaintext_mail=str(probe.plaintext_mail) if reply is not None else None,
+        # The chain serves DANE in this run only; a posture in memory equals the one read back.
+        certificate=replace(cert, chain_der=()) if cert is not None else None,
+        plaintext_mail_from=reply,
+        plaintext_mail=probe.plaintext_mail if reply is not None else None,
         errors=probe.errors,
     )
 

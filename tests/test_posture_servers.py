@@ -424,3 +424,39 @@ def test_resolver_is_hermetic(posture_env: PostureEnv, posture_resolver: dns.res
     # Unbound refuses every name outside the test zones: nothing leaves loopback.
     result = pdns.lookup(posture_resolver, "example.com", "A")
     assert result.status == "error" and result.records == ()
+
+
+_OPENED: list[str] = []
+_WATCH: set[str] = set()
+
+
+def _count_opens(event: str, args: tuple[object, ...]) -> None:
+    if event == "open" and args and str(args[0]) in _WATCH:
+        _OPENED.append(str(args[0]))
+
+
+def test_trust_store_is_read_once_per_run(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    """Reading and parsing the store costs ~18 ms: a run loads it once, not once per probe."""
+    import sys
+
+    assert posture_env.ca_file is not None
+    options = ScanOptions(
+        timeout=5.0,
+        ca_file=posture_env.ca_file,
+        smtp=True,
+        smtp_port=posture_env.smtp_port,
+        https_port=posture_env.https_port,
+    )
+    sys.addaudithook(_count_opens)  # a real observation of the file system, not a stand-in
+    _WATCH.add(posture_env.ca_file)
+    try:
+        report = scan_domains(
+            ["good.test", "testing.test", "none.test"], resolver=posture_resolver, options=options
+        )
+    finally:
+        _WATCH.discard(posture_env.ca_file)
+    probed = [h for d in report.domains for h in d.mx_hosts if h.certificate is not None]
+    assert len(probed) >= 3
+    assert len(_OPENED) == 1, _OPENED

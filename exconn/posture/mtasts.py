@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import dns.resolver
 
 from exconn.posture import dns as pdns
+from exconn.posture.certs import TrustStore
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import MtaStsFacts, MtaStsPolicy, MtaStsStatus
 
@@ -229,15 +230,18 @@ def fetch_policy(
     timeout: float,
     ca_file: str | None = None,
     port: int = 443,
+    trust: TrustStore | None = None,
 ) -> Fetch:
-    """GET the policy from `host`, resolved by `resolve`, within `timeout` seconds overall."""
+    """GET the policy from `host`, resolved by `resolve`, within `timeout` seconds overall.
+
+    The certificate is judged against `trust` (the run's store) or else `ca_file`/the system store."""
     url = f"https://{host}{POLICY_PATH}" if port == 443 else f"https://{host}:{port}{POLICY_PATH}"
     try:
         addresses = resolve(host)
     except LookupError as exc:
         return Fetch("error", None, (ProbeError("sts-policy-fetch-error", f"{url}: cannot resolve: {exc}"),))
     deadline = time.monotonic() + timeout
-    tls = tls_context(ca_file)
+    tls = trust.https_context() if trust is not None else tls_context(ca_file)
     last: ProbeError | None = None
     for address in addresses:
         remaining = deadline - time.monotonic()
@@ -338,6 +342,7 @@ def check_mta_sts(
     ca_file: str | None = None,
     port: int = 443,
     resolve: pdns.AddressResolver | None = None,
+    trust: TrustStore | None = None,
 ) -> MtaStsFacts:
     """Discovery, fetch and parse for `domain`; every name is resolved through `resolver`."""
     found = discover(resolver, domain)
@@ -349,6 +354,7 @@ def check_mta_sts(
         timeout=timeout,
         ca_file=ca_file,
         port=port,
+        trust=trust,
     )
     if fetched.text is None:
         return MtaStsFacts(

@@ -16,6 +16,7 @@ import dns.resolver
 
 from exconn.names import normalize
 from exconn.posture import dns as pdns
+from exconn.posture.certs import TrustStore
 from exconn.posture.dane import check_dane
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import (
@@ -54,12 +55,21 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def scan_domain(domain: str, *, resolver: dns.resolver.Resolver, options: ScanOptions) -> DomainPosture:
-    """Everything exconn observes about one domain. Never raises."""
+def scan_domain(
+    domain: str,
+    *,
+    resolver: dns.resolver.Resolver,
+    options: ScanOptions,
+    trust: TrustStore | None = None,
+) -> DomainPosture:
+    """Everything exconn observes about one domain. Never raises.
+
+    `trust` is the run's trust store (`scan_domains` loads it once); without it one is loaded here.
+    """
     domain = normalize(domain)
     observed_at = now_iso()
     try:
-        return _scan(domain, observed_at, resolver, options)
+        return _scan(domain, observed_at, resolver, options, trust or TrustStore.load(options.ca_file))
     except Exception as exc:  # one domain never stops the run: an unforeseen failure is data too
         error = ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
         return DomainPosture(
@@ -74,7 +84,7 @@ def scan_domain(domain: str, *, resolver: dns.resolver.Resolver, options: ScanOp
 
 
 def _scan(
-    domain: str, observed_at: str, resolver: dns.resolver.Resolver, options: ScanOptions
+    domain: str, observed_at: str, resolver: dns.resolver.Resolver, options: ScanOptions, trust: TrustStore
 ) -> DomainPosture:
     found = pdns.lookup_mx(resolver, domain)
     mx = MxFacts(
@@ -88,7 +98,7 @@ def _scan(
         domain,
         resolver=resolver,
         timeout=options.timeout,
-        ca_file=options.ca_file,
+        trust=trust,
         port=options.https_port,
         resolve=resolve,
     )
@@ -114,7 +124,7 @@ def _scan(
             addresses=addresses,
             port=options.smtp_port,
             timeout=options.timeout,
-            ca_file=options.ca_file,
+            trust=trust,
         )
         mx_hosts.append(host_facts(probe, policy_match))
         if probe.certificate is not None:
@@ -174,8 +184,10 @@ def scan_domains(
     if not unique:
         return PostureReport(observed_at=started, domains=())
 
+    trust = TrustStore.load(options.ca_file)  # once per run: parsing the store costs ~18 ms
+
     def one(domain: str) -> DomainPosture:
-        result = scan_domain(domain, resolver=resolver, options=options)
+        result = scan_domain(domain, resolver=resolver, options=options, trust=trust)
         if progress is not None:
             progress(result)
         return result

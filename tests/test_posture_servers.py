@@ -5,8 +5,11 @@ Every rule of issue 3 has a domain of its own under `.test`; `conftest.DOMAINS` 
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
+import dns.flags
 import dns.resolver
 import pytest
 
@@ -460,3 +463,46 @@ def test_trust_store_is_read_once_per_run(
     probed = [h for d in report.domains for h in d.mx_hosts if h.certificate is not None]
     assert len(probed) >= 3
     assert len(_OPENED) == 1, _OPENED
+
+
+class _CountingResolver(dns.resolver.Resolver):
+    """The real resolver (every question still goes to Unbound), holding each answer 50 ms as a
+    distant resolver would, and counting how many questions are in flight at once."""
+
+    def __init__(self, base: dns.resolver.Resolver) -> None:
+        super().__init__(configure=False)
+        self.nameservers, self.port = base.nameservers, base.port
+        self.lifetime, self.timeout = base.lifetime, base.timeout
+        self.use_edns(0, dns.flags.DO, 1232)
+        self.flags, self.cache = base.flags, None
+        self.lock = threading.Lock()
+        self.in_flight = self.peak = self.asked = 0
+
+    def resolve(self, *args: Any, **kwargs: Any) -> dns.resolver.Answer:
+        with self.lock:
+            self.in_flight += 1
+            self.asked += 1
+            self.peak = max(self.peak, self.in_flight)
+        try:
+            time.sleep(0.05)
+            return super().resolve(*args, **kwargs)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_one_domain_asks_its_independent_questions_at_once(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    """MX, the _mta-sts TXT and the _smtp._tls TXT do not wait on each other, nor TLSA on the
+    probe: a domain costs about its longest chain, not the sum of its questions."""
+    counting = _CountingResolver(posture_resolver)
+    started = time.monotonic()
+    posture = scan(posture_env, counting, "good.test", smtp=True)  # type: ignore[arg-type]
+    elapsed = time.monotonic() - started
+    assert posture.mta_sts.status == "valid" and posture.dane.status == "valid", posture
+    assert posture.mx_hosts[0].probe == "done"
+    assert counting.asked >= 8  # MX, 2 TXT, A+AAAA twice, TLSA
+    assert counting.peak >= 3, counting.peak
+    # The longest chain is MX -> A|AAAA -> probe (or TXT -> A|AAAA -> fetch): ~3 answers deep.
+    assert elapsed < 0.05 * counting.asked, (elapsed, counting.asked)

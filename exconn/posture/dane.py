@@ -107,16 +107,23 @@ def match_chain(
     )
 
 
+def lookup_tlsa(resolver: dns.resolver.Resolver, host: str) -> pdns.Lookup:
+    """The TLSA question for one MX host (asked while its SMTP probe runs; judged after it)."""
+    return pdns.lookup(resolver, tlsa_name(host), "TLSA", check_bogus=True)
+
+
 def check_dane_host(
     host: str,
     *,
     resolver: dns.resolver.Resolver,
     chain: Sequence[bytes] | None = None,
     name_matches: bool | None = None,
+    tlsa: pdns.Lookup | None = None,
 ) -> DaneHost:
-    """TLSA for one MX host, and whether `chain` (what the MX presented, leaf first) matches."""
+    """TLSA for one MX host (`tlsa` when already looked up), and whether `chain` (what the MX
+    presented, leaf first) matches."""
     name = tlsa_name(host)
-    result = pdns.lookup(resolver, name, "TLSA", check_bogus=True)
+    result = tlsa if tlsa is not None else lookup_tlsa(resolver, host)
     if result.status == "error":
         return DaneHost(host=host, status=DaneStatus.ERROR, name=name, errors=result.errors)
     records = tuple(
@@ -154,14 +161,17 @@ def check_dane(
     resolver: dns.resolver.Resolver,
     chains: Mapping[str, Sequence[bytes] | None] | None = None,
     name_matches: Mapping[str, bool | None] | None = None,
+    tlsa: Mapping[str, pdns.Lookup] | None = None,
 ) -> DaneFacts:
-    """DANE for every MX host; `chains[host]` is the chain its SMTP probe saw (None: not probed)."""
+    """DANE for every MX host; `chains[host]` is the chain its SMTP probe saw (None: not probed),
+    `tlsa[host]` its TLSA answer when already looked up."""
     checked = tuple(
         check_dane_host(
             host,
             resolver=resolver,
             chain=(chains or {}).get(host),
             name_matches=(name_matches or {}).get(host),
+            tlsa=(tlsa or {}).get(host),
         )
         for host in hosts
     )

@@ -25,6 +25,7 @@ import dns.rdatatype
 import dns.resolver
 
 from exconn.posture.errors import ProbeError
+from exconn.posture.fanout import INLINE, Fanout
 
 DEFAULT_PORT = 53
 
@@ -195,12 +196,15 @@ def txt_strings(record: dns.rdata.Rdata) -> str:
     return b"".join(strings).decode("utf-8", errors="replace")
 
 
-def resolve_addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[str], list[ProbeError]]:
-    """A then AAAA for `host` through `resolver`; errors for lookups that failed (not for absences)."""
+def resolve_addresses(
+    resolver: dns.resolver.Resolver, host: str, *, fanout: Fanout = INLINE
+) -> tuple[list[str], list[ProbeError]]:
+    """A then AAAA for `host` through `resolver` (asked at the same time through `fanout`); errors for
+    lookups that failed (not for absences)."""
     addresses: list[str] = []
     errors: list[ProbeError] = []
-    for rdtype in ("A", "AAAA"):
-        result = lookup(resolver, host, rdtype)
+    aaaa = fanout.leaf(lambda: lookup(resolver, host, "AAAA"))
+    for result in (lookup(resolver, host, "A"), aaaa.result()):
         if result.ok:
             addresses.extend(str(getattr(r, "address", "")) for r in result.records)
         elif result.error is not None:
@@ -208,14 +212,14 @@ def resolve_addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[
     return addresses, errors
 
 
-def address_resolver(resolver: dns.resolver.Resolver) -> AddressResolver:
+def address_resolver(resolver: dns.resolver.Resolver, fanout: Fanout = INLINE) -> AddressResolver:
     """The resolution function handed to the probes: addresses of a host through our resolver.
 
     Raises `LookupError` (with the DNS error in its message) when the host has no address.
     """
 
     def resolve(host: str) -> list[str]:
-        addresses, errors = resolve_addresses(resolver, host)
+        addresses, errors = resolve_addresses(resolver, host, fanout=fanout)
         if not addresses:
             if errors:
                 raise LookupError("; ".join(e.detail for e in errors))
@@ -239,7 +243,7 @@ def normalise_host(name: str) -> str:
     return name.rstrip(".").lower()
 
 
-def lookup_mx(resolver: dns.resolver.Resolver, domain: str) -> MxLookup:
+def lookup_mx(resolver: dns.resolver.Resolver, domain: str, *, fanout: Fanout = INLINE) -> MxLookup:
     """The mail exchangers of `domain`.
 
     - One MX with preference 0 and exchange "." is a null MX (RFC 7505): the domain accepts no mail.
@@ -276,7 +280,7 @@ def lookup_mx(resolver: dns.resolver.Resolver, domain: str) -> MxLookup:
             )
         return MxLookup("ok", tuple(records), result.authenticated)
     # NODATA: RFC 5321 §5.1 implicit MX, when the domain has an address.
-    addresses, errors = resolve_addresses(resolver, domain)
+    addresses, errors = resolve_addresses(resolver, domain, fanout=fanout)
     if addresses:
         return MxLookup("implicit", ((normalise_host(domain), 0),), result.authenticated)
     if errors:

@@ -1,13 +1,16 @@
 """Observe many domains concurrently: MX, MTA-STS, TLS-RPT, the SMTP probe per MX, then DANE.
 
-`scan_domains` runs `scan_domain` for each domain on a bounded thread pool; one domain's failure (even
-an unexpected exception) becomes that domain's `errors`, never the end of the run. Results keep the
+`scan_domains` runs `scan_domain` for each domain on a bounded thread pool, and each domain's
+independent look-ups at the same time through the run's `Fanout` (fanout.py: layered pools, so no
+nested-pool deadlock, and a bounded number of threads); one domain's failure (even an unexpected
+exception) becomes that domain's `errors`, never the end of the run. Results keep the
 order of the input. Nothing here builds a client on its own: the resolver is passed in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -17,7 +20,7 @@ import dns.resolver
 from exconn.names import normalize
 from exconn.posture import dns as pdns
 from exconn.posture.certs import TrustStore
-from exconn.posture.dane import check_dane
+from exconn.posture.dane import check_dane, lookup_tlsa
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import (
     DaneFacts,
@@ -34,6 +37,7 @@ from exconn.posture.facts import (
     TlsRptFacts,
     TlsRptStatus,
 )
+from exconn.posture.fanout import Fanout
 from exconn.posture.mtasts import check_mta_sts, policy_matches
 from exconn.posture.smtp import MxProbe, probe_mx
 from exconn.posture.tlsrpt import check_tlsrpt
@@ -61,15 +65,21 @@ def scan_domain(
     resolver: dns.resolver.Resolver,
     options: ScanOptions,
     trust: TrustStore | None = None,
+    fanout: Fanout | None = None,
 ) -> DomainPosture:
     """Everything exconn observes about one domain. Never raises.
 
-    `trust` is the run's trust store (`scan_domains` loads it once); without it one is loaded here.
+    `trust` is the run's trust store and `fanout` its pools (`scan_domains` makes both once); without
+    them this call makes its own.
     """
     domain = normalize(domain)
     observed_at = now_iso()
     try:
-        return _scan(domain, observed_at, resolver, options, trust or TrustStore.load(options.ca_file))
+        trust = trust or TrustStore.load(options.ca_file)
+        if fanout is not None:
+            return _scan(domain, observed_at, resolver, options, trust, fanout)
+        with Fanout(1) as own:
+            return _scan(domain, observed_at, resolver, options, trust, own)
     except Exception as exc:  # one domain never stops the run: an unforeseen failure is data too
         error = ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
         return DomainPosture(
@@ -84,26 +94,47 @@ def scan_domain(
 
 
 def _scan(
-    domain: str, observed_at: str, resolver: dns.resolver.Resolver, options: ScanOptions, trust: TrustStore
+    domain: str,
+    observed_at: str,
+    resolver: dns.resolver.Resolver,
+    options: ScanOptions,
+    trust: TrustStore,
+    fan: Fanout,
 ) -> DomainPosture:
-    found = pdns.lookup_mx(resolver, domain)
+    """The independent parts at the same time: MTA-STS (TXT -> address -> fetch) and TLS-RPT beside
+    MX; then per MX host its TLSA beside its chain (address -> SMTP probe), DANE judged at the end.
+    A domain costs about its longest chain, and a dead host its own timeout."""
+    resolve = pdns.address_resolver(resolver, fan)
+    mta_sts_job = fan.chain(
+        lambda: check_mta_sts(
+            domain,
+            resolver=resolver,
+            timeout=options.timeout,
+            trust=trust,
+            port=options.https_port,
+            resolve=resolve,
+        )
+    )
+    tlsrpt_job = fan.leaf(lambda: check_tlsrpt(domain, resolver=resolver))
+    found = pdns.lookup_mx(resolver, domain, fanout=fan)
     mx = MxFacts(
         status=MxStatus(found.status),
         records=tuple(MxRecord(h, p) for h, p in found.records),
         authenticated=found.authenticated,
         errors=found.errors,
     )
-    resolve = pdns.address_resolver(resolver)
-    mta_sts = check_mta_sts(
-        domain,
-        resolver=resolver,
-        timeout=options.timeout,
-        trust=trust,
-        port=options.https_port,
-        resolve=resolve,
-    )
-    tlsrpt = check_tlsrpt(domain, resolver=resolver)
     hosts = list(dict.fromkeys(mx.hosts))[:MAX_MX_HOSTS]
+    tlsa_jobs = {host: fan.leaf(functools.partial(lookup_tlsa, resolver, host)) for host in hosts}
+    probe_jobs = (
+        {
+            host: fan.chain(functools.partial(_probe_host, host, resolver, options, trust, fan))
+            for host in hosts
+        }
+        if options.smtp
+        else {}
+    )
+    mta_sts = mta_sts_job.result()
+    tlsrpt = tlsrpt_job.result()
     mx_hosts: list[MxHostFacts] = []
     chains: dict[str, Sequence[bytes] | None] = {}
     names: dict[str, bool | None] = {}
@@ -112,26 +143,17 @@ def _scan(
         if not options.smtp:
             mx_hosts.append(MxHostFacts(host=host, policy_match=policy_match, probe=ProbeStatus.SKIPPED))
             continue
-        addresses, dns_errors = pdns.resolve_addresses(resolver, host)
-        if not addresses:
-            errors = tuple(dns_errors) or (ProbeError("dns-no-address", f"{host} has no A or AAAA record"),)
-            mx_hosts.append(
-                MxHostFacts(host=host, policy_match=policy_match, probe=ProbeStatus.ERROR, errors=errors)
-            )
+        probe = probe_jobs[host].result()
+        if isinstance(probe, MxHostFacts):  # no address: nothing was probed
+            mx_hosts.append(replace(probe, policy_match=policy_match))
             continue
-        probe = probe_mx(
-            host,
-            addresses=addresses,
-            port=options.smtp_port,
-            timeout=options.timeout,
-            trust=trust,
-        )
         mx_hosts.append(host_facts(probe, policy_match))
         if probe.certificate is not None:
             chains[host] = probe.certificate.chain_der
             names[host] = probe.certificate.name_matches
+    tlsa = {host: job.result() for host, job in tlsa_jobs.items()}
     dane = (
-        check_dane(hosts, resolver=resolver, chains=chains, name_matches=names)
+        check_dane(hosts, resolver=resolver, chains=chains, name_matches=names, tlsa=tlsa)
         if hosts
         else DaneFacts(status=DaneStatus.NOT_APPLICABLE)
     )
@@ -144,6 +166,17 @@ def _scan(
         dane=dane,
         mx_hosts=tuple(mx_hosts),
     )
+
+
+def _probe_host(
+    host: str, resolver: dns.resolver.Resolver, options: ScanOptions, trust: TrustStore, fan: Fanout
+) -> MxProbe | MxHostFacts:
+    """One MX host's chain: its addresses (A beside AAAA), then the SMTP probe."""
+    addresses, dns_errors = pdns.resolve_addresses(resolver, host, fanout=fan)
+    if not addresses:
+        errors = tuple(dns_errors) or (ProbeError("dns-no-address", f"{host} has no A or AAAA record"),)
+        return MxHostFacts(host=host, policy_match=None, probe=ProbeStatus.ERROR, errors=errors)
+    return probe_mx(host, addresses=addresses, port=options.smtp_port, timeout=options.timeout, trust=trust)
 
 
 def host_facts(probe: MxProbe, policy_match: bool | None) -> MxHostFacts:
@@ -185,13 +218,15 @@ def scan_domains(
         return PostureReport(observed_at=started, domains=())
 
     trust = TrustStore.load(options.ca_file)  # once per run: parsing the store costs ~18 ms
+    workers = max(1, min(concurrency, len(unique)))
 
-    def one(domain: str) -> DomainPosture:
-        result = scan_domain(domain, resolver=resolver, options=options, trust=trust)
-        if progress is not None:
-            progress(result)
-        return result
+    with Fanout(workers) as fan, ThreadPoolExecutor(max_workers=workers) as pool:
 
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(unique)))) as pool:
+        def one(domain: str) -> DomainPosture:
+            result = scan_domain(domain, resolver=resolver, options=options, trust=trust, fanout=fan)
+            if progress is not None:
+                progress(result)
+            return result
+
         results = tuple(pool.map(one, unique))
     return PostureReport(observed_at=started, domains=results)

@@ -10,8 +10,9 @@ No resolver is built at import time: callers build one with `make_resolver` and 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import dns.exception
@@ -201,15 +202,40 @@ def resolve_addresses(
 ) -> tuple[list[str], list[ProbeError]]:
     """A then AAAA for `host` through `resolver` (asked at the same time through `fanout`); errors for
     lookups that failed (not for absences)."""
+    aaaa = fanout.leaf(functools.partial(lookup, resolver, host, "AAAA"))
+    return _addresses_of((lookup(resolver, host, "A"), aaaa.result()))
+
+
+def start_addresses(resolver: dns.resolver.Resolver, host: str, fanout: Fanout) -> AddressResolver:
+    """Ask for `host`'s A and AAAA now, both beside the caller; the returned resolver waits for them
+    (for `host` only) and answers as `address_resolver` would."""
+    jobs = [fanout.leaf(functools.partial(lookup, resolver, host, rdtype)) for rdtype in ("A", "AAAA")]
+
+    def resolve(name: str) -> list[str]:
+        if name != host:
+            raise LookupError(f"{name}: not the host whose addresses were asked for ({host})")
+        return _or_raise(host, *_addresses_of([job.result() for job in jobs]))
+
+    return resolve
+
+
+def _addresses_of(results: Sequence[Lookup]) -> tuple[list[str], list[ProbeError]]:
     addresses: list[str] = []
     errors: list[ProbeError] = []
-    aaaa = fanout.leaf(lambda: lookup(resolver, host, "AAAA"))
-    for result in (lookup(resolver, host, "A"), aaaa.result()):
+    for result in results:
         if result.ok:
             addresses.extend(str(getattr(r, "address", "")) for r in result.records)
         elif result.error is not None:
             errors.append(result.error)
     return addresses, errors
+
+
+def _or_raise(host: str, addresses: list[str], errors: list[ProbeError]) -> list[str]:
+    if not addresses:
+        if errors:
+            raise LookupError("; ".join(e.detail for e in errors))
+        raise LookupError(f"{host}: no A or AAAA records")
+    return addresses
 
 
 def address_resolver(resolver: dns.resolver.Resolver, fanout: Fanout = INLINE) -> AddressResolver:
@@ -219,12 +245,7 @@ def address_resolver(resolver: dns.resolver.Resolver, fanout: Fanout = INLINE) -
     """
 
     def resolve(host: str) -> list[str]:
-        addresses, errors = resolve_addresses(resolver, host, fanout=fanout)
-        if not addresses:
-            if errors:
-                raise LookupError("; ".join(e.detail for e in errors))
-            raise LookupError(f"{host}: no A or AAAA records")
-        return addresses
+        return _or_raise(host, *resolve_addresses(resolver, host, fanout=fanout))
 
     return resolve
 

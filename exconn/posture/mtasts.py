@@ -27,6 +27,7 @@ from exconn.posture import dns as pdns
 from exconn.posture.certs import TrustStore
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import MtaStsFacts, MtaStsPolicy, MtaStsStatus
+from exconn.posture.fanout import INLINE, Fanout
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
 MAX_POLICY_BYTES = 64 * 1024
@@ -199,6 +200,9 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         raw = socket.create_connection((self._address, self.port), self.timeout)
+        # As http.client's own connect: without it, Nagle holds the request behind the unacknowledged
+        # TLS Finished, one round trip more per fetch.
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.killer = raw.dup()  # same connection: shutting it down unblocks a stuck read
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
@@ -343,13 +347,21 @@ def check_mta_sts(
     port: int = 443,
     resolve: pdns.AddressResolver | None = None,
     trust: TrustStore | None = None,
+    fanout: Fanout = INLINE,
 ) -> MtaStsFacts:
-    """Discovery, fetch and parse for `domain`; every name is resolved through `resolver`."""
+    """Discovery, fetch and parse for `domain`; every name is resolved through `resolver`.
+
+    With a `fanout`, the policy host's addresses are asked for beside the TXT record rather than
+    after it (one round trip less per domain; the answer is dropped when there is no policy to fetch,
+    and nothing is ever connected to before the TXT record says so, RFC 8461 §3.3)."""
+    host = f"mta-sts.{domain}"
+    if resolve is None:
+        resolve = pdns.start_addresses(resolver, host, fanout) if fanout is not INLINE else None
     found = discover(resolver, domain)
     if found.status != "found":
         return MtaStsFacts(status=MtaStsStatus(found.status), record=found.record, errors=found.errors)
     fetched = fetch_policy(
-        f"mta-sts.{domain}",
+        host,
         resolve=resolve or pdns.address_resolver(resolver),
         timeout=timeout,
         ca_file=ca_file,

@@ -101,10 +101,9 @@ def _scan(
     trust: TrustStore,
     fan: Fanout,
 ) -> DomainPosture:
-    """The independent parts at the same time: MTA-STS (TXT -> address -> fetch) and TLS-RPT beside
-    MX; then per MX host its TLSA beside its chain (address -> SMTP probe), DANE judged at the end.
-    A domain costs about its longest chain, and a dead host its own timeout."""
-    resolve = pdns.address_resolver(resolver, fan)
+    """The independent parts at the same time: MTA-STS (TXT beside the policy host's addresses ->
+    fetch) and TLS-RPT beside MX; then per MX host its TLSA beside its chain (addresses -> SMTP
+    probe), DANE judged at the end. A domain costs about its longest chain, a dead host its timeout."""
     mta_sts_job = fan.chain(
         lambda: check_mta_sts(
             domain,
@@ -112,7 +111,7 @@ def _scan(
             timeout=options.timeout,
             trust=trust,
             port=options.https_port,
-            resolve=resolve,
+            fanout=fan,
         )
     )
     tlsrpt_job = fan.leaf(lambda: check_tlsrpt(domain, resolver=resolver))

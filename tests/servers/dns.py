@@ -130,6 +130,8 @@ class DnsServers:
         self._processes: list[_Process] = []
         self.trust_anchor: list[str] = []
         self.ttl = 30
+        self.fixed_unbound_port: int | None = None
+        self.allow: tuple[str, ...] = ()
 
     @property
     def resolver(self) -> str:
@@ -149,8 +151,13 @@ class DnsServers:
         unbound_ip: str = "127.0.53.2",
         startup_timeout: float = 30.0,
         ttl: int = 30,
+        unbound_port: int | None = None,
+        allow: Sequence[str] = (),
     ) -> DnsServers:
-        """Start Knot with `zones`, then Unbound; `ttl` is the zones' TTL and Unbound's cache-max-ttl."""
+        """Start Knot with `zones`, then Unbound; `ttl` is the zones' TTL and Unbound's cache-max-ttl.
+
+        `unbound_port` fixes Unbound's port (the benchmark's namespace serves clients on 53, which a
+        resolv.conf cannot change); `allow` adds client networks besides 127.0.0.0/8."""
         missing = missing_binaries()
         if missing:
             raise ServerStartError(
@@ -158,6 +165,8 @@ class DnsServers:
             )
         servers = cls(directory, knot_ip, unbound_ip)
         servers.ttl = ttl
+        servers.fixed_unbound_port = unbound_port
+        servers.allow = tuple(allow)
         try:
             servers._start_knot(zones, startup_timeout)
             servers._start_unbound(zones, startup_timeout)
@@ -253,7 +262,7 @@ zone:
     def _start_unbound(self, zones: Sequence[Zone], startup_timeout: float) -> None:
         base = self.directory / "unbound"
         base.mkdir(parents=True, exist_ok=True)
-        self.unbound_port = free_port(self.unbound_ip)
+        self.unbound_port = self.fixed_unbound_port or free_port(self.unbound_ip)
         anchor_file = base / "trust-anchor.txt"
         anchor_file.write_text("\n".join(self.trust_anchor) + "\n")
         stubs = "".join(
@@ -285,7 +294,7 @@ server:
     do-udp: yes
     do-tcp: yes
     access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
+{"".join(f"    access-control: {net} allow{chr(10)}" for net in self.allow)}    do-not-query-localhost: no
     num-threads: 2
     so-reuseport: no
     outgoing-range: 256

@@ -506,3 +506,25 @@ def test_one_domain_asks_its_independent_questions_at_once(
     assert counting.peak >= 3, counting.peak
     # The longest chain is MX -> A|AAAA -> probe (or TXT -> A|AAAA -> fetch): ~3 answers deep.
     assert elapsed < 0.05 * counting.asked, (elapsed, counting.asked)
+
+
+@pytest.mark.parametrize("kind", ["silent", "truncating"])
+def test_hanging_dns_costs_the_timeout_once_per_domain(posture_env: PostureEnv, kind: str) -> None:
+    """A resolver that never answers (or truncates over UDP and hangs over TCP) costs at most
+    --timeout for a domain's DNS phase, not once per lookup (MX, _mta-sts, _smtp._tls, ...)."""
+    from tests.servers.dns import TruncatingUdp
+
+    server = TruncatingUdp() if kind == "truncating" else None
+    address = server.address if server is not None else posture_env.silent_resolver
+    try:
+        resolver = pdns.make_resolver(address, timeout=1.0)
+        started = time.monotonic()
+        posture = scan(posture_env, resolver, "good.test", timeout=1.0)
+        elapsed = time.monotonic() - started
+    finally:
+        if server is not None:
+            server.stop()
+    assert posture.mx.status == "error" and types(posture.mx.errors) == {"dns-timeout"}
+    assert posture.mta_sts.status == "error" and types(posture.mta_sts.errors) == {"dns-timeout"}
+    assert posture.tlsrpt.status == "error" and types(posture.tlsrpt.errors) == {"dns-timeout"}
+    assert elapsed < 1.7, elapsed

@@ -10,10 +10,13 @@ No resolver is built at import time: callers build one with `make_resolver` and 
 
 from __future__ import annotations
 
+import copy
 import functools
 import ipaddress
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -84,6 +87,36 @@ def make_resolver(address: str | None = None, *, timeout: float = 5.0) -> dns.re
     resolver.flags = dns.flags.RD | dns.flags.AD
     resolver.cache = None
     return resolver
+
+
+class _BoundedResolver(dns.resolver.Resolver):
+    """The run's resolver, with every lookup ending by one moment (see `with_deadline`)."""
+
+    deadline: float
+
+    def resolve(  # type: ignore[override]
+        self, qname: dns.name.Name | str, rdtype: str = "A", *args: Any, **kwargs: Any
+    ) -> dns.resolver.Answer:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise dns.resolver.LifetimeTimeout(timeout=0.0, errors=[])  # type: ignore[no-untyped-call]
+        kwargs["lifetime"] = min(self.lifetime, left)
+        return super().resolve(qname, rdtype, *args, **kwargs)
+
+
+def with_deadline(resolver: dns.resolver.Resolver, deadline: float) -> dns.resolver.Resolver:
+    """`resolver`, but every lookup through it ends by `deadline` (time.monotonic()): one domain's
+    DNS phase costs at most the timeout, however many of its lookups a hanging server holds."""
+    bounded = copy.copy(resolver)  # shares the configuration; lookups are independent
+    bounded.__class__ = _BoundedResolver
+    assert isinstance(bounded, _BoundedResolver)
+    bounded.deadline = deadline
+    return bounded
+
+
+def _remaining(resolver: dns.resolver.Resolver, limit: float) -> float:
+    deadline = getattr(resolver, "deadline", None)
+    return limit if deadline is None else max(min(limit, deadline - time.monotonic()), 0.001)
 
 
 def describe_resolver(resolver: dns.resolver.Resolver) -> str:
@@ -184,7 +217,10 @@ def _resolves_with_cd(resolver: dns.resolver.Resolver, name: str, rdtype: str) -
     query.flags |= dns.flags.CD
     try:
         response = dns.query.udp(
-            query, str(resolver.nameservers[0]), timeout=resolver.timeout, port=resolver.port
+            query,
+            str(resolver.nameservers[0]),
+            timeout=_remaining(resolver, resolver.timeout),
+            port=resolver.port,
         )
     except (dns.exception.DNSException, OSError):
         return False

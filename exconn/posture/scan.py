@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -104,6 +105,9 @@ def _scan(
     """The independent parts at the same time: MTA-STS (TXT beside the policy host's addresses ->
     fetch) and TLS-RPT beside MX; then per MX host its TLSA beside its chain (addresses -> SMTP
     probe), DANE judged at the end. A domain costs about its longest chain, a dead host its timeout."""
+    # One deadline for all of this domain's DNS (issue 9 §3): a server that holds every question
+    # costs the timeout once, not once per lookup along a chain.
+    resolver = pdns.with_deadline(resolver, time.monotonic() + options.timeout)
     mta_sts_job = fan.chain(
         lambda: check_mta_sts(
             domain,

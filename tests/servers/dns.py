@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -381,3 +382,28 @@ class SilentUdp:
     def stop(self) -> None:
         self._udp.close()
         self._tcp.close()
+
+
+class TruncatingUdp(SilentUdp):
+    """Answers every UDP query at once with TC=1 and no records, then never answers over TCP: each
+    lookup falls back to TCP and hangs there until the client's deadline (issue 9 §3)."""
+
+    def __init__(self, ip: str = "127.0.53.4") -> None:
+        super().__init__(ip)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self._udp.recvfrom(4096)
+            except OSError:
+                return
+            try:
+                query = dns.message.from_wire(data)
+            except Exception:  # noqa: BLE001 - not DNS: ignore, as a server would
+                continue
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.TC
+            with contextlib.suppress(OSError):
+                self._udp.sendto(response.to_wire(), peer)

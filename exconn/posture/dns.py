@@ -89,28 +89,38 @@ def make_resolver(address: str | None = None, *, timeout: float = 5.0) -> dns.re
     return resolver
 
 
-class _BoundedResolver(dns.resolver.Resolver):
-    """The run's resolver, with every lookup ending by one moment (see `with_deadline`)."""
+class _Bounded:
+    """Mixed into the run's resolver class: every lookup ends by one moment (see `with_deadline`)."""
 
     deadline: float
+    lifetime: float
 
-    def resolve(  # type: ignore[override]
+    def resolve(
         self, qname: dns.name.Name | str, rdtype: str = "A", *args: Any, **kwargs: Any
     ) -> dns.resolver.Answer:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise dns.resolver.LifetimeTimeout(timeout=0.0, errors=[])  # type: ignore[no-untyped-call]
         kwargs["lifetime"] = min(self.lifetime, left)
-        return super().resolve(qname, rdtype, *args, **kwargs)
+        answer: dns.resolver.Answer = super().resolve(qname, rdtype, *args, **kwargs)  # type: ignore[misc]
+        return answer
+
+
+_BOUNDED: dict[type[dns.resolver.Resolver], type[dns.resolver.Resolver]] = {}
+
+
+def _bounded_class(base: type[dns.resolver.Resolver]) -> type[dns.resolver.Resolver]:
+    if base not in _BOUNDED:  # a race builds two equal classes: harmless
+        _BOUNDED[base] = type(f"Bounded{base.__name__}", (_Bounded, base), {})
+    return _BOUNDED[base]
 
 
 def with_deadline(resolver: dns.resolver.Resolver, deadline: float) -> dns.resolver.Resolver:
     """`resolver`, but every lookup through it ends by `deadline` (time.monotonic()): one domain's
     DNS phase costs at most the timeout, however many of its lookups a hanging server holds."""
     bounded = copy.copy(resolver)  # shares the configuration; lookups are independent
-    bounded.__class__ = _BoundedResolver
-    assert isinstance(bounded, _BoundedResolver)
-    bounded.deadline = deadline
+    bounded.__class__ = _bounded_class(type(resolver))
+    setattr(bounded, "deadline", deadline)  # noqa: B010 - set on the mixin's instance
     return bounded
 
 

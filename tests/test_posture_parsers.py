@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from exconn.posture.errors import ProbeError
 from exconn.posture.facts import (
     DaneFacts,
     DaneHost,
+    DaneStatus,
     DomainPosture,
     FactsFormatError,
     MtaStsFacts,
@@ -19,7 +21,10 @@ from exconn.posture.facts import (
     MxFacts,
     MxHostFacts,
     MxRecord,
+    MxStatus,
+    PlainMailVerdict,
     PostureReport,
+    ProbeStatus,
     TlsaRecord,
     TlsRptFacts,
     summarise_dane,
@@ -308,4 +313,32 @@ def test_report_rejects_foreign_or_broken_files(mutate, fragment: str) -> None: 
     data = json.loads(json.dumps(_sample().to_json()))
     mutate(data)
     with pytest.raises(FactsFormatError, match=fragment):
+        PostureReport.from_json(data)
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "posture" / "fabrikam.json"
+
+
+def test_saved_sample_reads_back_byte_for_byte_with_typed_statuses() -> None:
+    raw = SAMPLE.read_text(encoding="utf-8")
+    report = PostureReport.from_json(json.loads(raw))
+    assert json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n" == raw
+    domain = report.domains[0]
+    assert isinstance(domain.mx.status, MxStatus) and domain.mx.status == "ok"
+    assert isinstance(domain.dane.hosts[0].status, DaneStatus)
+    host = domain.mx_hosts[0]
+    assert host.probe is ProbeStatus.DONE and isinstance(host.plaintext_mail, PlainMailVerdict)
+
+
+def test_plain_words_become_members() -> None:
+    assert MxFacts("null").status is MxStatus.NULL and MxFacts("null").null_mx
+    assert MxHostFacts("h", None, "error").probe is ProbeStatus.ERROR
+    with pytest.raises(ValueError):
+        MtaStsFacts("maybe")
+
+
+def test_unknown_status_in_a_file_is_one_clear_error() -> None:
+    data = json.loads(json.dumps(_sample().to_json()))
+    data["domains"][0]["tlsrpt"]["status"] = "bogus"
+    with pytest.raises(FactsFormatError, match=r"domains\[0\]\.tlsrpt\.status: unknown value 'bogus'"):
         PostureReport.from_json(data)

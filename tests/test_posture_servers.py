@@ -5,8 +5,11 @@ Every rule of issue 3 has a domain of its own under `.test`; `conftest.DOMAINS` 
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
+import dns.flags
 import dns.resolver
 import pytest
 
@@ -424,3 +427,112 @@ def test_resolver_is_hermetic(posture_env: PostureEnv, posture_resolver: dns.res
     # Unbound refuses every name outside the test zones: nothing leaves loopback.
     result = pdns.lookup(posture_resolver, "example.com", "A")
     assert result.status == "error" and result.records == ()
+
+
+_OPENED: list[str] = []
+_WATCH: set[str] = set()
+
+
+def _count_opens(event: str, args: tuple[object, ...]) -> None:
+    if event == "open" and args and str(args[0]) in _WATCH:
+        _OPENED.append(str(args[0]))
+
+
+def test_trust_store_is_read_once_per_run(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    """Reading and parsing the store costs ~18 ms: a run loads it once, not once per probe."""
+    import sys
+
+    assert posture_env.ca_file is not None
+    options = ScanOptions(
+        timeout=5.0,
+        ca_file=posture_env.ca_file,
+        smtp=True,
+        smtp_port=posture_env.smtp_port,
+        https_port=posture_env.https_port,
+    )
+    sys.addaudithook(_count_opens)  # a real observation of the file system, not a stand-in
+    _WATCH.add(posture_env.ca_file)
+    try:
+        report = scan_domains(
+            ["good.test", "testing.test", "none.test"], resolver=posture_resolver, options=options
+        )
+    finally:
+        _WATCH.discard(posture_env.ca_file)
+    probed = [h for d in report.domains for h in d.mx_hosts if h.certificate is not None]
+    assert len(probed) >= 3
+    assert len(_OPENED) == 1, _OPENED
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.in_flight = self.peak = self.asked = 0
+
+
+class _CountingResolver(dns.resolver.Resolver):
+    """The real resolver (every question still goes to Unbound), holding each answer 50 ms as a
+    distant resolver would, and counting how many questions are in flight at once (in `counts`,
+    shared by the copies the scan makes of its resolver)."""
+
+    def __init__(self, base: dns.resolver.Resolver) -> None:
+        super().__init__(configure=False)
+        self.nameservers, self.port = base.nameservers, base.port
+        self.lifetime, self.timeout = base.lifetime, base.timeout
+        self.use_edns(0, dns.flags.DO, 1232)
+        self.flags, self.cache = base.flags, None
+        self.counts = _Counts()
+
+    def resolve(self, *args: Any, **kwargs: Any) -> dns.resolver.Answer:
+        counts = self.counts
+        with counts.lock:
+            counts.in_flight += 1
+            counts.asked += 1
+            counts.peak = max(counts.peak, counts.in_flight)
+        try:
+            time.sleep(0.05)
+            return super().resolve(*args, **kwargs)
+        finally:
+            with counts.lock:
+                counts.in_flight -= 1
+
+
+def test_one_domain_asks_its_independent_questions_at_once(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    """MX, the _mta-sts TXT and the _smtp._tls TXT do not wait on each other, nor TLSA on the
+    probe: a domain costs about its longest chain, not the sum of its questions."""
+    counting = _CountingResolver(posture_resolver)
+    started = time.monotonic()
+    posture = scan(posture_env, counting, "good.test", smtp=True)  # type: ignore[arg-type]
+    elapsed = time.monotonic() - started
+    assert posture.mta_sts.status == "valid" and posture.dane.status == "valid", posture
+    assert posture.mx_hosts[0].probe == "done"
+    counts = counting.counts
+    assert counts.asked >= 8  # MX, 2 TXT, A+AAAA twice, TLSA
+    assert counts.peak >= 3, counts.peak
+    # The longest chain is MX -> A|AAAA -> probe (or TXT -> A|AAAA -> fetch): ~3 answers deep.
+    assert elapsed < 0.05 * counts.asked, (elapsed, counts.asked)
+
+
+@pytest.mark.parametrize("kind", ["silent", "truncating"])
+def test_hanging_dns_costs_the_timeout_once_per_domain(posture_env: PostureEnv, kind: str) -> None:
+    """A resolver that never answers (or truncates over UDP and hangs over TCP) costs at most
+    --timeout for a domain's DNS phase, not once per lookup (MX, _mta-sts, _smtp._tls, ...)."""
+    from tests.servers.dns import TruncatingUdp
+
+    server = TruncatingUdp() if kind == "truncating" else None
+    address = server.address if server is not None else posture_env.silent_resolver
+    try:
+        resolver = pdns.make_resolver(address, timeout=1.0)
+        started = time.monotonic()
+        posture = scan(posture_env, resolver, "good.test", timeout=1.0)
+        elapsed = time.monotonic() - started
+    finally:
+        if server is not None:
+            server.stop()
+    assert posture.mx.status == "error" and types(posture.mx.errors) == {"dns-timeout"}
+    assert posture.mta_sts.status == "error" and types(posture.mta_sts.errors) == {"dns-timeout"}
+    assert posture.tlsrpt.status == "error" and types(posture.tlsrpt.errors) == {"dns-timeout"}
+    assert elapsed < 1.7, elapsed

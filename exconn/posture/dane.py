@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from exconn.posture import dns as pdns
 from exconn.posture.errors import ProbeError
-from exconn.posture.facts import DaneFacts, DaneHost, TlsaRecord, summarise_dane
+from exconn.posture.facts import DaneFacts, DaneHost, DaneStatus, TlsaRecord, summarise_dane
 
 USABLE_USAGES = (2, 3)
 _DIGEST_LENGTH = {0: None, 1: 32, 2: 64}
@@ -107,18 +107,25 @@ def match_chain(
     )
 
 
+def lookup_tlsa(resolver: dns.resolver.Resolver, host: str) -> pdns.Lookup:
+    """The TLSA question for one MX host (asked while its SMTP probe runs; judged after it)."""
+    return pdns.lookup(resolver, tlsa_name(host), "TLSA", check_bogus=True)
+
+
 def check_dane_host(
     host: str,
     *,
     resolver: dns.resolver.Resolver,
     chain: Sequence[bytes] | None = None,
     name_matches: bool | None = None,
+    tlsa: pdns.Lookup | None = None,
 ) -> DaneHost:
-    """TLSA for one MX host, and whether `chain` (what the MX presented, leaf first) matches."""
+    """TLSA for one MX host (`tlsa` when already looked up), and whether `chain` (what the MX
+    presented, leaf first) matches."""
     name = tlsa_name(host)
-    result = pdns.lookup(resolver, name, "TLSA", check_bogus=True)
+    result = tlsa if tlsa is not None else lookup_tlsa(resolver, host)
     if result.status == "error":
-        return DaneHost(host=host, status="error", name=name, errors=result.errors)
+        return DaneHost(host=host, status=DaneStatus.ERROR, name=name, errors=result.errors)
     records = tuple(
         to_tlsa_record(
             int(getattr(r, "usage", -1)),
@@ -129,23 +136,23 @@ def check_dane_host(
         for r in result.records
     )
     if not result.authenticated:
-        return DaneHost(host=host, status="insecure", name=name, tlsa=records)
+        return DaneHost(host=host, status=DaneStatus.INSECURE, name=name, tlsa=records)
     if result.missing:
-        return DaneHost(host=host, status="absent", name=name, validated_by=result.server)
+        return DaneHost(host=host, status=DaneStatus.ABSENT, name=name, validated_by=result.server)
     if not any(r.usable for r in records):
         error = ProbeError(
             "tlsa-invalid",
             f"{name}: no usable TLSA record (DANE-TA(2)/DANE-EE(3), selector 0/1, matching 0/1/2, "
             "RFC 7672 §3.1.3); mail to this host must fail",
         )
-        return DaneHost(host, "invalid", name, result.server, records, None, (error,))
+        return DaneHost(host, DaneStatus.INVALID, name, result.server, records, None, (error,))
     if chain is None:
-        return DaneHost(host, "unverified", name, result.server, records, None)
+        return DaneHost(host, DaneStatus.UNVERIFIED, name, result.server, records, None)
     matched, how = match_chain(records, chain, name_matches=name_matches)
     if matched:
-        return DaneHost(host, "valid", name, result.server, records, True)
+        return DaneHost(host, DaneStatus.VALID, name, result.server, records, True)
     error = ProbeError("tlsa-invalid", f"{host}: {how}")
-    return DaneHost(host, "invalid", name, result.server, records, False, (error,))
+    return DaneHost(host, DaneStatus.INVALID, name, result.server, records, False, (error,))
 
 
 def check_dane(
@@ -154,14 +161,17 @@ def check_dane(
     resolver: dns.resolver.Resolver,
     chains: Mapping[str, Sequence[bytes] | None] | None = None,
     name_matches: Mapping[str, bool | None] | None = None,
+    tlsa: Mapping[str, pdns.Lookup] | None = None,
 ) -> DaneFacts:
-    """DANE for every MX host; `chains[host]` is the chain its SMTP probe saw (None: not probed)."""
+    """DANE for every MX host; `chains[host]` is the chain its SMTP probe saw (None: not probed),
+    `tlsa[host]` its TLSA answer when already looked up."""
     checked = tuple(
         check_dane_host(
             host,
             resolver=resolver,
             chain=(chains or {}).get(host),
             name_matches=(name_matches or {}).get(host),
+            tlsa=(tlsa or {}).get(host),
         )
         for host in hosts
     )

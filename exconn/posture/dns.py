@@ -10,9 +10,13 @@ No resolver is built at import time: callers build one with `make_resolver` and 
 
 from __future__ import annotations
 
+import copy
+import functools
 import ipaddress
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -26,6 +30,7 @@ import dns.resolver
 
 from exconn.names import normalize
 from exconn.posture.errors import ProbeError
+from exconn.posture.fanout import INLINE, Fanout
 
 DEFAULT_PORT = 53
 
@@ -83,6 +88,46 @@ def make_resolver(address: str | None = None, *, timeout: float = 5.0) -> dns.re
     resolver.flags = dns.flags.RD | dns.flags.AD
     resolver.cache = None
     return resolver
+
+
+class _Bounded:
+    """Mixed into the run's resolver class: every lookup ends by one moment (see `with_deadline`)."""
+
+    deadline: float
+    lifetime: float
+
+    def resolve(
+        self, qname: dns.name.Name | str, rdtype: str = "A", *args: Any, **kwargs: Any
+    ) -> dns.resolver.Answer:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise dns.resolver.LifetimeTimeout(timeout=0.0, errors=[])  # type: ignore[no-untyped-call]
+        kwargs["lifetime"] = min(self.lifetime, left)
+        answer: dns.resolver.Answer = super().resolve(qname, rdtype, *args, **kwargs)  # type: ignore[misc]
+        return answer
+
+
+_BOUNDED: dict[type[dns.resolver.Resolver], type[dns.resolver.Resolver]] = {}
+
+
+def _bounded_class(base: type[dns.resolver.Resolver]) -> type[dns.resolver.Resolver]:
+    if base not in _BOUNDED:  # a race builds two equal classes: harmless
+        _BOUNDED[base] = type(f"Bounded{base.__name__}", (_Bounded, base), {})
+    return _BOUNDED[base]
+
+
+def with_deadline(resolver: dns.resolver.Resolver, deadline: float) -> dns.resolver.Resolver:
+    """`resolver`, but every lookup through it ends by `deadline` (time.monotonic()): one domain's
+    DNS phase costs at most the timeout, however many of its lookups a hanging server holds."""
+    bounded = copy.copy(resolver)  # shares the configuration; lookups are independent
+    bounded.__class__ = _bounded_class(type(resolver))
+    setattr(bounded, "deadline", deadline)  # noqa: B010 - set on the mixin's instance
+    return bounded
+
+
+def _remaining(resolver: dns.resolver.Resolver, limit: float) -> float:
+    deadline = getattr(resolver, "deadline", None)
+    return limit if deadline is None else max(min(limit, deadline - time.monotonic()), 0.001)
 
 
 def describe_resolver(resolver: dns.resolver.Resolver) -> str:
@@ -183,7 +228,10 @@ def _resolves_with_cd(resolver: dns.resolver.Resolver, name: str, rdtype: str) -
     query.flags |= dns.flags.CD
     try:
         response = dns.query.udp(
-            query, str(resolver.nameservers[0]), timeout=resolver.timeout, port=resolver.port
+            query,
+            str(resolver.nameservers[0]),
+            timeout=_remaining(resolver, resolver.timeout),
+            port=resolver.port,
         )
     except (dns.exception.DNSException, OSError):
         return False
@@ -196,12 +244,32 @@ def txt_strings(record: dns.rdata.Rdata) -> str:
     return b"".join(strings).decode("utf-8", errors="replace")
 
 
-def resolve_addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[str], list[ProbeError]]:
-    """A then AAAA for `host` through `resolver`; errors for lookups that failed (not for absences)."""
+def resolve_addresses(
+    resolver: dns.resolver.Resolver, host: str, *, fanout: Fanout = INLINE
+) -> tuple[list[str], list[ProbeError]]:
+    """A then AAAA for `host` through `resolver` (asked at the same time through `fanout`); errors for
+    lookups that failed (not for absences)."""
+    aaaa = fanout.leaf(functools.partial(lookup, resolver, host, "AAAA"))
+    return _addresses_of((lookup(resolver, host, "A"), aaaa.result()))
+
+
+def start_addresses(resolver: dns.resolver.Resolver, host: str, fanout: Fanout) -> AddressResolver:
+    """Ask for `host`'s A and AAAA now, both beside the caller; the returned resolver waits for them
+    (for `host` only) and answers as `address_resolver` would."""
+    jobs = [fanout.leaf(functools.partial(lookup, resolver, host, rdtype)) for rdtype in ("A", "AAAA")]
+
+    def resolve(name: str) -> list[str]:
+        if name != host:
+            raise LookupError(f"{name}: not the host whose addresses were asked for ({host})")
+        return _or_raise(host, *_addresses_of([job.result() for job in jobs]))
+
+    return resolve
+
+
+def _addresses_of(results: Sequence[Lookup]) -> tuple[list[str], list[ProbeError]]:
     addresses: list[str] = []
     errors: list[ProbeError] = []
-    for rdtype in ("A", "AAAA"):
-        result = lookup(resolver, host, rdtype)
+    for result in results:
         if result.ok:
             addresses.extend(str(getattr(r, "address", "")) for r in result.records)
         elif result.error is not None:
@@ -209,19 +277,22 @@ def resolve_addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[
     return addresses, errors
 
 
-def address_resolver(resolver: dns.resolver.Resolver) -> AddressResolver:
+def _or_raise(host: str, addresses: list[str], errors: list[ProbeError]) -> list[str]:
+    if not addresses:
+        if errors:
+            raise LookupError("; ".join(e.detail for e in errors))
+        raise LookupError(f"{host}: no A or AAAA records")
+    return addresses
+
+
+def address_resolver(resolver: dns.resolver.Resolver, fanout: Fanout = INLINE) -> AddressResolver:
     """The resolution function handed to the probes: addresses of a host through our resolver.
 
     Raises `LookupError` (with the DNS error in its message) when the host has no address.
     """
 
     def resolve(host: str) -> list[str]:
-        addresses, errors = resolve_addresses(resolver, host)
-        if not addresses:
-            if errors:
-                raise LookupError("; ".join(e.detail for e in errors))
-            raise LookupError(f"{host}: no A or AAAA records")
-        return addresses
+        return _or_raise(host, *resolve_addresses(resolver, host, fanout=fanout))
 
     return resolve
 
@@ -236,7 +307,7 @@ class MxLookup:
     errors: tuple[ProbeError, ...] = ()
 
 
-def lookup_mx(resolver: dns.resolver.Resolver, domain: str) -> MxLookup:
+def lookup_mx(resolver: dns.resolver.Resolver, domain: str, *, fanout: Fanout = INLINE) -> MxLookup:
     """The mail exchangers of `domain`.
 
     - One MX with preference 0 and exchange "." is a null MX (RFC 7505): the domain accepts no mail.
@@ -273,7 +344,7 @@ def lookup_mx(resolver: dns.resolver.Resolver, domain: str) -> MxLookup:
             )
         return MxLookup("ok", tuple(records), result.authenticated)
     # NODATA: RFC 5321 §5.1 implicit MX, when the domain has an address.
-    addresses, errors = resolve_addresses(resolver, domain)
+    addresses, errors = resolve_addresses(resolver, domain, fanout=fanout)
     if addresses:
         return MxLookup("implicit", ((normalize(domain), 0),), result.authenticated)
     if errors:

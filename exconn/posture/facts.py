@@ -1,19 +1,49 @@
 """The observed posture of mail domains: frozen facts, and the saved, versioned file format.
 
 Every part carries a `status` and the `errors` that explain it, so a missing fact is visible as such
-(a DNS timeout is `status="error"` with a `dns-timeout` error, never "absent"). The JSON written by
-`PostureReport.to_json` is what `--save` writes and `--load` / `exconn audit` read back:
+(a DNS timeout is `status=MxStatus.ERROR` with a `dns-timeout` error, never "absent"). Statuses are
+`StrEnum`s whose values are the words of the saved format, so they compare equal to those strings.
+The JSON written by `PostureReport.to_json` (through the generic codec in `codec.py`) is what
+`--save` writes and `--load` / `exconn audit` read back:
 
     {"format": "exconn-posture", "version": 1, "observed_at": "...Z", "domains": [DomainPosture...]}
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import enum
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from exconn.posture import codec
+from exconn.posture.codec import FactsFormatError, codec_field
 from exconn.posture.errors import ProbeError
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CertificateFacts",
+    "DaneFacts",
+    "DaneHost",
+    "DaneStatus",
+    "DomainPosture",
+    "FactsFormatError",
+    "MtaStsFacts",
+    "MtaStsPolicy",
+    "MtaStsStatus",
+    "MxFacts",
+    "MxHostFacts",
+    "MxRecord",
+    "MxStatus",
+    "PlainMailVerdict",
+    "PostureReport",
+    "ProbeStatus",
+    "SmtpReplyFacts",
+    "TlsRptFacts",
+    "TlsRptStatus",
+    "summarise_dane",
+]
 
 FORMAT = "exconn-posture"
 VERSION = 1
@@ -21,70 +51,64 @@ VERSION = 1
 JsonObject = dict[str, Any]
 
 
-class FactsFormatError(ValueError):
-    """A saved posture file that is not ours, of an unknown version, or malformed."""
+class MxStatus(enum.StrEnum):
+    OK = "ok"
+    NULL = "null"  # RFC 7505
+    IMPLICIT = "implicit"  # RFC 5321 §5.1: the domain itself
+    NONE = "none"
+    NXDOMAIN = "nxdomain"
+    ERROR = "error"
 
 
-# --- JSON helpers -------------------------------------------------------------------------------
+class MtaStsStatus(enum.StrEnum):  # RFC 8461
+    VALID = "valid"
+    ABSENT = "absent"
+    INVALID = "invalid"
+    ERROR = "error"
 
 
-def _obj(value: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise FactsFormatError(f"{what}: expected an object, got {type(value).__name__}")
-    return value
+class TlsRptStatus(enum.StrEnum):  # RFC 8460
+    VALID = "valid"
+    ABSENT = "absent"
+    INVALID = "invalid"
+    ERROR = "error"
 
 
-def _list(value: object, what: str) -> Sequence[Any]:
-    if not isinstance(value, list):
-        raise FactsFormatError(f"{what}: expected a list, got {type(value).__name__}")
-    return value
+class DaneStatus(enum.StrEnum):
+    """Per host: valid | unverified | invalid | absent | insecure | error; the domain summary adds
+    not-applicable (no MX host) and partial (hosts disagree)."""
+
+    VALID = "valid"
+    UNVERIFIED = "unverified"
+    INVALID = "invalid"
+    ABSENT = "absent"
+    INSECURE = "insecure"
+    ERROR = "error"
+    NOT_APPLICABLE = "not-applicable"
+    PARTIAL = "partial"
 
 
-def _str(data: Mapping[str, Any], key: str, what: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str):
-        raise FactsFormatError(f"{what}.{key}: expected a string")
-    return value
+class ProbeStatus(enum.StrEnum):
+    DONE = "done"
+    SKIPPED = "skipped"  # --no-smtp
+    ERROR = "error"  # no address, connection failed: see `errors`
 
 
-def _opt_str(data: Mapping[str, Any], key: str, what: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise FactsFormatError(f"{what}.{key}: expected a string or null")
-    return value
+class PlainMailVerdict(enum.StrEnum):
+    """What the reply to `MAIL FROM:<>` before STARTTLS says about the endpoint."""
+
+    ACCEPTED = "accepted"  # 2xx: opportunistic TLS, plaintext mail accepted
+    TLS_REQUIRED = "tls-required"  # 530 5.7.0 ... STARTTLS, 451 5.7.3
+    AUTH_REQUIRED = "auth-required"  # 530 5.7.57: a submission endpoint, not an MX
+    REFUSED = "refused"  # any other reply
+    UNKNOWN = "unknown"  # no reply, or never tried
 
 
-def _opt_int(data: Mapping[str, Any], key: str, what: str) -> int | None:
-    value = data.get(key)
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-        raise FactsFormatError(f"{what}.{key}: expected an integer or null")
-    return value
-
-
-def _opt_bool(data: Mapping[str, Any], key: str, what: str) -> bool | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise FactsFormatError(f"{what}.{key}: expected true, false or null")
-    return value
-
-
-def _strs(data: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
-    values = _list(data.get(key, []), f"{what}.{key}")
-    if not all(isinstance(v, str) for v in values):
-        raise FactsFormatError(f"{what}.{key}: expected a list of strings")
-    return tuple(values)
-
-
-def errors_to_json(errors: Sequence[ProbeError]) -> list[dict[str, str]]:
-    return [e.to_json() for e in errors]
-
-
-def errors_from_json(value: object, what: str) -> tuple[ProbeError, ...]:
-    out = []
-    for i, item in enumerate(_list(value if value is not None else [], what)):
-        data = _obj(item, f"{what}[{i}]")
-        out.append(ProbeError(_str(data, "type", what), _str(data, "detail", what)))
-    return tuple(out)
+def _coerce(obj: object, name: str, kind: type[enum.StrEnum]) -> None:
+    """Accept the plain word too (tests and callers written before the enums): store the member."""
+    value = getattr(obj, name)
+    if value is not None and not isinstance(value, kind):
+        object.__setattr__(obj, name, kind(value))
 
 
 # --- MX -----------------------------------------------------------------------------------------
@@ -95,51 +119,36 @@ class MxRecord:
     host: str  # lower case, no trailing dot; "" for the null MX target "."
     preference: int
 
-    def to_json(self) -> JsonObject:
-        return {"host": self.host, "preference": self.preference}
+
+def _mx_status_keys(status: MxStatus) -> Iterable[tuple[str, Any]]:
+    # The saved format spells two statuses out as booleans next to it (readers of version 1 use them).
+    return (("status", status.value), ("null_mx", status == "null"), ("implicit", status == "implicit"))
 
 
 @dataclass(frozen=True, slots=True)
 class MxFacts:
-    """`status`: ok | null (RFC 7505) | implicit (RFC 5321 §5.1: the domain itself) | none | nxdomain |
-    error."""
+    """The MX look-up; saved as `mx` (the records) and `mx_lookup` (the rest) of the domain."""
 
-    status: str
-    records: tuple[MxRecord, ...] = ()
+    status: MxStatus = field(
+        metadata=codec_field(
+            encode=_mx_status_keys,
+            decode=lambda data, what: codec.decode_value(MxStatus, data.get("status"), f"{what}.status"),
+        )
+    )
+    records: tuple[MxRecord, ...] = field(default=(), metadata=codec_field(skip=True))
     authenticated: bool = False  # the MX answer carried the AD bit
     errors: tuple[ProbeError, ...] = ()
 
+    def __post_init__(self) -> None:
+        _coerce(self, "status", MxStatus)
+
     @property
     def null_mx(self) -> bool:
-        return self.status == "null"
+        return self.status == MxStatus.NULL
 
     @property
     def hosts(self) -> tuple[str, ...]:
         return tuple(r.host for r in self.records if r.host)
-
-    def to_json(self) -> JsonObject:
-        return {
-            "status": self.status,
-            "null_mx": self.null_mx,
-            "implicit": self.status == "implicit",
-            "authenticated": self.authenticated,
-            "errors": errors_to_json(self.errors),
-        }
-
-    @classmethod
-    def from_json(cls, records: object, data: object) -> MxFacts:
-        status = _obj(data, "mx_lookup")
-        parsed = []
-        for i, item in enumerate(_list(records, "mx")):
-            rec = _obj(item, f"mx[{i}]")
-            preference = _opt_int(rec, "preference", "mx")
-            parsed.append(MxRecord(_str(rec, "host", "mx"), preference or 0))
-        return cls(
-            status=_str(status, "status", "mx_lookup"),
-            records=tuple(parsed),
-            authenticated=bool(_opt_bool(status, "authenticated", "mx_lookup")),
-            errors=errors_from_json(status.get("errors"), "mx_lookup.errors"),
-        )
 
 
 # --- MTA-STS ------------------------------------------------------------------------------------
@@ -148,54 +157,21 @@ class MxFacts:
 @dataclass(frozen=True, slots=True)
 class MtaStsPolicy:
     version: str
-    mode: str  # enforce | testing | none
+    mode: str  # enforce | testing | none; also the policy exconn proposes (rules build it)
     mx: tuple[str, ...]
     max_age: int
-
-    def to_json(self) -> JsonObject:
-        return {"version": self.version, "mode": self.mode, "mx": list(self.mx), "max_age": self.max_age}
-
-    @classmethod
-    def from_json(cls, value: object) -> MtaStsPolicy:
-        data = _obj(value, "mta_sts.policy")
-        return cls(
-            version=_str(data, "version", "mta_sts.policy"),
-            mode=_str(data, "mode", "mta_sts.policy"),
-            mx=_strs(data, "mx", "mta_sts.policy"),
-            max_age=_opt_int(data, "max_age", "mta_sts.policy") or 0,
-        )
 
 
 @dataclass(frozen=True, slots=True)
 class MtaStsFacts:
-    """`status`: valid | absent | invalid | error (RFC 8461)."""
-
-    status: str
+    status: MtaStsStatus
     record: str | None = None
     id: str | None = None
     policy: MtaStsPolicy | None = None
     errors: tuple[ProbeError, ...] = ()
 
-    def to_json(self) -> JsonObject:
-        return {
-            "status": self.status,
-            "record": self.record,
-            "id": self.id,
-            "policy": self.policy.to_json() if self.policy else None,
-            "errors": errors_to_json(self.errors),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> MtaStsFacts:
-        data = _obj(value, "mta_sts")
-        policy = data.get("policy")
-        return cls(
-            status=_str(data, "status", "mta_sts"),
-            record=_opt_str(data, "record", "mta_sts"),
-            id=_opt_str(data, "id", "mta_sts"),
-            policy=MtaStsPolicy.from_json(policy) if policy is not None else None,
-            errors=errors_from_json(data.get("errors"), "mta_sts.errors"),
-        )
+    def __post_init__(self) -> None:
+        _coerce(self, "status", MtaStsStatus)
 
 
 # --- TLS-RPT ------------------------------------------------------------------------------------
@@ -203,30 +179,13 @@ class MtaStsFacts:
 
 @dataclass(frozen=True, slots=True)
 class TlsRptFacts:
-    """`status`: valid | absent | invalid | error (RFC 8460)."""
-
-    status: str
+    status: TlsRptStatus
     record: str | None = None
     rua: tuple[str, ...] = ()
     errors: tuple[ProbeError, ...] = ()
 
-    def to_json(self) -> JsonObject:
-        return {
-            "status": self.status,
-            "record": self.record,
-            "rua": list(self.rua),
-            "errors": errors_to_json(self.errors),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> TlsRptFacts:
-        data = _obj(value, "tlsrpt")
-        return cls(
-            status=_str(data, "status", "tlsrpt"),
-            record=_opt_str(data, "record", "tlsrpt"),
-            rua=_strs(data, "rua", "tlsrpt"),
-            errors=errors_from_json(data.get("errors"), "tlsrpt.errors"),
-        )
+    def __post_init__(self) -> None:
+        _coerce(self, "status", TlsRptStatus)
 
 
 # --- DANE ---------------------------------------------------------------------------------------
@@ -240,26 +199,6 @@ class TlsaRecord:
     data: str  # hex
     usable: bool  # RFC 7672 §3.1: DANE-TA(2) / DANE-EE(3) with known selector and matching type
 
-    def to_json(self) -> JsonObject:
-        return {
-            "usage": self.usage,
-            "selector": self.selector,
-            "matching": self.matching,
-            "data": self.data,
-            "usable": self.usable,
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> TlsaRecord:
-        data = _obj(value, "tlsa")
-        return cls(
-            usage=_opt_int(data, "usage", "tlsa") or 0,
-            selector=_opt_int(data, "selector", "tlsa") or 0,
-            matching=_opt_int(data, "matching", "tlsa") or 0,
-            data=_str(data, "data", "tlsa"),
-            usable=bool(_opt_bool(data, "usable", "tlsa")),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class DaneHost:
@@ -271,36 +210,15 @@ class DaneHost:
     """
 
     host: str
-    status: str
+    status: DaneStatus
     name: str  # the TLSA owner name, _25._tcp.<host>
     validated_by: str | None = None  # the validating resolver that set AD
     tlsa: tuple[TlsaRecord, ...] = ()
     matched: bool | None = None
     errors: tuple[ProbeError, ...] = ()
 
-    def to_json(self) -> JsonObject:
-        return {
-            "host": self.host,
-            "status": self.status,
-            "name": self.name,
-            "validated_by": self.validated_by,
-            "tlsa": [t.to_json() for t in self.tlsa],
-            "matched": self.matched,
-            "errors": errors_to_json(self.errors),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> DaneHost:
-        data = _obj(value, "dane.hosts[]")
-        return cls(
-            host=_str(data, "host", "dane.hosts[]"),
-            status=_str(data, "status", "dane.hosts[]"),
-            name=_str(data, "name", "dane.hosts[]"),
-            validated_by=_opt_str(data, "validated_by", "dane.hosts[]"),
-            tlsa=tuple(TlsaRecord.from_json(t) for t in _list(data.get("tlsa", []), "tlsa")),
-            matched=_opt_bool(data, "matched", "dane.hosts[]"),
-            errors=errors_from_json(data.get("errors"), "dane.hosts[].errors"),
-        )
+    def __post_init__(self) -> None:
+        _coerce(self, "status", DaneStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,41 +226,28 @@ class DaneFacts:
     """`status` summarises the hosts: error > invalid > valid/unverified > insecure/absent; `not-applicable`
     when there is no MX host to check."""
 
-    status: str
+    status: DaneStatus
     hosts: tuple[DaneHost, ...] = ()
     errors: tuple[ProbeError, ...] = ()
 
-    def to_json(self) -> JsonObject:
-        return {
-            "status": self.status,
-            "hosts": [h.to_json() for h in self.hosts],
-            "errors": errors_to_json(self.errors),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> DaneFacts:
-        data = _obj(value, "dane")
-        return cls(
-            status=_str(data, "status", "dane"),
-            hosts=tuple(DaneHost.from_json(h) for h in _list(data.get("hosts", []), "dane.hosts")),
-            errors=errors_from_json(data.get("errors"), "dane.errors"),
-        )
+    def __post_init__(self) -> None:
+        _coerce(self, "status", DaneStatus)
 
 
-def summarise_dane(hosts: Sequence[DaneHost]) -> str:
+def summarise_dane(hosts: Sequence[DaneHost]) -> DaneStatus:
     statuses = {h.status for h in hosts}
     if not statuses:
-        return "not-applicable"
-    for status in ("error", "invalid"):
+        return DaneStatus.NOT_APPLICABLE
+    for status in (DaneStatus.ERROR, DaneStatus.INVALID):
         if status in statuses:
             return status
-    if statuses == {"valid"}:
-        return "valid"
-    if statuses <= {"valid", "unverified"}:
-        return "unverified"
+    if statuses == {DaneStatus.VALID}:
+        return DaneStatus.VALID
+    if statuses <= {DaneStatus.VALID, DaneStatus.UNVERIFIED}:
+        return DaneStatus.UNVERIFIED
     if len(statuses) == 1:
         return statuses.pop()  # all insecure, or all absent
-    return "partial"
+    return DaneStatus.PARTIAL
 
 
 # --- MX hosts (the SMTP probe) ------------------------------------------------------------------
@@ -350,72 +255,49 @@ def summarise_dane(hosts: Sequence[DaneHost]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CertificateFacts:
-    subject: str
-    sans: tuple[str, ...]
-    issuer: str
-    not_before: str | None
+    """The MX certificate as judged by the probe; `chain_der` (leaf first, as presented) feeds the
+    DANE match in the same run and is never saved, so a loaded certificate has none."""
+
+    subject: str  # RFC 4514
+    sans: tuple[str, ...]  # DNS names of the subjectAltName
+    issuer: str  # RFC 4514
+    not_before: str | None  # ISO 8601 UTC, e.g. 2025-01-31T12:00:00Z
     not_after: str | None
-    trusted: bool | None
-    name_matches: bool | None
-    expired: bool | None
+    trusted: bool | None  # chains to the trust store (judged inside the validity period)
+    name_matches: bool | None  # RFC 6125 match of the MX host name
+    expired: bool | None  # now is after not_after
+    chain_der: tuple[bytes, ...] = field(
+        default=(), repr=False, compare=False, metadata=codec_field(skip=True)
+    )
 
-    def to_json(self) -> JsonObject:
-        return {
-            "subject": self.subject,
-            "sans": list(self.sans),
-            "issuer": self.issuer,
-            "not_before": self.not_before,
-            "not_after": self.not_after,
-            "trusted": self.trusted,
-            "name_matches": self.name_matches,
-            "expired": self.expired,
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> CertificateFacts:
-        data = _obj(value, "certificate")
-        return cls(
-            subject=_opt_str(data, "subject", "certificate") or "",
-            sans=_strs(data, "sans", "certificate"),
-            issuer=_opt_str(data, "issuer", "certificate") or "",
-            not_before=_opt_str(data, "not_before", "certificate"),
-            not_after=_opt_str(data, "not_after", "certificate"),
-            trusted=_opt_bool(data, "trusted", "certificate"),
-            name_matches=_opt_bool(data, "name_matches", "certificate"),
-            expired=_opt_bool(data, "expired", "certificate"),
-        )
+    @property
+    def leaf_der(self) -> bytes:
+        return self.chain_der[0]
 
 
 @dataclass(frozen=True, slots=True)
 class SmtpReplyFacts:
+    """One SMTP reply: what the probe reads, and what the posture keeps of `MAIL FROM:<>`."""
+
     code: int
-    text: str
-    enhanced: str | None = None
+    enhanced: str | None  # RFC 3463 enhanced status code of the first line, e.g. "5.7.0"
+    text: str  # the lines' text, joined by "\n", enhanced code removed
 
-    def to_json(self) -> JsonObject:
-        return {"code": self.code, "enhanced": self.enhanced, "text": self.text}
-
-    @classmethod
-    def from_json(cls, value: object) -> SmtpReplyFacts:
-        data = _obj(value, "plaintext_mail_from")
-        return cls(
-            code=_opt_int(data, "code", "plaintext_mail_from") or 0,
-            text=_opt_str(data, "text", "plaintext_mail_from") or "",
-            enhanced=_opt_str(data, "enhanced", "plaintext_mail_from"),
-        )
+    def __str__(self) -> str:
+        head = f"{self.code} {self.enhanced}" if self.enhanced else str(self.code)
+        return f"{head} {self.text}".rstrip()
 
 
 @dataclass(frozen=True, slots=True)
 class MxHostFacts:
     """One MX host: whether the MTA-STS policy covers it and what the SMTP probe saw.
 
-    `probe`: done | skipped (`--no-smtp`) | error (no address, connection failed: see `errors`).
     Fields the probe did not reach are None.
     """
 
     host: str
     policy_match: bool | None
-    probe: str = "skipped"
+    probe: ProbeStatus = ProbeStatus.SKIPPED
     address: str | None = None
     port: int | None = None
     banner: str | None = None
@@ -425,91 +307,41 @@ class MxHostFacts:
     cipher: str | None = None
     certificate: CertificateFacts | None = None
     plaintext_mail_from: SmtpReplyFacts | None = None
-    plaintext_mail: str | None = None  # accepted | tls-required | auth-required | refused | unknown
+    plaintext_mail: PlainMailVerdict | None = None
     errors: tuple[ProbeError, ...] = ()
 
-    def to_json(self) -> JsonObject:
-        return {
-            "host": self.host,
-            "policy_match": self.policy_match,
-            "probe": self.probe,
-            "address": self.address,
-            "port": self.port,
-            "banner": self.banner,
-            "starttls": self.starttls,
-            "tls_established": self.tls_established,
-            "tls_version": self.tls_version,
-            "cipher": self.cipher,
-            "certificate": self.certificate.to_json() if self.certificate else None,
-            "plaintext_mail_from": self.plaintext_mail_from.to_json() if self.plaintext_mail_from else None,
-            "plaintext_mail": self.plaintext_mail,
-            "errors": errors_to_json(self.errors),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> MxHostFacts:
-        data = _obj(value, "mx_hosts[]")
-        what = "mx_hosts[]"
-        cert = data.get("certificate")
-        reply = data.get("plaintext_mail_from")
-        return cls(
-            host=_str(data, "host", what),
-            policy_match=_opt_bool(data, "policy_match", what),
-            probe=_opt_str(data, "probe", what) or "skipped",
-            address=_opt_str(data, "address", what),
-            port=_opt_int(data, "port", what),
-            banner=_opt_str(data, "banner", what),
-            starttls=_opt_bool(data, "starttls", what),
-            tls_established=_opt_bool(data, "tls_established", what),
-            tls_version=_opt_str(data, "tls_version", what),
-            cipher=_opt_str(data, "cipher", what),
-            certificate=CertificateFacts.from_json(cert) if cert is not None else None,
-            plaintext_mail_from=SmtpReplyFacts.from_json(reply) if reply is not None else None,
-            plaintext_mail=_opt_str(data, "plaintext_mail", what),
-            errors=errors_from_json(data.get("errors"), "mx_hosts[].errors"),
-        )
+    def __post_init__(self) -> None:
+        _coerce(self, "probe", ProbeStatus)
+        _coerce(self, "plaintext_mail", PlainMailVerdict)
 
 
 # --- A domain, and a run ------------------------------------------------------------------------
+
+
+def _mx_keys(mx: MxFacts) -> Iterable[tuple[str, Any]]:
+    return (("mx", codec.to_json(mx.records)), ("mx_lookup", codec.to_json(mx)))
+
+
+def _mx_from(data: Mapping[str, Any], what: str) -> MxFacts:
+    records = codec.decode_value(tuple[MxRecord, ...], data.get("mx", []), f"{what}.mx")
+    lookup = codec.from_json(MxFacts, data.get("mx_lookup"), f"{what}.mx_lookup")
+    return MxFacts(lookup.status, records, lookup.authenticated, lookup.errors)
 
 
 @dataclass(frozen=True, slots=True)
 class DomainPosture:
     domain: str
     observed_at: str  # ISO 8601 UTC, "...Z"
-    mx: MxFacts
+    mx: MxFacts = field(metadata=codec_field(encode=_mx_keys, decode=_mx_from))
     mta_sts: MtaStsFacts
     tlsrpt: TlsRptFacts
     dane: DaneFacts
     mx_hosts: tuple[MxHostFacts, ...] = ()
-    errors: tuple[ProbeError, ...] = field(default=())  # failures outside any one part
+    errors: tuple[ProbeError, ...] = ()  # failures outside any one part
 
     def to_json(self) -> JsonObject:
-        return {
-            "domain": self.domain,
-            "observed_at": self.observed_at,
-            "mx": [r.to_json() for r in self.mx.records],
-            "mx_lookup": self.mx.to_json(),
-            "mta_sts": self.mta_sts.to_json(),
-            "tlsrpt": self.tlsrpt.to_json(),
-            "dane": self.dane.to_json(),
-            "mx_hosts": [h.to_json() for h in self.mx_hosts],
-            "errors": errors_to_json(self.errors),
-        }
-
-    @classmethod
-    def from_json(cls, value: object) -> DomainPosture:
-        data = _obj(value, "domains[]")
-        return cls(
-            domain=_str(data, "domain", "domains[]"),
-            observed_at=_str(data, "observed_at", "domains[]"),
-            mx=MxFacts.from_json(data.get("mx", []), data.get("mx_lookup")),
-            mta_sts=MtaStsFacts.from_json(data.get("mta_sts")),
-            tlsrpt=TlsRptFacts.from_json(data.get("tlsrpt")),
-            dane=DaneFacts.from_json(data.get("dane")),
-            mx_hosts=tuple(MxHostFacts.from_json(h) for h in _list(data.get("mx_hosts", []), "mx_hosts")),
-            errors=errors_from_json(data.get("errors"), "domains[].errors"),
-        )
+        data: JsonObject = codec.to_json(self)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,23 +352,15 @@ class PostureReport:
     domains: tuple[DomainPosture, ...]
 
     def to_json(self) -> JsonObject:
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "observed_at": self.observed_at,
-            "domains": [d.to_json() for d in self.domains],
-        }
+        return {"format": FORMAT, "version": VERSION, **codec.to_json(self)}
 
     @classmethod
     def from_json(cls, value: object) -> PostureReport:
-        data = _obj(value, "posture file")
+        data = codec.expect_object(value, "posture file")
         if data.get("format") != FORMAT:
             raise FactsFormatError(f"not an {FORMAT} file (format={data.get('format')!r})")
         if data.get("version") != VERSION:
             raise FactsFormatError(
-                f"unsupported {FORMAT} version {data.get('version')!r} (this exconn reads 1)"
+                f"unsupported {FORMAT} version {data.get('version')!r} (this exconn reads {VERSION})"
             )
-        return cls(
-            observed_at=_str(data, "observed_at", "posture file"),
-            domains=tuple(DomainPosture.from_json(d) for d in _list(data.get("domains"), "domains")),
-        )
+        return codec.from_json(cls, data, "posture file")

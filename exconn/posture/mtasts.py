@@ -25,8 +25,10 @@ import dns.resolver
 
 from exconn.names import wildcard_matches
 from exconn.posture import dns as pdns
+from exconn.posture.certs import TrustStore
 from exconn.posture.errors import ProbeError
-from exconn.posture.facts import MtaStsFacts, MtaStsPolicy
+from exconn.posture.facts import MtaStsFacts, MtaStsPolicy, MtaStsStatus
+from exconn.posture.fanout import INLINE, Fanout
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
 MAX_POLICY_BYTES = 64 * 1024
@@ -195,6 +197,9 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         raw = socket.create_connection((self._address, self.port), self.timeout)
+        # As http.client's own connect: without it, Nagle holds the request behind the unacknowledged
+        # TLS Finished, one round trip more per fetch.
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.killer = raw.dup()  # same connection: shutting it down unblocks a stuck read
         self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
 
@@ -226,15 +231,18 @@ def fetch_policy(
     timeout: float,
     ca_file: str | None = None,
     port: int = 443,
+    trust: TrustStore | None = None,
 ) -> Fetch:
-    """GET the policy from `host`, resolved by `resolve`, within `timeout` seconds overall."""
+    """GET the policy from `host`, resolved by `resolve`, within `timeout` seconds overall.
+
+    The certificate is judged against `trust` (the run's store) or else `ca_file`/the system store."""
     url = f"https://{host}{POLICY_PATH}" if port == 443 else f"https://{host}:{port}{POLICY_PATH}"
     try:
         addresses = resolve(host)
     except LookupError as exc:
         return Fetch("error", None, (ProbeError("sts-policy-fetch-error", f"{url}: cannot resolve: {exc}"),))
     deadline = time.monotonic() + timeout
-    tls = tls_context(ca_file)
+    tls = trust.https_context() if trust is not None else tls_context(ca_file)
     last: ProbeError | None = None
     for address in addresses:
         remaining = deadline - time.monotonic()
@@ -335,21 +343,35 @@ def check_mta_sts(
     ca_file: str | None = None,
     port: int = 443,
     resolve: pdns.AddressResolver | None = None,
+    trust: TrustStore | None = None,
+    fanout: Fanout = INLINE,
 ) -> MtaStsFacts:
-    """Discovery, fetch and parse for `domain`; every name is resolved through `resolver`."""
+    """Discovery, fetch and parse for `domain`; every name is resolved through `resolver`.
+
+    With a `fanout`, the policy host's addresses are asked for beside the TXT record rather than
+    after it (one round trip less per domain; the answer is dropped when there is no policy to fetch,
+    and nothing is ever connected to before the TXT record says so, RFC 8461 §3.3)."""
+    host = f"mta-sts.{domain}"
+    if resolve is None:
+        resolve = pdns.start_addresses(resolver, host, fanout) if fanout is not INLINE else None
     found = discover(resolver, domain)
     if found.status != "found":
-        return MtaStsFacts(status=found.status, record=found.record, errors=found.errors)
+        return MtaStsFacts(status=MtaStsStatus(found.status), record=found.record, errors=found.errors)
     fetched = fetch_policy(
-        f"mta-sts.{domain}",
+        host,
         resolve=resolve or pdns.address_resolver(resolver),
         timeout=timeout,
         ca_file=ca_file,
         port=port,
+        trust=trust,
     )
     if fetched.text is None:
-        return MtaStsFacts(status=fetched.status, record=found.record, id=found.id, errors=fetched.errors)
+        return MtaStsFacts(
+            status=MtaStsStatus(fetched.status), record=found.record, id=found.id, errors=fetched.errors
+        )
     policy, errors = parse_policy(fetched.text)
     if policy is None:
-        return MtaStsFacts(status="invalid", record=found.record, id=found.id, errors=tuple(errors))
-    return MtaStsFacts(status="valid", record=found.record, id=found.id, policy=policy)
+        return MtaStsFacts(
+            status=MtaStsStatus.INVALID, record=found.record, id=found.id, errors=tuple(errors)
+        )
+    return MtaStsFacts(status=MtaStsStatus.VALID, record=found.record, id=found.id, policy=policy)

@@ -1,35 +1,44 @@
 """Observe many domains concurrently: MX, MTA-STS, TLS-RPT, the SMTP probe per MX, then DANE.
 
-`scan_domains` runs `scan_domain` for each domain on a bounded thread pool; one domain's failure (even
-an unexpected exception) becomes that domain's `errors`, never the end of the run. Results keep the
+`scan_domains` runs `scan_domain` for each domain on a bounded thread pool, and each domain's
+independent look-ups at the same time through the run's `Fanout` (fanout.py: layered pools, so no
+nested-pool deadlock, and a bounded number of threads); one domain's failure (even an unexpected
+exception) becomes that domain's `errors`, never the end of the run. Results keep the
 order of the input. Nothing here builds a client on its own: the resolver is passed in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dns.resolver
 
 from exconn.names import normalize
 from exconn.posture import dns as pdns
-from exconn.posture.dane import check_dane
+from exconn.posture.certs import TrustStore
+from exconn.posture.dane import check_dane, lookup_tlsa
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import (
-    CertificateFacts,
     DaneFacts,
+    DaneStatus,
     DomainPosture,
     MtaStsFacts,
+    MtaStsStatus,
     MxFacts,
     MxHostFacts,
     MxRecord,
+    MxStatus,
     PostureReport,
-    SmtpReplyFacts,
+    ProbeStatus,
     TlsRptFacts,
+    TlsRptStatus,
 )
+from exconn.posture.fanout import Fanout
 from exconn.posture.mtasts import check_mta_sts, policy_matches
 from exconn.posture.smtp import MxProbe, probe_mx
 from exconn.posture.tlsrpt import check_tlsrpt
@@ -51,74 +60,105 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def scan_domain(domain: str, *, resolver: dns.resolver.Resolver, options: ScanOptions) -> DomainPosture:
-    """Everything exconn observes about one domain. Never raises."""
+def scan_domain(
+    domain: str,
+    *,
+    resolver: dns.resolver.Resolver,
+    options: ScanOptions,
+    trust: TrustStore | None = None,
+    fanout: Fanout | None = None,
+) -> DomainPosture:
+    """Everything exconn observes about one domain. Never raises.
+
+    `trust` is the run's trust store and `fanout` its pools (`scan_domains` makes both once); without
+    them this call makes its own.
+    """
     domain = normalize(domain)
     observed_at = now_iso()
     try:
-        return _scan(domain, observed_at, resolver, options)
+        trust = trust or TrustStore.load(options.ca_file)
+        if fanout is not None:
+            return _scan(domain, observed_at, resolver, options, trust, fanout)
+        with Fanout(1) as own:
+            return _scan(domain, observed_at, resolver, options, trust, own)
     except Exception as exc:  # one domain never stops the run: an unforeseen failure is data too
         error = ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
         return DomainPosture(
             domain=domain,
             observed_at=observed_at,
-            mx=MxFacts(status="error", errors=(error,)),
-            mta_sts=MtaStsFacts(status="error", errors=(error,)),
-            tlsrpt=TlsRptFacts(status="error", errors=(error,)),
-            dane=DaneFacts(status="error", errors=(error,)),
+            mx=MxFacts(status=MxStatus.ERROR, errors=(error,)),
+            mta_sts=MtaStsFacts(status=MtaStsStatus.ERROR, errors=(error,)),
+            tlsrpt=TlsRptFacts(status=TlsRptStatus.ERROR, errors=(error,)),
+            dane=DaneFacts(status=DaneStatus.ERROR, errors=(error,)),
             errors=(error,),
         )
 
 
 def _scan(
-    domain: str, observed_at: str, resolver: dns.resolver.Resolver, options: ScanOptions
+    domain: str,
+    observed_at: str,
+    resolver: dns.resolver.Resolver,
+    options: ScanOptions,
+    trust: TrustStore,
+    fan: Fanout,
 ) -> DomainPosture:
-    found = pdns.lookup_mx(resolver, domain)
+    """The independent parts at the same time: MTA-STS (TXT beside the policy host's addresses ->
+    fetch) and TLS-RPT beside MX; then per MX host its TLSA beside its chain (addresses -> SMTP
+    probe), DANE judged at the end. A domain costs about its longest chain, a dead host its timeout."""
+    # One deadline for all of this domain's DNS (issue 9 §3): a server that holds every question
+    # costs the timeout once, not once per lookup along a chain.
+    resolver = pdns.with_deadline(resolver, time.monotonic() + options.timeout)
+    mta_sts_job = fan.chain(
+        lambda: check_mta_sts(
+            domain,
+            resolver=resolver,
+            timeout=options.timeout,
+            trust=trust,
+            port=options.https_port,
+            fanout=fan,
+        )
+    )
+    tlsrpt_job = fan.leaf(lambda: check_tlsrpt(domain, resolver=resolver))
+    found = pdns.lookup_mx(resolver, domain, fanout=fan)
     mx = MxFacts(
-        status=found.status,
+        status=MxStatus(found.status),
         records=tuple(MxRecord(h, p) for h, p in found.records),
         authenticated=found.authenticated,
         errors=found.errors,
     )
-    resolve = pdns.address_resolver(resolver)
-    mta_sts = check_mta_sts(
-        domain,
-        resolver=resolver,
-        timeout=options.timeout,
-        ca_file=options.ca_file,
-        port=options.https_port,
-        resolve=resolve,
-    )
-    tlsrpt = check_tlsrpt(domain, resolver=resolver)
     hosts = list(dict.fromkeys(mx.hosts))[:MAX_MX_HOSTS]
+    tlsa_jobs = {host: fan.leaf(functools.partial(lookup_tlsa, resolver, host)) for host in hosts}
+    probe_jobs = (
+        {
+            host: fan.chain(functools.partial(_probe_host, host, resolver, options, trust, fan))
+            for host in hosts
+        }
+        if options.smtp
+        else {}
+    )
+    mta_sts = mta_sts_job.result()
+    tlsrpt = tlsrpt_job.result()
     mx_hosts: list[MxHostFacts] = []
     chains: dict[str, Sequence[bytes] | None] = {}
     names: dict[str, bool | None] = {}
     for host in hosts:
         policy_match = policy_matches(mta_sts.policy, host) if mta_sts.policy is not None else None
         if not options.smtp:
-            mx_hosts.append(MxHostFacts(host=host, policy_match=policy_match, probe="skipped"))
+            mx_hosts.append(MxHostFacts(host=host, policy_match=policy_match, probe=ProbeStatus.SKIPPED))
             continue
-        addresses, dns_errors = pdns.resolve_addresses(resolver, host)
-        if not addresses:
-            errors = tuple(dns_errors) or (ProbeError("dns-no-address", f"{host} has no A or AAAA record"),)
-            mx_hosts.append(MxHostFacts(host=host, policy_match=policy_match, probe="error", errors=errors))
+        probe = probe_jobs[host].result()
+        if isinstance(probe, MxHostFacts):  # no address: nothing was probed
+            mx_hosts.append(replace(probe, policy_match=policy_match))
             continue
-        probe = probe_mx(
-            host,
-            addresses=addresses,
-            port=options.smtp_port,
-            timeout=options.timeout,
-            ca_file=options.ca_file,
-        )
         mx_hosts.append(host_facts(probe, policy_match))
         if probe.certificate is not None:
             chains[host] = probe.certificate.chain_der
             names[host] = probe.certificate.name_matches
+    tlsa = {host: job.result() for host, job in tlsa_jobs.items()}
     dane = (
-        check_dane(hosts, resolver=resolver, chains=chains, name_matches=names)
+        check_dane(hosts, resolver=resolver, chains=chains, name_matches=names, tlsa=tlsa)
         if hosts
-        else DaneFacts(status="not-applicable")
+        else DaneFacts(status=DaneStatus.NOT_APPLICABLE)
     )
     return DomainPosture(
         domain=domain,
@@ -131,6 +171,17 @@ def _scan(
     )
 
 
+def _probe_host(
+    host: str, resolver: dns.resolver.Resolver, options: ScanOptions, trust: TrustStore, fan: Fanout
+) -> MxProbe | MxHostFacts:
+    """One MX host's chain: its addresses (A beside AAAA), then the SMTP probe."""
+    addresses, dns_errors = pdns.resolve_addresses(resolver, host, fanout=fan)
+    if not addresses:
+        errors = tuple(dns_errors) or (ProbeError("dns-no-address", f"{host} has no A or AAAA record"),)
+        return MxHostFacts(host=host, policy_match=None, probe=ProbeStatus.ERROR, errors=errors)
+    return probe_mx(host, addresses=addresses, port=options.smtp_port, timeout=options.timeout, trust=trust)
+
+
 def host_facts(probe: MxProbe, policy_match: bool | None) -> MxHostFacts:
     """Normalise an SMTP probe into the posture's per-MX facts."""
     cert = probe.certificate
@@ -138,7 +189,7 @@ def host_facts(probe: MxProbe, policy_match: bool | None) -> MxHostFacts:
     return MxHostFacts(
         host=probe.host,
         policy_match=policy_match,
-        probe="done" if probe.banner is not None else "error",
+        probe=ProbeStatus.DONE if probe.banner is not None else ProbeStatus.ERROR,
         address=probe.address,
         port=probe.port,
         banner=str(probe.banner) if probe.banner is not None else None,
@@ -146,24 +197,10 @@ def host_facts(probe: MxProbe, policy_match: bool | None) -> MxHostFacts:
         tls_established=probe.tls_established if probe.starttls_offered else None,
         tls_version=probe.tls_version,
         cipher=probe.cipher,
-        certificate=(
-            CertificateFacts(
-                subject=cert.subject,
-                sans=cert.sans,
-                issuer=cert.issuer,
-                not_before=cert.not_before,
-                not_after=cert.not_after,
-                trusted=cert.trusted,
-                name_matches=cert.name_matches,
-                expired=cert.expired,
-            )
-            if cert is not None
-            else None
-        ),
-        plaintext_mail_from=(
-            SmtpReplyFacts(code=reply.code, text=reply.text, enhanced=reply.enhanced) if reply else None
-        ),
-        plaintext_mail=str(probe.plaintext_mail) if reply is not None else None,
+        # The chain serves DANE in this run only; a posture in memory equals the one read back.
+        certificate=replace(cert, chain_der=()) if cert is not None else None,
+        plaintext_mail_from=reply,
+        plaintext_mail=probe.plaintext_mail if reply is not None else None,
         errors=probe.errors,
     )
 
@@ -183,12 +220,16 @@ def scan_domains(
     if not unique:
         return PostureReport(observed_at=started, domains=())
 
-    def one(domain: str) -> DomainPosture:
-        result = scan_domain(domain, resolver=resolver, options=options)
-        if progress is not None:
-            progress(result)
-        return result
+    trust = TrustStore.load(options.ca_file)  # once per run: parsing the store costs ~18 ms
+    workers = max(1, min(concurrency, len(unique)))
 
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(unique)))) as pool:
+    with Fanout(workers) as fan, ThreadPoolExecutor(max_workers=workers) as pool:
+
+        def one(domain: str) -> DomainPosture:
+            result = scan_domain(domain, resolver=resolver, options=options, trust=trust, fanout=fan)
+            if progress is not None:
+                progress(result)
+            return result
+
         results = tuple(pool.map(one, unique))
     return PostureReport(observed_at=started, domains=results)

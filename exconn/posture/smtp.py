@@ -3,137 +3,53 @@
 One connection, never RCPT or DATA: the probe sends `EHLO`, `MAIL FROM:<>`, `RSET`, `STARTTLS`,
 `EHLO` and `QUIT`, so it can never deliver mail. The handshake uses a context that does not abort on
 a bad certificate, so a probe of a misconfigured host still records the TLS version, the cipher and
-the chain; trust, expiry and name are then judged here (RFC 6125 / RFC 7672 name rules) and reported
-with the RFC 8460 result types (`certificate-not-trusted`, `certificate-expired`,
-`certificate-host-mismatch`, `starttls-not-supported`, `validation-failure`).
+the chain; `certs.assess_chain` then judges trust, expiry and name against the run's `TrustStore`.
 
 Nothing the network does raises: every failure is a `ProbeError` in `MxProbe.errors`, and one
 `timeout` bounds the whole probe (connect, every read and the handshake share one deadline).
+`MxProbe` lives only in memory: what a posture keeps of it is `MxHostFacts` (`scan.host_facts`).
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import enum
-import os
+import contextlib
+import functools
 import re
 import socket
 import ssl
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509 import verification
-from cryptography.x509.oid import NameOID
-
-from exconn.names import normalize, wildcard_matches
+from exconn.names import normalize
+from exconn.posture.certs import TrustStore, assess_chain, certificate_name_matches, is_ip
 from exconn.posture.errors import ProbeError
+from exconn.posture.facts import CertificateFacts, PlainMailVerdict, SmtpReplyFacts
 
 __all__ = [
     "CertificateInfo",
     "MxProbe",
     "PlainMailVerdict",
     "SmtpReply",
+    "TrustStore",
     "certificate_name_matches",
     "classify_mail_reply",
     "probe_mx",
 ]
+
+#: One SMTP reply and one judged certificate have one shape each, shared with the saved facts.
+SmtpReply = SmtpReplyFacts
+CertificateInfo = CertificateFacts
 
 MAX_REPLY_LINES = 100
 MAX_REPLY_BYTES = 64 * 1024
 _QUIT_WAIT = 2.0  # seconds we wait for the reply to QUIT; a missing one is not an error
 _ENHANCED_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)")
 _REPLY_RE = re.compile(rb"^(\d{3})([ -]|$)(.*)$", re.DOTALL)
-_PEM_RE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 _TLS_WORDS_RE = re.compile(r"\bSTARTTLS\b|\bTLS\b|\bSSL\b|\bencrypt", re.IGNORECASE)
 _EHLO_NAME_RE = re.compile(r"[A-Za-z0-9.\-]+|\[[A-Za-z0-9.:]+\]")
 _AUTH_WORDS_RE = re.compile(r"\bauth|\bnot authenticated\b|\blog ?in\b", re.IGNORECASE)
-
-
-class PlainMailVerdict(enum.StrEnum):
-    """What the reply to `MAIL FROM:<>` before STARTTLS says about the endpoint."""
-
-    ACCEPTED = "accepted"  # 2xx: opportunistic TLS, plaintext mail accepted
-    TLS_REQUIRED = "tls-required"  # 530 5.7.0 ... STARTTLS, 451 5.7.3
-    AUTH_REQUIRED = "auth-required"  # 530 5.7.57: a submission endpoint, not an MX
-    REFUSED = "refused"  # any other reply
-    UNKNOWN = "unknown"  # no reply, or never tried
-
-
-@dataclass(frozen=True, slots=True)
-class SmtpReply:
-    code: int
-    enhanced: str | None  # RFC 3463 enhanced status code of the first line, e.g. "5.7.0"
-    text: str  # the lines' text, joined by "\n", enhanced code removed
-
-    def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "enhanced": self.enhanced, "text": self.text}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SmtpReply:
-        enhanced = data.get("enhanced")
-        return cls(
-            code=int(data["code"]),
-            enhanced=None if enhanced is None else str(enhanced),
-            text=str(data["text"]),
-        )
-
-    def __str__(self) -> str:
-        head = f"{self.code} {self.enhanced}" if self.enhanced else str(self.code)
-        return f"{head} {self.text}".rstrip()
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateInfo:
-    subject: str  # RFC 4514
-    issuer: str  # RFC 4514
-    sans: tuple[str, ...]  # DNS names of the subjectAltName
-    not_before: str  # ISO 8601 UTC, e.g. 2025-01-31T12:00:00Z
-    not_after: str
-    trusted: bool  # chains to the trust store (judged inside the validity period)
-    name_matches: bool  # RFC 6125 match of the MX host name
-    expired: bool  # now is after not_after
-    chain_der: tuple[bytes, ...] = field(repr=False)  # as presented by the server, leaf first
-
-    @property
-    def leaf_der(self) -> bytes:
-        return self.chain_der[0]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "subject": self.subject,
-            "issuer": self.issuer,
-            "sans": list(self.sans),
-            "not_before": self.not_before,
-            "not_after": self.not_after,
-            "trusted": self.trusted,
-            "name_matches": self.name_matches,
-            "expired": self.expired,
-            "leaf_der_b64": base64.b64encode(self.chain_der[0]).decode("ascii"),
-            "issuers_der_b64": [base64.b64encode(d).decode("ascii") for d in self.chain_der[1:]],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CertificateInfo:
-        chain = [base64.b64decode(str(data["leaf_der_b64"]), validate=True)]
-        chain.extend(base64.b64decode(str(d), validate=True) for d in data.get("issuers_der_b64", []))
-        return cls(
-            subject=str(data["subject"]),
-            issuer=str(data["issuer"]),
-            sans=tuple(str(s) for s in data["sans"]),
-            not_before=str(data["not_before"]),
-            not_after=str(data["not_after"]),
-            trusted=bool(data["trusted"]),
-            name_matches=bool(data["name_matches"]),
-            expired=bool(data["expired"]),
-            chain_der=tuple(chain),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,54 +72,6 @@ class MxProbe:
     def error_types(self) -> frozenset[str]:
         return frozenset(e.type for e in self.errors)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "address": self.address,
-            "port": self.port,
-            "banner": None if self.banner is None else self.banner.to_json(),
-            "ehlo_extensions": list(self.ehlo_extensions),
-            "starttls_offered": self.starttls_offered,
-            "tls_established": self.tls_established,
-            "tls_version": self.tls_version,
-            "cipher": self.cipher,
-            "certificate": None if self.certificate is None else self.certificate.to_json(),
-            "plaintext_mail_from": (
-                None if self.plaintext_mail_from is None else self.plaintext_mail_from.to_json()
-            ),
-            "plaintext_mail": self.plaintext_mail.value,
-            "errors": [e.to_json() for e in self.errors],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MxProbe:
-        def opt_str(key: str) -> str | None:
-            value = data.get(key)
-            return None if value is None else str(value)
-
-        starttls = data.get("starttls_offered")
-        return cls(
-            host=str(data["host"]),
-            address=opt_str("address"),
-            port=int(data["port"]),
-            banner=None if data.get("banner") is None else SmtpReply.from_json(data["banner"]),
-            ehlo_extensions=tuple(str(e) for e in data.get("ehlo_extensions", [])),
-            starttls_offered=None if starttls is None else bool(starttls),
-            tls_established=bool(data["tls_established"]),
-            tls_version=opt_str("tls_version"),
-            cipher=opt_str("cipher"),
-            certificate=(
-                None if data.get("certificate") is None else CertificateInfo.from_json(data["certificate"])
-            ),
-            plaintext_mail_from=(
-                None
-                if data.get("plaintext_mail_from") is None
-                else SmtpReply.from_json(data["plaintext_mail_from"])
-            ),
-            plaintext_mail=PlainMailVerdict(str(data.get("plaintext_mail", "unknown"))),
-            errors=tuple(ProbeError(str(e["type"]), str(e["detail"])) for e in data.get("errors", [])),
-        )
-
 
 # --------------------------------------------------------------------------- verdicts
 
@@ -224,35 +92,6 @@ def classify_mail_reply(reply: SmtpReply | None) -> PlainMailVerdict:
     if reply.code == 530 and _AUTH_WORDS_RE.search(reply.text):
         return PlainMailVerdict.AUTH_REQUIRED
     return PlainMailVerdict.REFUSED
-
-
-def certificate_name_matches(host: str, dns_names: Sequence[str], common_names: Sequence[str] = ()) -> bool:
-    """RFC 6125 §6.4 / RFC 7672 §3.2.3 match of `host` against a certificate's names.
-
-    DNS-ID subjectAltNames only; a wildcard is accepted only as the whole left-most label and
-    matches exactly one label (not `*.com`, not `f*.example.com`). The CN is consulted only when the
-    certificate has no DNS subjectAltName at all.
-    """
-    target = normalize(host)
-    if not target:
-        return False
-    candidates = list(dns_names) if dns_names else list(common_names)
-    for raw in candidates:
-        pattern = normalize(raw)
-        if not pattern:
-            continue
-        if "*" not in pattern:
-            if pattern == target:
-                return True
-            continue
-        if not pattern.startswith("*.") or "*" in pattern[2:]:
-            continue
-        base = pattern[2:]
-        if base.count(".") < 1:  # "*.com": too broad to honour
-            continue
-        if wildcard_matches(pattern, target):
-            return True
-    return False
 
 
 # --------------------------------------------------------------------------- the session
@@ -385,14 +224,16 @@ def probe_mx(
     ca_file: str | None = None,
     ehlo_name: str | None = None,
     resolve: Callable[[str], list[str]] | None = None,
+    trust: TrustStore | None = None,
 ) -> MxProbe:
     """Probe the SMTP service of one MX host; never raises for anything the network does.
 
-    Addresses come from `addresses`, else `resolve(host)`, else the system resolver; they are tried
-    in order until one accepts the connection. `timeout` bounds the whole probe from this call on.
-    `ehlo_name` defaults to the address literal of our end of the connection (RFC 5321 §4.1.3),
-    which needs no DNS. `ca_file` (PEM) replaces the system trust store for the certificate check.
-    Only a malformed `ehlo_name` (a caller's mistake, not the network's) raises ValueError.
+        Addresses come from `addresses`, else `resolve(host)`, else the system resolver; they are tried
+        in order until one accepts the connection. `timeout` bounds the whole probe from this call on.
+        `ehlo_name` defaults to the address literal of our end of the connection (RFC 5321 §4.1.3),
+        which needs no DNS. `trust` is the run's trust store (a scan loads it once); without it, `ca_file`
+    (PEM) or else the system store is loaded for this probe.
+        Only a malformed `ehlo_name` (a caller's mistake, not the network's) raises ValueError.
     """
     deadline = time.monotonic() + timeout
     if ehlo_name is not None and not _EHLO_NAME_RE.fullmatch(ehlo_name):
@@ -408,7 +249,7 @@ def probe_mx(
         if sock is not None:
             conn = _Conn(sock, deadline, timeout)
             try:
-                _session(conn, host, ehlo_name, ca_file, state)
+                _session(conn, host, ehlo_name, trust or functools.partial(TrustStore.load, ca_file), state)
             except _Abort as abort:
                 state.errors.append(abort.error)
     except Exception as exc:  # a probe never raises: an unforeseen failure is data too
@@ -502,6 +343,10 @@ def _connect(
         except (OSError, ValueError, OverflowError) as exc:
             failures.append(f"{ip}: {_os_error(exc) if isinstance(exc, OSError) else exc}")
         else:
+            # Every command follows a reply, but after STARTTLS the EHLO follows our TLS Finished:
+            # without this, Nagle holds it one round trip.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             state.address = ip
             return sock
     state.errors.append(ProbeError("connect-failed", f"port {port}: " + _j(failures)))
@@ -512,7 +357,13 @@ def _j(parts: list[str]) -> str:
     return "; ".join(parts) if parts else "no address tried"
 
 
-def _session(conn: _Conn, host: str, ehlo_name: str | None, ca_file: str | None, state: _State) -> None:
+def _session(
+    conn: _Conn,
+    host: str,
+    ehlo_name: str | None,
+    trust: TrustStore | Callable[[], TrustStore],
+    state: _State,
+) -> None:
     helo = ehlo_name or _address_literal(conn.sock)
 
     banner = conn.read_reply("to the connection (banner)")
@@ -576,7 +427,8 @@ def _session(conn: _Conn, host: str, ehlo_name: str | None, ca_file: str | None,
     if not chain:
         state.errors.append(ProbeError("validation-failure", "server presented no certificate"))
     else:
-        state.certificate = _assess(host, chain, ca_file, state.errors)
+        store = trust if isinstance(trust, TrustStore) else trust()  # loaded only once TLS is up
+        state.certificate = assess_chain(host, chain, store, state.errors)
 
     conn.send(f"EHLO {helo}", "EHLO after STARTTLS")
     ehlo2 = conn.read_reply("to EHLO after STARTTLS")
@@ -621,7 +473,9 @@ def _address_literal(sock: socket.socket) -> str:
 # --------------------------------------------------------------------------- TLS
 
 
+@functools.cache
 def _client_context() -> ssl.SSLContext:
+    """One probing context for the process: it loads no trust store, and contexts are thread-safe."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     # Judge the certificate ourselves after the handshake: a bad one must not hide the version,
     # the cipher and the chain. Old protocols are allowed so the probe can report them.
@@ -636,7 +490,7 @@ def _client_context() -> ssl.SSLContext:
 
 
 def _handshake(conn: _Conn, host: str, state: _State) -> ssl.SSLSocket | None:
-    sni = None if _is_ip(host) else host
+    sni = None if is_ip(host) else host
     try:
         tls = _client_context().wrap_socket(conn.sock, server_hostname=sni, do_handshake_on_connect=False)
     except (ssl.SSLError, OSError, ValueError) as exc:
@@ -659,16 +513,6 @@ def _handshake(conn: _Conn, host: str, state: _State) -> ssl.SSLSocket | None:
         state.errors.append(ProbeError("validation-failure", f"TLS handshake failed: {_os_error(exc)}"))
         return None
     return tls
-
-
-def _is_ip(text: str) -> bool:
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, text)
-        except OSError:
-            continue
-        return True
-    return False
 
 
 def _presented_chain(tls: ssl.SSLSocket) -> tuple[bytes, ...]:
@@ -696,222 +540,3 @@ def _presented_chain(tls: ssl.SSLSocket) -> tuple[bytes, ...]:
         if leaf:
             chain.append(leaf)
     return tuple(chain)
-
-
-def _assess(
-    host: str, chain_der: tuple[bytes, ...], ca_file: str | None, errors: list[ProbeError]
-) -> CertificateInfo | None:
-    try:
-        leaf = x509.load_der_x509_certificate(chain_der[0])
-    except ValueError as exc:
-        errors.append(ProbeError("validation-failure", f"cannot parse the server certificate: {exc}"))
-        return None
-    issuers: list[x509.Certificate] = []
-    for der in chain_der[1:]:
-        try:
-            issuers.append(x509.load_der_x509_certificate(der))
-        except ValueError:
-            continue
-
-    now = dt.datetime.now(dt.UTC)
-    not_before, not_after = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-    expired = now > not_after
-    sans = _dns_sans(leaf)
-    cns = [str(a.value) for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
-    name_matches = certificate_name_matches(host, sans, cns)
-
-    trusted, why = _judge_trust(host, leaf, issuers, sans, name_matches, now, ca_file)
-    if not trusted:
-        errors.append(ProbeError("certificate-not-trusted", why))
-    if expired:
-        errors.append(ProbeError("certificate-expired", f"certificate expired on {_iso(not_after)}"))
-    elif now < not_before:
-        errors.append(ProbeError("certificate-not-yet-valid", f"valid from {_iso(not_before)}"))
-    if not name_matches:
-        shown = ", ".join(sans) if sans else "CN=" + ", ".join(cns)
-        errors.append(ProbeError("certificate-host-mismatch", f"{host} is not among the names: {shown}"))
-
-    return CertificateInfo(
-        subject=_rfc4514(leaf.subject),
-        issuer=_rfc4514(leaf.issuer),
-        sans=tuple(sans),
-        not_before=_iso(not_before),
-        not_after=_iso(not_after),
-        trusted=trusted,
-        name_matches=name_matches,
-        expired=expired,
-        chain_der=chain_der,
-    )
-
-
-def _judge_trust(
-    host: str,
-    leaf: x509.Certificate,
-    issuers: list[x509.Certificate],
-    sans: list[str],
-    name_matches: bool,
-    now: dt.datetime,
-    ca_file: str | None,
-) -> tuple[bool, str]:
-    """Does the leaf chain to the trust store, whatever its name and validity period?
-
-    Name and expiry are reported on their own, so the chain is checked under the name the
-    certificate claims (the MX name when it matches) and at a moment inside the leaf's validity.
-    """
-    roots, store_error = _trust_store(ca_file)
-    if not roots:
-        return False, store_error or "trust store is empty"
-    in_validity = leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc
-    when = now
-    if now > leaf.not_valid_after_utc:
-        when = leaf.not_valid_after_utc - dt.timedelta(seconds=1)
-    elif now < leaf.not_valid_before_utc:
-        when = leaf.not_valid_before_utc + dt.timedelta(seconds=1)
-
-    names = [host] if name_matches and not _is_ip(host) else []
-    names += ["exconn-probe" + s[1:] if s.startswith("*.") else s for s in sans]
-    subject: x509.DNSName | None = None
-    for name in names:
-        try:
-            subject = x509.DNSName(name)
-            break
-        except ValueError:
-            continue
-    failure = "certificate has no DNS subjectAltName"
-    if subject is not None:
-        try:
-            verifier = (
-                verification.PolicyBuilder()
-                .store(verification.Store(roots))
-                .time(when)
-                .build_server_verifier(subject)
-            )
-            verifier.verify(leaf, issuers)
-            return True, ""
-        except verification.VerificationError as exc:
-            failure = str(exc)
-        except ValueError as exc:
-            failure = f"cannot verify: {exc}"
-        if in_validity or "validation time" not in failure:
-            return False, _untrusted_detail(leaf, issuers, roots, failure)
-    # The leaf is outside its validity period and an issuer was not valid at any moment of it (or
-    # there is no SAN to verify under): fall back to following signatures alone.
-    if _walk_signatures(leaf, issuers, roots)[0]:
-        return True, ""
-    return False, _untrusted_detail(leaf, issuers, roots, failure)
-
-
-def _untrusted_detail(
-    leaf: x509.Certificate, issuers: list[x509.Certificate], roots: list[x509.Certificate], failure: str
-) -> str:
-    reached, top = _walk_signatures(leaf, issuers, roots)
-    if reached:
-        return f"chain reaches a trusted root but breaks the Web PKI profile: {failure}"
-    if top is leaf and leaf.issuer == leaf.subject:
-        return f"self-signed certificate ({_rfc4514(leaf.subject)})"
-    if top.issuer == top.subject:
-        return f"chain ends at {_rfc4514(top.subject)}, a root that is not in the trust store"
-    return f"issuer {_rfc4514(top.issuer)} is neither presented nor in the trust store"
-
-
-def _walk_signatures(
-    leaf: x509.Certificate, issuers: list[x509.Certificate], roots: list[x509.Certificate]
-) -> tuple[bool, x509.Certificate]:
-    """Follow issuer names and signatures from the leaf; (reached a trusted root, last cert)."""
-    current = leaf
-    pool = list(issuers)
-    for _ in range(8):
-        for root in roots:
-            if root.subject == current.issuer and _issued_by(current, root):
-                return True, current
-        parent = next(
-            (c for c in pool if c != current and c.subject == current.issuer and _issued_by(current, c)),
-            None,
-        )
-        if parent is None:
-            return False, current
-        pool.remove(parent)
-        current = parent
-    return False, current
-
-
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _trust_store(ca_file: str | None) -> tuple[list[x509.Certificate], str | None]:
-    if ca_file is not None:
-        try:
-            with open(ca_file, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            return [], f"cannot read CA file {ca_file}: {_os_error(exc)}"
-        certs = _load_pem_certs(data)
-        if not certs:
-            try:
-                certs = [x509.load_der_x509_certificate(data)]
-            except ValueError:
-                return [], f"no certificate found in CA file {ca_file}"
-        return certs, None
-    paths = ssl.get_default_verify_paths()
-    certs = []
-    if paths.cafile:
-        try:
-            with open(paths.cafile, "rb") as fh:
-                certs = _load_pem_certs(fh.read())
-        except OSError:
-            certs = []
-    if not certs and paths.capath and os.path.isdir(paths.capath):
-        for entry in sorted(os.listdir(paths.capath)):
-            full = os.path.join(paths.capath, entry)
-            if not os.path.isfile(full):
-                continue
-            try:
-                with open(full, "rb") as fh:
-                    certs.extend(_load_pem_certs(fh.read()))
-            except OSError:
-                continue
-    if not certs:
-        return [], "no system trust store found (pass ca_file)"
-    return certs, None
-
-
-def _load_pem_certs(data: bytes) -> list[x509.Certificate]:
-    certs: list[x509.Certificate] = []
-    seen: set[bytes] = set()
-    for block in _PEM_RE.findall(data):
-        if block in seen:
-            continue
-        seen.add(block)
-        try:
-            with warnings.catch_warnings():  # legacy roots with non-positive serials still load
-                warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-                certs.append(x509.load_pem_x509_certificate(block))
-        except ValueError:
-            continue  # one unparsable root must not empty the store
-    return certs
-
-
-def _dns_sans(cert: x509.Certificate) -> list[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    except ValueError:
-        return []
-    return [str(n) for n in ext.value.get_values_for_type(x509.DNSName)]
-
-
-def _rfc4514(name: x509.Name) -> str:
-    try:
-        return name.rfc4514_string()
-    except ValueError:
-        return repr(name)
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -14,7 +14,7 @@ import dns.resolver
 
 from exconn.posture import dns as pdns
 from exconn.posture.errors import ProbeError
-from exconn.posture.facts import TlsRptFacts
+from exconn.posture.facts import TlsRptFacts, TlsRptStatus
 
 _DELIM = re.compile(r"[ \t]*;[ \t]*")
 _RUA_SPLIT = re.compile(r"[ \t]*,[ \t]*")
@@ -81,13 +81,18 @@ def check_tlsrpt(domain: str, *, resolver: dns.resolver.Resolver) -> TlsRptFacts
     name = f"_smtp._tls.{domain}"
     result = pdns.lookup(resolver, name, "TXT")
     if result.status == "error":
-        return TlsRptFacts(status="error", errors=result.errors)
+        return TlsRptFacts(status=TlsRptStatus.ERROR, errors=result.errors)
     records = [pdns.txt_strings(r) for r in result.records]
     kept = [r for r in records if r.startswith("v=TLSRPTv1;")]
     if not kept:
-        return TlsRptFacts(status="absent")
+        return TlsRptFacts(status=TlsRptStatus.ABSENT)
     if len(kept) > 1:
         detail = f"{len(kept)} TXT records at {name} begin with v=TLSRPTv1; RFC 8460 §3: no TLS-RPT applies"
-        return TlsRptFacts(status="invalid", record=kept[0], errors=(_invalid(detail),))
+        return TlsRptFacts(status=TlsRptStatus.INVALID, record=kept[0], errors=(_invalid(detail),))
     rua, errors = parse_tlsrpt_record(kept[0])
-    return TlsRptFacts(status="invalid" if errors else "valid", record=kept[0], rua=rua, errors=tuple(errors))
+    return TlsRptFacts(
+        status=TlsRptStatus.INVALID if errors else TlsRptStatus.VALID,
+        record=kept[0],
+        rua=rua,
+        errors=tuple(errors),
+    )

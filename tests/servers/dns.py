@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,8 @@ class DnsServers:
         self._processes: list[_Process] = []
         self.trust_anchor: list[str] = []
         self.ttl = 30
+        self.fixed_unbound_port: int | None = None
+        self.allow: tuple[str, ...] = ()
 
     @property
     def resolver(self) -> str:
@@ -149,8 +152,13 @@ class DnsServers:
         unbound_ip: str = "127.0.53.2",
         startup_timeout: float = 30.0,
         ttl: int = 30,
+        unbound_port: int | None = None,
+        allow: Sequence[str] = (),
     ) -> DnsServers:
-        """Start Knot with `zones`, then Unbound; `ttl` is the zones' TTL and Unbound's cache-max-ttl."""
+        """Start Knot with `zones`, then Unbound; `ttl` is the zones' TTL and Unbound's cache-max-ttl.
+
+        `unbound_port` fixes Unbound's port (the benchmark's namespace serves clients on 53, which a
+        resolv.conf cannot change); `allow` adds client networks besides 127.0.0.0/8."""
         missing = missing_binaries()
         if missing:
             raise ServerStartError(
@@ -158,6 +166,8 @@ class DnsServers:
             )
         servers = cls(directory, knot_ip, unbound_ip)
         servers.ttl = ttl
+        servers.fixed_unbound_port = unbound_port
+        servers.allow = tuple(allow)
         try:
             servers._start_knot(zones, startup_timeout)
             servers._start_unbound(zones, startup_timeout)
@@ -253,7 +263,7 @@ zone:
     def _start_unbound(self, zones: Sequence[Zone], startup_timeout: float) -> None:
         base = self.directory / "unbound"
         base.mkdir(parents=True, exist_ok=True)
-        self.unbound_port = free_port(self.unbound_ip)
+        self.unbound_port = self.fixed_unbound_port or free_port(self.unbound_ip)
         anchor_file = base / "trust-anchor.txt"
         anchor_file.write_text("\n".join(self.trust_anchor) + "\n")
         stubs = "".join(
@@ -285,7 +295,7 @@ server:
     do-udp: yes
     do-tcp: yes
     access-control: 127.0.0.0/8 allow
-    do-not-query-localhost: no
+{"".join(f"    access-control: {net} allow{chr(10)}" for net in self.allow)}    do-not-query-localhost: no
     num-threads: 2
     so-reuseport: no
     outgoing-range: 256
@@ -372,3 +382,28 @@ class SilentUdp:
     def stop(self) -> None:
         self._udp.close()
         self._tcp.close()
+
+
+class TruncatingUdp(SilentUdp):
+    """Answers every UDP query at once with TC=1 and no records, then never answers over TCP: each
+    lookup falls back to TCP and hangs there until the client's deadline (issue 9 §3)."""
+
+    def __init__(self, ip: str = "127.0.53.4") -> None:
+        super().__init__(ip)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self._udp.recvfrom(4096)
+            except OSError:
+                return
+            try:
+                query = dns.message.from_wire(data)
+            except Exception:  # noqa: BLE001 - not DNS: ignore, as a server would
+                continue
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.TC
+            with contextlib.suppress(OSError):
+                self._udp.sendto(response.to_wire(), peer)

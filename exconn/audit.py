@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, BinaryIO, TextIO
 from exconn.errors import InputError, UsageError
 from exconn.model import Organization
 from exconn.output import check_writable_folder, write_file
+from exconn.posture.facts import DaneStatus, MtaStsStatus
 from exconn.render import Format, RunInfo, write
 from exconn.rules.base import Context, Report, Severity, evaluate
 
@@ -277,9 +278,9 @@ def _marks(posture: Mapping[str, DomainPosture]) -> tuple[tuple[str, tuple[str, 
     """What protects mail to each observed domain beyond opportunistic TLS, for the mail flow."""
     out = []
     for domain, p in sorted(posture.items()):
-        policy = p.mta_sts.policy if p.mta_sts.status == "valid" else None
+        policy = p.mta_sts.policy if p.mta_sts.status == MtaStsStatus.VALID else None
         marks = (("MTA-STS enforce",) if policy is not None and policy.mode == "enforce" else ()) + (
-            ("DANE",) if p.dane.status in ("valid", "unverified") else ()
+            ("DANE",) if p.dane.status in (DaneStatus.VALID, DaneStatus.UNVERIFIED) else ()
         )
         if marks:
             out.append((domain.lower().rstrip("."), marks))

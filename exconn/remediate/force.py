@@ -8,13 +8,14 @@ from collections.abc import Sequence
 
 from exconn.pwsh import quote
 from exconn.rules.base import Finding
+from exconn.rules.fix_evidence import WOULD_BREAK
 
 
 def would_break(findings: Sequence[Finding]) -> str | None:
     """Why the change would break mail flow, from the first finding the logs say so of."""
     for f in findings:
         e = f.fix_evidence
-        if e is not None and e.verdict == "would-break":
+        if e is not None and e.verdict == WOULD_BREAK:
             return f"{f.rule.id} on {f.target.identity}: {e.reason}"
     return None
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exconn.names import wildcard_matches
-from exconn.posture.facts import DomainPosture, MtaStsPolicy
+from exconn.posture.facts import DomainPosture, MtaStsPolicy, MtaStsStatus, MxStatus, TlsRptStatus
 from exconn.rules.base import CannotJudge, Context, Hit, Severity, Target, rule
 from exconn.rules.evidence_view import report_failures
 from exconn.rules.mx import connector_failures, connector_problems, serving_connectors
@@ -67,7 +67,7 @@ def policy_covers_mx(ctx: Context, p: DomainPosture | CannotJudge) -> Result:
         return
     target = domain_target(p.domain)
     if (why := sts_problem(p) or mx_problem(p)) is not None:
-        if p.mx.status != "null":
+        if p.mx.status != MxStatus.NULL:
             yield CannotJudge(target, why)
         return
     policy = valid_policy(p)
@@ -121,7 +121,7 @@ def mx_served_with_tls(ctx: Context) -> Result:
             yield p
             continue
         if (why := mx_problem(p)) is not None:
-            if p.mx.status != "null":
+            if p.mx.status != MxStatus.NULL:
                 yield CannotJudge(domain_target(p.domain), why)
             continue
         policy = valid_policy(p)
@@ -237,13 +237,13 @@ def testing_ready_for_enforce(ctx: Context, p: DomainPosture | CannotJudge) -> R
             target, "a receive connector that answers (or may answer) for an MX cannot be judged"
         )
         return
-    if connectors or (p.tlsrpt.status != "valid" and ctx.tlsrpt_rua is None):
+    if connectors or (p.tlsrpt.status != TlsRptStatus.VALID and ctx.tlsrpt_rua is None):
         return  # EXC-W002 / EXC-W005 say what must come first
     if report_failures(ctx, p.domain):
         return  # enforce only once the period's TLS reports show no failure (EXC-E008 names them)
     first = (
         f" Publish _smtp._tls.{p.domain} (records.txt, rua {ctx.tlsrpt_rua}) first."
-        if p.tlsrpt.status != "valid"
+        if p.tlsrpt.status != TlsRptStatus.VALID
         else ""
     )
     yield Hit(
@@ -331,12 +331,14 @@ def mta_sts_without_tlsrpt(ctx: Context, p: DomainPosture | CannotJudge) -> Resu
     if valid_policy(p) is None:
         return
     target = domain_target(p.domain)
-    if p.tlsrpt.status == "error":
+    if p.tlsrpt.status == TlsRptStatus.ERROR:
         yield CannotJudge(target, f"TLS-RPT could not be observed ({errors_text(p.tlsrpt.errors)})")
         return
-    if p.tlsrpt.status == "valid":
+    if p.tlsrpt.status == TlsRptStatus.VALID:
         return
-    detail = "no _smtp._tls record" if p.tlsrpt.status == "absent" else errors_text(p.tlsrpt.errors)
+    detail = (
+        "no _smtp._tls record" if p.tlsrpt.status == TlsRptStatus.ABSENT else errors_text(p.tlsrpt.errors)
+    )
     text = (
         f"MTA-STS is published but TLS-RPT is {p.tlsrpt.status} ({detail}): nobody reports TLS "
         f"failures to you. Publish _smtp._tls.{p.domain} (see records.txt)."
@@ -367,18 +369,22 @@ def no_mta_sts(ctx: Context, p: DomainPosture | CannotJudge) -> Result:
         yield p
         return
     target = domain_target(p.domain)
-    if p.mx.status == "null":
+    if p.mx.status == MxStatus.NULL:
         return
     if (why := sts_problem(p)) is not None:
         yield CannotJudge(target, why)
         return
-    if p.mta_sts.status == "valid" and p.mta_sts.policy is not None and p.mta_sts.policy.mode != "none":
+    if (
+        p.mta_sts.status == MtaStsStatus.VALID
+        and p.mta_sts.policy is not None
+        and p.mta_sts.policy.mode != "none"
+    ):
         return
     if dane_secure(p):
         return  # DANE already tells senders to require authenticated TLS
-    if p.mta_sts.status == "absent":
+    if p.mta_sts.status == MtaStsStatus.ABSENT:
         text = "No _mta-sts TXT record"
-    elif p.mta_sts.status == "valid":
+    elif p.mta_sts.status == MtaStsStatus.VALID:
         text = "The policy's mode is none (it withdraws MTA-STS)"
     else:
         text = f"The MTA-STS policy is invalid ({errors_text(p.mta_sts.errors)}), so senders ignore it"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exconn.model import UNKNOWN, Maybe, OutboundConnector, SendConnector, TlsAuthLevel
-from exconn.posture.facts import DomainPosture
+from exconn.posture.facts import DaneStatus, DomainPosture, MtaStsStatus, ProbeStatus
 from exconn.pwsh import PsValue
 from exconn.rules.base import (
     EACH_OUTBOUND_CONNECTOR,
@@ -86,7 +86,10 @@ def partner_route_opportunistic(ctx: Context, p: DomainPosture) -> Result:
     target = domain_target(p.domain)
     demand = partner_demand(p)
     if demand is None:
-        if (why := sts_problem(p)) is not None and p.dane.status not in ("valid", "unverified"):
+        if (why := sts_problem(p)) is not None and p.dane.status not in (
+            DaneStatus.VALID,
+            DaneStatus.UNVERIFIED,
+        ):
             yield CannotJudge(target, why)
         return
     route = route_to(ctx.org, p.domain)
@@ -282,7 +285,7 @@ def _validating_against_dane(p: DomainPosture, demand: Demand, c: SendConnector)
     for name in p.mx.hosts:
         cert = h.certificate if (h := host_facts(p, name)) is not None else None
         if cert is None:
-            unchecked = unchecked or h is None or h.probe != "done"
+            unchecked = unchecked or h is None or h.probe != ProbeStatus.DONE
             continue
         why = []
         if cert.trusted is False:
@@ -354,7 +357,7 @@ def partner_dropped_policy(ctx: Context, c: SendConnector) -> Result:
             yield CannotJudge(Target.of(c), f"{space.domain}: {why}")
             continue
         # An invalid policy is the partner's bug rather than a withdrawal: senders keep their cache.
-        if partner_demand(p) is not None or p.mta_sts.status == "invalid":
+        if partner_demand(p) is not None or p.mta_sts.status == MtaStsStatus.INVALID:
             continue
         policy = valid_policy(p)
         now = f"mode {policy.mode}" if policy is not None else "no policy"
@@ -509,12 +512,16 @@ def exo_dane_mandatory(ctx: Context, c: OutboundConnector) -> Result:
             yield CannotJudge(Target.of(c), f"SmtpDaneMode Mandatory; no posture observed for {domain}")
             continue
         status = p.dane.status
-        if status == "error":
+        if status == DaneStatus.ERROR:
             yield CannotJudge(Target.of(c), f"SmtpDaneMode Mandatory; DANE of {domain} could not be observed")
             continue
-        if status not in ("insecure", "absent"):
+        if status not in (DaneStatus.INSECURE, DaneStatus.ABSENT):
             continue  # DANE usable, or broken for every DANE sender alike: not this setting's doing
-        why = "its zone is not DNSSEC-signed" if status == "insecure" else "it publishes no TLSA records"
+        why = (
+            "its zone is not DNSSEC-signed"
+            if status == DaneStatus.INSECURE
+            else "it publishes no TLSA records"
+        )
         fix = set_fix(
             "Set-OutboundConnector", c.identity, [("SmtpDaneMode", "Opportunistic", c.smtp_dane_mode)]
         )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from exconn.fix import Fix, PublishMtaSts
 from exconn.names import normalize
-from exconn.posture.facts import DomainPosture, MtaStsPolicy
+from exconn.posture.facts import DomainPosture, MtaStsPolicy, MtaStsStatus, TlsRptStatus
 from exconn.rules.base import Context
 from exconn.rules.mx import connector_failures
 from exconn.rules.posture_view import all_hosts_pass, host_facts, host_verdict, mx_problem, valid_policy
@@ -66,7 +66,7 @@ def mode_choice(ctx: Context, p: DomainPosture, *, tlsrpt_rua: str | None = None
             "testing",
             "Mode testing: not every MX, or not every receive connector behind it, could be checked.",
         )
-    if p.tlsrpt.status != "valid" and tlsrpt_rua is None:
+    if p.tlsrpt.status != TlsRptStatus.VALID and tlsrpt_rua is None:
         return ModeChoice(
             "testing",
             "Mode testing although every MX passes: there is no valid TLS-RPT record (and no "
@@ -107,10 +107,14 @@ def publication(ctx: Context, p: DomainPosture) -> PublishMtaSts | None:
         max_age=policy.max_age,
         why=choice.why,
         tlsrpt_rua=ctx.tlsrpt_rua,
-        published_rua=tuple(p.tlsrpt.rua) if p.tlsrpt.status == "valid" else None,
+        published_rua=tuple(p.tlsrpt.rua) if p.tlsrpt.status == TlsRptStatus.VALID else None,
         sts_status=p.mta_sts.status,
         record_exists=(
-            True if p.mta_sts.record is not None else False if p.mta_sts.status == "absent" else None
+            True
+            if p.mta_sts.record is not None
+            else False
+            if p.mta_sts.status == MtaStsStatus.ABSENT
+            else None
         ),
         current_mode=current.mode if current is not None else None,
         current_max_age=current.max_age if current is not None else None,

@@ -11,7 +11,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from exconn.posture.errors import ProbeError
-from exconn.posture.facts import DomainPosture, MtaStsPolicy, MxHostFacts
+from exconn.posture.facts import (
+    DaneStatus,
+    DomainPosture,
+    MtaStsPolicy,
+    MtaStsStatus,
+    MxHostFacts,
+    MxStatus,
+    ProbeStatus,
+)
 from exconn.rules.base import CannotJudge, Context, Each, Target
 from exconn.scope import is_ours, our_observable_domains
 
@@ -32,22 +40,22 @@ def errors_text(errors: Sequence[ProbeError]) -> str:
 
 def mx_problem(p: DomainPosture) -> str | None:
     """Why the MX set of `p` cannot be judged (None: the hosts are known)."""
-    if p.mx.status in ("ok", "implicit") and p.mx.hosts:
+    if p.mx.status in (MxStatus.OK, MxStatus.IMPLICIT) and p.mx.hosts:
         return None
-    if p.mx.status == "null":
+    if p.mx.status == MxStatus.NULL:
         return "the domain publishes a null MX (RFC 7505): it receives no mail"
     return f"MX lookup status {p.mx.status} ({errors_text(p.mx.errors)})"
 
 
 def sts_problem(p: DomainPosture) -> str | None:
     """Why we cannot tell whether `p` has an MTA-STS policy (None: we can)."""
-    if p.mta_sts.status == "error":
+    if p.mta_sts.status == MtaStsStatus.ERROR:
         return f"MTA-STS could not be observed ({errors_text(p.mta_sts.errors)})"
     return None
 
 
 def valid_policy(p: DomainPosture) -> MtaStsPolicy | None:
-    return p.mta_sts.policy if p.mta_sts.status == "valid" else None
+    return p.mta_sts.policy if p.mta_sts.status == MtaStsStatus.VALID else None
 
 
 def enforced_policy(p: DomainPosture) -> MtaStsPolicy | None:
@@ -57,7 +65,7 @@ def enforced_policy(p: DomainPosture) -> MtaStsPolicy | None:
 
 def dane_secure(p: DomainPosture) -> bool:
     """Usable TLSA records in a DNSSEC-validated zone for every MX (RFC 7672 §2.2): DANE applies."""
-    return p.dane.status in ("valid", "unverified")
+    return p.dane.status in (DaneStatus.VALID, DaneStatus.UNVERIFIED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +76,7 @@ class HostVerdict:
 
 def host_verdict(h: MxHostFacts) -> HostVerdict:
     """Would an MTA-STS-validating sender (RFC 8461 §4) deliver to this MX host?"""
-    if h.probe != "done":
+    if h.probe != ProbeStatus.DONE:
         return HostVerdict(None, f"not probed ({h.probe}: {errors_text(h.errors)})")
     if h.starttls is False:
         return HostVerdict(False, "STARTTLS not offered")

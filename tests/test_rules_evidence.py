@@ -236,3 +236,20 @@ def test_fix_evidence_says_the_fix_itself_turns_starttls_on(
     ev = s004["fix_evidence"]
     assert ev["verdict"] == "supported" and ev["tls"] == 0 and ev["sessions"] == 16
     assert "IgnoreSTARTTLS" in ev["reason"] and "all 16" not in ev["reason"]
+
+
+def test_do_this_first_says_whether_the_evidence_supports_each_change(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from exconn.cli import main
+
+    root = Path(__file__).parents[1] / "samples"
+    args = ["audit", "--offline", str(root / "fabrikam"), str(root / "fabrikam-evidence")]
+    assert main([*args, "--format", "table"]) == 1
+    text = capsys.readouterr().out
+    first = text[text.index("Do this first") :]
+    assert "evidence: supported" in first.split("  2.")[0]
+    html = tmp_path / "r.html"
+    assert main([*args, "--format", "html", "-o", str(html)]) == 1
+    section = html.read_text()[: html.read_text().index("</section>")]
+    assert "Evidence: supported" in section

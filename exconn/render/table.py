@@ -109,6 +109,9 @@ def _change_line(c: Change, n: int, limit: int) -> list[str]:
     lines += wrap(
         f"     fixes {len(c.findings)} finding(s), worst {worst}: {fixes}{more}", limit, indent="       "
     )
+    evidence = next((f.fix_evidence for f in c.findings if f.fix_evidence is not None), None)
+    if evidence is not None:
+        lines += wrap(f"     evidence: {evidence.verdict} ({evidence.reason})", limit, indent="       ")
     return lines
 
 

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import cast
 
@@ -256,6 +257,10 @@ def build_parser() -> _Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.debug:
+        # A library's warning (a deprecation, a lax certificate encoding) is not the user's to act
+        # on and would break the one-line contract of stderr; what matters is a note in the report.
+        warnings.simplefilter("ignore")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -1,8 +1,8 @@
 """DNS for the posture probes: one resolver, UDP with TCP fallback, answers as data.
 
 Every lookup returns a `Lookup` (an attempt): `ok` with records, `nodata`, `nxdomain`, or `error` with a
-`ProbeError` (`dns-timeout`, `dns-servfail`, `dnssec-invalid`, `dns-cname-loop`, ...). A failure is
-never reported as an absence. Queries carry the DO bit and ask for AD (RFC 6840 §5.7) so that a validating resolver says
+`ProbeError` (`dns-timeout`, `dns-servfail`, `dnssec-invalid`, ...). A failure is never reported as an
+absence. Queries carry the DO bit and ask for AD (RFC 6840 §5.7) so that a validating resolver says
 whether it vouched for an answer; `Lookup.authenticated` and `Lookup.server` record that.
 
 No resolver is built at import time: callers build one with `make_resolver` and pass it in.

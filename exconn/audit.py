@@ -183,9 +183,15 @@ def _load_org(options: AuditOptions, exports: list[str], warn: Callable[[str], N
 
 
 def observe(
-    options: AuditOptions, org: Organization, evidence: Evidence | None = None
+    options: AuditOptions,
+    org: Organization,
+    evidence: Evidence | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, DomainPosture] | None:
-    """The posture to cross-check with: replayed (--posture), observed, or None with --offline."""
+    """The posture to cross-check with: replayed (--posture), observed, or None with --offline.
+
+    A resolver without the public view (our own domain NXDOMAIN or failing, or every domain) marks
+    those domains unobserved (posture/view.py), so the rules draw nothing from them; `warn` says so."""
     if options.posture_file:
         from exconn.posture.saved import load_report
 
@@ -202,8 +208,15 @@ def observe(
     domains = [*ours, *partner_domains(org, obs.partners_file, ours=ours, observed=observed)]
     if not domains:
         return {}
-    report = scan_domains(domains, resolver=network.resolver(), options=network.scan_options())
-    return {p.domain: p for p in report.domains}
+    from exconn.posture.dns import describe_resolver
+    from exconn.posture.view import judge_view
+
+    resolver = network.resolver()
+    report = scan_domains(domains, resolver=resolver, options=network.scan_options())
+    view = judge_view(report, resolver=describe_resolver(resolver), ours=ours)
+    if view.message is not None and warn is not None:
+        warn(f"posture: {view.message}")
+    return {p.domain: p for p in view.report.domains}
 
 
 def run(
@@ -220,7 +233,7 @@ def run(
     split = _split(options)
     org = _load_org(options, list(split.exports), warn or notes.append)
     evidence = load_evidence(options, split.evidence, warn or notes.append)
-    posture = observe(options, org, evidence)
+    posture = observe(options, org, evidence, warn or notes.append)
     ctx = Context(
         org=org,
         now=now,

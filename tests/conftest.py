@@ -78,6 +78,9 @@ DOMAINS: dict[str, str] = {
     "nostarttls.test": "MX without STARTTLS",
     "requiretls.test": "MX that requires TLS for MAIL FROM",
     "expired.test": "MX with an expired certificate",
+    "cnameloop.test": "cnameloop.test and loop2.cnameloop.test are CNAMEs of each other (dns-cname-loop)",
+    "daneaddr.test": "signed TLSA at _25._tcp.mx.daneaddr.test, but the MX host's address is a CNAME into the "
+    "unsigned insecure.test (RFC 7672 §2.2.2: DANE unusable, dane-address-insecure)",
 }
 
 SMTP_PROFILES = {
@@ -257,6 +260,11 @@ def build_world(
     test.append(f"_25._tcp.mx.daneta TLSA 2 0 1 {ca_sha256}")
     test.append(f"_25._tcp.mx.unusable TLSA 1 1 1 {leaf('mx.unusable.test').tlsa_data(1, 1)}")
     test.append("danebogus MX 10 mx.bogus.test.")
+    test.append("daneaddr MX 10 mx.daneaddr.test.")
+    test.append("mx.daneaddr CNAME mx.dane.insecure.test.")
+    test.append(f"_25._tcp.mx.daneaddr TLSA 3 1 1 {leaf('mx.dane.insecure.test').tlsa_data(1, 1)}")
+    test.append("cnameloop CNAME loop2.cnameloop.test.")
+    test.append("loop2.cnameloop CNAME cnameloop.test.")
     # delegations
     test.append("insecure NS ns.test.")
     test.append("bogus NS ns.test.")

@@ -177,9 +177,65 @@ def test_fail_on(posture_env: PostureEnv, tmp_path: Path, capsys: pytest.Capture
 def test_bad_resolver_port_still_ends(posture_env: PostureEnv, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["good.test", "--format", "json", *posture_env.cli_args(timeout=1.0)]
     argv[argv.index("--resolver") + 1] = posture_env.silent_resolver
-    code, out, _err = run(argv, capsys)
-    assert code == 0
-    assert json.loads(out)["domains"][0]["mx_lookup"]["errors"][0]["type"] == "dns-timeout"
+    code, out, err = run(argv, capsys)
+    # Issue 9 §3: a resolver that never answers observed nothing: the report is still printed, exit 2.
+    assert code == 2
+    domain = json.loads(out)["domains"][0]
+    assert domain["mx_lookup"]["errors"][0]["type"] == "dns-timeout"
+    assert [e["type"] for e in domain["errors"]] == ["resolver-not-public"]
+    assert "does not give the public view" in err and "--resolver ADDR[:PORT]" in err
+
+
+@pytest.mark.servers
+def test_resolver_without_the_public_view(
+    posture_env: PostureEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every domain asked NXDOMAIN (an AD DNS server's internal copy of the zone): not an absence."""
+    code, out, err = run(["doesnotexist.test", "nxdomain2.test", *posture_env.cli_args()], capsys)
+    assert code == 2
+    assert "resolver-not-public" in out  # the problems column says why
+    assert f"the resolver {posture_env.resolver} does not give the public view" in err
+    assert "doesnotexist.test (NXDOMAIN)" in err
+    # One NXDOMAIN among answered domains is an absence like any other (no "ours" on this command).
+    code, out, err = run(
+        ["doesnotexist.test", "good.test", "--fail-on", "error", *posture_env.cli_args()], capsys
+    )
+    assert code == 0 and "resolver-not-public" not in out + err
+
+
+def test_an_own_domain_not_observed_fails_on_error() -> None:
+    from exconn.posture.cli import failed_conditions
+    from exconn.posture.facts import (
+        DaneFacts,
+        DomainPosture,
+        MtaStsFacts,
+        MxFacts,
+        PostureReport,
+        TlsRptFacts,
+    )
+    from exconn.posture.view import judge_view, observation_failed
+
+    def posture(domain: str, mx: str) -> DomainPosture:
+        return DomainPosture(
+            domain,
+            "2025-01-01T00:00:00Z",
+            MxFacts(mx),
+            MtaStsFacts("absent"),
+            TlsRptFacts("absent"),
+            DaneFacts("not-applicable"),
+        )
+
+    report = PostureReport(
+        "2025-01-01T00:00:00Z", (posture("contoso.com", "nxdomain"), posture("partner.example", "ok"))
+    )
+    view = judge_view(report, resolver="10.0.0.1:53", ours=["contoso.com"])
+    assert view.unobserved == ("contoso.com",) and not view.nothing_observed
+    ours, partner = view.report.domains
+    assert observation_failed(ours) and not observation_failed(partner)
+    assert failed_conditions(ours, ["error"]) == ["error"] and failed_conditions(partner, ["error"]) == []
+    assert view.message is not None and "10.0.0.1:53" in view.message and "--resolver" in view.message
+    # A partner's NXDOMAIN among answers is an absence; ours must exist publicly to receive mail.
+    assert judge_view(report, resolver="x", ours=()).message is None
 
 
 def test_run_posture_is_callable_with_a_namespace(capsys: pytest.CaptureFixture[str]) -> None:

@@ -344,6 +344,32 @@ def test_dane_bogus_is_dnssec_invalid(
     assert types(posture.dane.hosts[0].errors) == {"dnssec-invalid"}
 
 
+def test_dane_signed_tlsa_over_an_insecure_address_is_unusable(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    """RFC 7672 §2.2.2: the TLSA is signed and matches, but mx.daneaddr.test's A record comes
+    from an unsigned zone: senders never use the TLSA, so DANE is not judged on it alone."""
+    posture = scan(posture_env, posture_resolver, "daneaddr.test", smtp=False)
+    host = posture.dane.hosts[0]
+    assert host.tlsa and host.validated_by == posture_env.resolver  # the TLSA itself validated
+    assert host.status == "insecure" and host.matched is None
+    assert types(host.errors) == {"dane-address-insecure"}
+    assert "RFC 7672 §2.2.2" in host.errors[0].detail and " A " in host.errors[0].detail
+    assert posture.dane.status != "unverified"
+
+
+def test_cname_loop_is_named_a_cname_loop(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    result = pdns.lookup(posture_resolver, "cnameloop.test", "MX")
+    assert result.status == "error"
+    assert result.error is not None and result.error.type == "dns-cname-loop"
+    assert "cnameloop.test -> loop2.cnameloop.test -> cnameloop.test" in result.error.detail
+    assert "SERVFAIL" not in result.error.detail
+    posture = scan(posture_env, posture_resolver, "cnameloop.test", smtp=False)
+    assert posture.mx.status == "error" and types(posture.mx.errors) == {"dns-cname-loop"}
+
+
 def test_dane_absent_securely(posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver) -> None:
     host = check_dane_host("mx.nostarttls.test", resolver=posture_resolver)
     assert host.status == "absent" and host.validated_by == posture_env.resolver

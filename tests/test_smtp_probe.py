@@ -149,6 +149,42 @@ def test_untrusted_certificate(servers: SmtpServers, ca: TestCA) -> None:
     assert again.errors == ()
 
 
+def test_critical_san_is_trusted_as_senders_trust_it_with_a_webpki_warning(
+    servers: SmtpServers, ca: TestCA, tmp_path: Path
+) -> None:
+    """Issue 9 §3: one notion of trust on both paths. The MTA-STS fetch (OpenSSL, via ssl) accepts
+    a private CA's leaf with a critical subjectAltName; so must the probe, with the Web PKI profile
+    deviation as a warning of its own, never `certificate-not-trusted`."""
+    import ssl
+
+    result = probe(servers, ca, "critical-san")
+    cert = result.certificate
+    assert cert is not None
+    assert (cert.trusted, cert.name_matches, cert.expired) == (True, True, False)
+    assert result.error_types == {"certificate-webpki-deviation"}
+    assert "critical" in result.errors[0].detail
+    # The same chain through the HTTPS path's own context (OpenSSL) verifies too.
+    from exconn.posture.certs import TrustStore
+
+    info = servers[host_of("critical-san")]
+    assert info.cert is not None
+    context = TrustStore.load(str(ca.pem_path)).https_context()
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(info.cert.chain_path, info.cert.key_path)
+    client_in, client_out, server_in, server_out = (ssl.MemoryBIO() for _ in range(4))
+    client = context.wrap_bio(client_in, client_out, server_hostname=host_of("critical-san"))
+    peer = server.wrap_bio(server_in, server_out, server_side=True)
+    for _ in range(10):
+        for side in (client, peer):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+    assert client.getpeercert() is not None  # verified: no SSLCertVerificationError raised
+
+
 def test_wrong_name_certificate(servers: SmtpServers, ca: TestCA) -> None:
     result = probe(servers, ca, "wrong-name")
     cert = result.certificate

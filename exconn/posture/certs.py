@@ -5,6 +5,12 @@ recorded); this module then judges the presented chain against one `TrustStore`,
 (reading and parsing the system store costs about 18 ms), and reports the RFC 8460 result types
 (`certificate-not-trusted`, `certificate-expired`, `certificate-host-mismatch`). Names follow RFC 6125 /
 RFC 7672 §3.2.3.
+
+Trust is one notion on both paths (issue 9 §3): OpenSSL's chain validation, as the MTA-STS fetch's
+`ssl` context applies it and as Postfix, Exim and (Schannel, alike here) Exchange Online apply it. A
+chain OpenSSL accepts but the stricter CA/B Web PKI profile (cryptography's verifier) refuses, e.g. a
+private CA's leaf with a critical subjectAltName, is trusted, with a `certificate-webpki-deviation`
+warning beside it: senders deliver to it, a browser-grade client would not.
 """
 
 from __future__ import annotations
@@ -23,13 +29,24 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import crypto
 
 from exconn.names import normalize, wildcard_matches
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import CertificateFacts
 
-__all__ = ["TrustStore", "assess_chain", "certificate_name_matches", "is_ip"]
+__all__ = [
+    "WEBPKI_DEVIATION",
+    "TrustStore",
+    "assess_chain",
+    "certificate_name_matches",
+    "is_ip",
+    "webpki_deviation",
+]
+
+#: The warning type of a chain OpenSSL trusts but the CA/B Web PKI profile refuses (never a trust failure).
+WEBPKI_DEVIATION = "certificate-webpki-deviation"
 
 _PEM_RE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -40,21 +57,43 @@ class TrustStore:
 
     `roots` empty means nothing can be trusted, and `error` says why. `https_context()` is the
     verifying client context of the MTA-STS policy fetch, built once from the same file (SSL contexts
-    are thread-safe); `store` is cryptography's store of the same roots.
+    are thread-safe); `openssl` holds the same roots for the SMTP probe's chain (`openssl_verify`), so
+    both paths trust alike; `store` is cryptography's store of them, for the Web PKI profile warning.
     """
 
     ca_file: str | None
     roots: tuple[x509.Certificate, ...]
     error: str | None
     store: verification.Store | None
+    openssl: crypto.X509Store | None = field(default=None, repr=False)
     _https: list[ssl.SSLContext] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The store's verification time is the store's own parameter: one verification at a time.
+    _verify_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def load(cls, ca_file: str | None = None) -> TrustStore:
         roots, error = _load_roots(ca_file)
         store = verification.Store(list(roots)) if roots else None
-        return cls(ca_file, tuple(roots), error, store)
+        openssl = _openssl_store(roots) if roots else None
+        return cls(ca_file, tuple(roots), error, store, openssl)
+
+    def openssl_verify(
+        self, leaf: x509.Certificate, issuers: Sequence[x509.Certificate], when: dt.datetime
+    ) -> str | None:
+        """OpenSSL's chain validation of `leaf` (with the presented `issuers`) at `when`: None when
+        it chains to the store, else OpenSSL's reason. Names are not checked here."""
+        if self.openssl is None:
+            return self.error or "trust store is empty"
+        untrusted = [crypto.X509.from_cryptography(c) for c in issuers]
+        with self._verify_lock:
+            self.openssl.set_time(when)
+            context = crypto.X509StoreContext(self.openssl, crypto.X509.from_cryptography(leaf), untrusted)
+            try:
+                context.verify_certificate()
+            except crypto.X509StoreContextError as exc:
+                return str(exc)
+        return _server_purpose_problem(leaf, issuers)
 
     def https_context(self) -> ssl.SSLContext:
         with self._lock:
@@ -135,6 +174,8 @@ def assess_chain(
     trusted, why = _judge_trust(host, leaf, issuers, sans, name_matches, now, trust)
     if not trusted:
         errors.append(ProbeError("certificate-not-trusted", why))
+    elif (warning := webpki_deviation(host, chain_der, trust, name_matches=name_matches)) is not None:
+        errors.append(warning)
     if expired:
         errors.append(ProbeError("certificate-expired", f"certificate expired on {_iso(not_after)}"))
     elif now < not_before:
@@ -165,21 +206,42 @@ def _judge_trust(
     now: dt.datetime,
     trust: TrustStore,
 ) -> tuple[bool, str]:
-    """Does the leaf chain to the trust store, whatever its name and validity period?
+    """Does the leaf chain to the trust store, by OpenSSL's rules, whatever its name and validity?
 
-    Name and expiry are reported on their own, so the chain is checked under the name the
-    certificate claims (the MX name when it matches) and at a moment inside the leaf's validity.
+    Name and expiry are reported on their own, so the chain is checked at a moment inside the
+    leaf's validity period.
     """
     roots = list(trust.roots)
-    if trust.store is None:
+    if trust.openssl is None:
         return False, trust.error or "trust store is empty"
-    in_validity = leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc
-    when = now
-    if now > leaf.not_valid_after_utc:
-        when = leaf.not_valid_after_utc - dt.timedelta(seconds=1)
-    elif now < leaf.not_valid_before_utc:
-        when = leaf.not_valid_before_utc + dt.timedelta(seconds=1)
+    failure = trust.openssl_verify(leaf, issuers, _inside_validity(leaf, now))
+    if failure is None:
+        return True, ""
+    if now > leaf.not_valid_after_utc or now < leaf.not_valid_before_utc:
+        # The leaf is outside its validity period and an issuer was not valid at any moment of it:
+        # fall back to following signatures alone.
+        if "expired" in failure or "not yet valid" in failure:
+            if _walk_signatures(leaf, issuers, roots)[0]:
+                return True, ""
+    return False, _untrusted_detail(leaf, issuers, roots, failure)
 
+
+def webpki_deviation(
+    host: str, chain_der: Sequence[bytes], trust: TrustStore, *, name_matches: bool | None = None
+) -> ProbeError | None:
+    """The warning for a chain OpenSSL trusts that breaks the CA/B Web PKI profile (None: it keeps
+    to the profile, or it cannot be told). Never a trust failure: senders validate the OpenSSL way."""
+    if trust.store is None or not chain_der:
+        return None
+    try:
+        leaf = x509.load_der_x509_certificate(chain_der[0])
+        issuers = [x509.load_der_x509_certificate(d) for d in chain_der[1:]]
+    except ValueError:
+        return None
+    sans = _dns_sans(leaf)
+    if name_matches is None:
+        cns = [str(a.value) for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        name_matches = certificate_name_matches(host, sans, cns)
     names = [host] if name_matches and not is_ip(host) else []
     names += ["exconn-probe" + s[1:] if s.startswith("*.") else s for s in sans]
     subject: x509.DNSName | None = None
@@ -189,25 +251,58 @@ def _judge_trust(
             break
         except ValueError:
             continue
-    failure = "certificate has no DNS subjectAltName"
-    if subject is not None:
+    if subject is None:
+        return None  # no DNS name to verify under: the name check reports it
+    when = _inside_validity(leaf, dt.datetime.now(dt.UTC))
+    try:
+        verifier = verification.PolicyBuilder().store(trust.store).time(when).build_server_verifier(subject)
+        verifier.verify(leaf, issuers)
+    except verification.VerificationError as exc:
+        if "validation time" in str(exc):
+            return None  # an issuer's dates, not the profile: expiry is reported on its own
+        return ProbeError(
+            WEBPKI_DEVIATION,
+            f"{host}: the chain is trusted (OpenSSL, as senders validate it) but breaks the CA/B Web PKI "
+            f"profile: {exc}",
+        )
+    except ValueError:
+        return None
+    return None
+
+
+def _inside_validity(leaf: x509.Certificate, now: dt.datetime) -> dt.datetime:
+    if now > leaf.not_valid_after_utc:
+        return leaf.not_valid_after_utc - dt.timedelta(seconds=1)
+    if now < leaf.not_valid_before_utc:
+        return leaf.not_valid_before_utc + dt.timedelta(seconds=1)
+    return now
+
+
+_SERVER_AUTH = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE)
+
+
+def _server_purpose_problem(leaf: x509.Certificate, issuers: Sequence[x509.Certificate]) -> str | None:
+    """OpenSSL's `sslserver` purpose, as an SSL client context checks it (pyOpenSSL's store cannot
+    set a purpose): an extended key usage, where present, must allow TLS server authentication."""
+    for cert in (leaf, *issuers):
         try:
-            verifier = (
-                verification.PolicyBuilder().store(trust.store).time(when).build_server_verifier(subject)
-            )
-            verifier.verify(leaf, issuers)
-            return True, ""
-        except verification.VerificationError as exc:
-            failure = str(exc)
-        except ValueError as exc:
-            failure = f"cannot verify: {exc}"
-        if in_validity or "validation time" not in failure:
-            return False, _untrusted_detail(leaf, issuers, roots, failure)
-    # The leaf is outside its validity period and an issuer was not valid at any moment of it (or
-    # there is no SAN to verify under): fall back to following signatures alone.
-    if _walk_signatures(leaf, issuers, roots)[0]:
-        return True, ""
-    return False, _untrusted_detail(leaf, issuers, roots, failure)
+            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except (x509.ExtensionNotFound, ValueError):
+            continue
+        if not any(oid in usages for oid in _SERVER_AUTH):
+            which = "the certificate" if cert is leaf else f"issuer {_rfc4514(cert.subject)}"
+            return f"unsupported certificate purpose: {which} does not allow TLS server authentication"
+    return None
+
+
+def _openssl_store(roots: Sequence[x509.Certificate]) -> crypto.X509Store:
+    store = crypto.X509Store()
+    for root in roots:
+        try:
+            store.add_cert(crypto.X509.from_cryptography(root))
+        except (crypto.Error, ValueError):
+            continue  # a duplicate or a root OpenSSL refuses must not empty the store
+    return store
 
 
 def _untrusted_detail(
@@ -215,7 +310,7 @@ def _untrusted_detail(
 ) -> str:
     reached, top = _walk_signatures(leaf, issuers, roots)
     if reached:
-        return f"chain reaches a trusted root but breaks the Web PKI profile: {failure}"
+        return f"chain reaches a trusted root but OpenSSL refuses it: {failure}"
     if top is leaf and leaf.issuer == leaf.subject:
         return f"self-signed certificate ({_rfc4514(leaf.subject)})"
     if top.issuer == top.subject:

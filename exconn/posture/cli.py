@@ -6,7 +6,8 @@
     exconn posture --load FILE [--format ...] [--fail-on ...]
 
 Exit status: 0 the run completed (whatever the domains' states), 1 `--fail-on` given and a domain fails
-it, 2 usage or input errors (one line on stderr, never a traceback).
+it, 2 usage or input errors (one line on stderr, never a traceback), or nothing was observed at all
+(the resolver gave no public view of any domain asked: the report is still printed).
 """
 
 from __future__ import annotations
@@ -293,8 +294,10 @@ def run_posture(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from exconn.posture.dns import describe_resolver
     from exconn.posture.saved import load_report
     from exconn.posture.scan import DEFAULT_CONCURRENCY, scan_domains
+    from exconn.posture.view import judge_view, observation_failed
 
     conditions = parse_fail_on(args.fail_on)
     if args.load:
@@ -318,6 +321,15 @@ def _run(args: argparse.Namespace) -> int:
             concurrency=concurrency,
             progress=progress,
         )
+    nothing_observed = False
+    if not args.load:
+        # Marked before --save, so a replay of this observation knows it too.
+        view = judge_view(report, resolver=describe_resolver(resolver))
+        report, nothing_observed = view.report, view.nothing_observed
+        if view.message is not None:
+            print(f"exconn posture: error: {view.message}", file=sys.stderr)
+    else:
+        nothing_observed = bool(report.domains) and all(observation_failed(d) for d in report.domains)
     as_json = render_json(report) if args.save or args.format == "json" else ""
     if args.save:
         try:
@@ -329,6 +341,8 @@ def _run(args: argparse.Namespace) -> int:
     failing = {domain: met for domain, met in failing.items() if met}
     for domain, met in failing.items():
         print(f"exconn posture: {domain} fails {', '.join(met)}", file=sys.stderr)
+    if nothing_observed:
+        return EXIT_USAGE  # the observation itself failed: no verdict on any domain
     return EXIT_FAIL if failing else EXIT_OK
 
 

@@ -3,6 +3,9 @@
 - The TLSA answer counts only with the AD bit set (RFC 7672 §2.2, RFC 6698 §4): without it the host is
   `insecure` and no DANE judgement is made. `validated_by` names the resolver that set AD.
 - A SERVFAIL that resolves with checking disabled (CD) is a bogus answer: `dnssec-invalid`.
+- The MX host's own A/AAAA must be validated too (RFC 7672 §2.2.2): a sender that gets an insecure
+  address never asks for the TLSA, so a signed TLSA above an insecure address protects nothing. Such a
+  host is `insecure` with a `dane-address-insecure` error saying so, not judged on its TLSA alone.
 - Usable records (§3.1.3): usage DANE-TA(2) or DANE-EE(3), selector 0 (full certificate) or 1 (SPKI),
   matching type 0 (exact), 1 (SHA-256) or 2 (SHA-512). PKIX-TA(0)/PKIX-EE(1) are unusable for SMTP.
 - Matching (§3.1): DANE-EE against the leaf only (names and dates ignored); DANE-TA against an issuer in
@@ -139,6 +142,15 @@ def check_dane_host(
         return DaneHost(host=host, status=DaneStatus.INSECURE, name=name, tlsa=records)
     if result.missing:
         return DaneHost(host=host, status=DaneStatus.ABSENT, name=name, validated_by=result.server)
+    insecure = _insecure_addresses(resolver, host)
+    if insecure:
+        error = ProbeError(
+            "dane-address-insecure",
+            f"{host}: the TLSA records at {name} are DNSSEC-signed but the host's "
+            f"{'/'.join(insecure)} answer is not (no AD bit): senders use DANE only for a host whose "
+            "address records validate (RFC 7672 §2.2.2), so DANE is unusable for this host",
+        )
+        return DaneHost(host, DaneStatus.INSECURE, name, result.server, records, None, (error,))
     if not any(r.usable for r in records):
         error = ProbeError(
             "tlsa-invalid",
@@ -153,6 +165,13 @@ def check_dane_host(
         return DaneHost(host, DaneStatus.VALID, name, result.server, records, True)
     error = ProbeError("tlsa-invalid", f"{host}: {how}")
     return DaneHost(host, DaneStatus.INVALID, name, result.server, records, False, (error,))
+
+
+def _insecure_addresses(resolver: dns.resolver.Resolver, host: str) -> list[str]:
+    """The address types of `host` that answered without the AD bit (a failed look-up says nothing
+    either way, and is the probe's to report)."""
+    found = (pdns.lookup(resolver, host, rdtype, check_bogus=False) for rdtype in ("A", "AAAA"))
+    return [result.rdtype for result in found if result.ok and not result.authenticated]
 
 
 def check_dane(

@@ -189,6 +189,9 @@ def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str, *, check_bog
         return _failed(name, rdtype, ProbeError("dns-timeout", f"{rdtype} {name}: no answer in time ({exc})"))
     except dns.resolver.NoNameservers as exc:
         error = ProbeError("dns-servfail", f"{rdtype} {name}: {_servfail_detail(exc)}")
+        loop = _cname_loop(resolver, name)
+        if loop is not None:  # a resolver SERVFAILs a loop; that is neither an outage nor bogus data
+            return _failed(name, rdtype, _loop_error(name, rdtype, loop))
         if check_bogus and _resolves_with_cd(resolver, name, rdtype):
             error = ProbeError(
                 "dnssec-invalid",
@@ -198,6 +201,9 @@ def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str, *, check_bog
         return _failed(name, rdtype, error)
     except dns.resolver.NoResolverConfiguration as exc:
         return _failed(name, rdtype, ProbeError("dns-error", f"no resolver configured: {exc}"))
+    except dns.message.ChainTooLong as exc:  # the answer itself chains CNAMEs without end
+        loop = _cname_loop(resolver, name) or (name,)
+        return _failed(name, rdtype, _loop_error(name, rdtype, loop, f" ({exc})"))
     except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong) as exc:
         return _failed(name, rdtype, ProbeError("dns-error", f"{rdtype} {name}: bad name: {exc}"))
     except dns.exception.DNSException as exc:
@@ -221,6 +227,40 @@ def _servfail_detail(exc: dns.resolver.NoNameservers) -> str:
     return text
 
 
+MAX_CNAME_HOPS = 16  # as dnspython's own chain limit
+
+
+def _cname_loop(resolver: dns.resolver.Resolver, name: str) -> tuple[str, ...] | None:
+    """The CNAME chain from `name` when it comes back to a name already seen (None: no loop).
+
+    Asked one link at a time with qtype CNAME, which a resolver answers without chasing the target,
+    so a loop it refused to follow (SERVFAIL) can still be shown as one."""
+    seen: list[str] = [normalize(name)]
+    current = name
+    for _ in range(MAX_CNAME_HOPS):
+        try:
+            answer = resolver.resolve(current, "CNAME", raise_on_no_answer=False, search=False)
+        except dns.exception.DNSException:
+            return None
+        target = next((str(getattr(r, "target", "")) for r in answer.rrset or ()), None)
+        if target is None:
+            return None
+        following = normalize(target)
+        if following in seen:
+            return (*seen, following)
+        seen.append(following)
+        current = target
+    return tuple(seen)  # longer than any resolver follows: a loop in all but name
+
+
+def _loop_error(name: str, rdtype: str, loop: Sequence[str], extra: str = "") -> ProbeError:
+    return ProbeError(
+        "dns-cname-loop",
+        f"{rdtype} {name}: the CNAME chain never ends ({' -> '.join(loop)}){extra}; "
+        "no record can be found there",
+    )
+
+
 def _resolves_with_cd(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> bool:
     if not resolver.nameservers:
         return False
@@ -235,7 +275,8 @@ def _resolves_with_cd(resolver: dns.resolver.Resolver, name: str, rdtype: str) -
         )
     except (dns.exception.DNSException, OSError):
         return False
-    return response.rcode() == dns.rcode.NOERROR
+    # Bogus means the records are there once checking is off: NOERROR with no answer proves nothing.
+    return response.rcode() == dns.rcode.NOERROR and bool(response.answer)
 
 
 def txt_strings(record: dns.rdata.Rdata) -> str:

@@ -42,10 +42,11 @@ def _domains(ctx: Context) -> list[_Peers]:
 
 def _protects(ctx: Context, domain: str) -> list[str]:
     """What the domain publishes that asks senders for TLS (from the observed posture)."""
-    p = ctx.posture.get(domain)
+    from exconn.rules.posture_view import dane_secure, enforced_policy, posture_of
+
+    p = posture_of(ctx, domain)
     if p is None:
         return []
-    from exconn.rules.posture_view import dane_secure, enforced_policy
 
     return (["MTA-STS enforce"] if enforced_policy(p) is not None else []) + (
         ["DANE"] if dane_secure(p) else []

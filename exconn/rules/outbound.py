@@ -522,6 +522,8 @@ def exo_dane_mandatory(ctx: Context, c: OutboundConnector) -> Result:
             if status == DaneStatus.INSECURE
             else "it publishes no TLSA records"
         )
+        if any(e.type == "dane-address-insecure" for h in p.dane.hosts for e in h.errors):
+            why = "its MX hosts' address records are not DNSSEC-signed (RFC 7672 §2.2.2), whatever its TLSA"
         fix = set_fix(
             "Set-OutboundConnector", c.identity, [("SmtpDaneMode", "Opportunistic", c.smtp_dane_mode)]
         )

@@ -20,6 +20,7 @@ from exconn.posture.facts import (
     MxStatus,
     ProbeStatus,
 )
+from exconn.posture.view import observation_failed
 from exconn.rules.base import CannotJudge, Context, Each, Target
 from exconn.scope import is_ours, our_observable_domains
 
@@ -29,8 +30,20 @@ def domain_target(domain: str) -> Target:
 
 
 def posture_of(ctx: Context, domain: str) -> DomainPosture | None:
+    """The observed posture of `domain`; None when none was observed, or the observation failed
+    (a resolver without the public view: nothing may be concluded from it)."""
     found = ctx.posture.get(domain)
-    return found if isinstance(found, DomainPosture) else None
+    if not isinstance(found, DomainPosture) or observation_failed(found):
+        return None
+    return found
+
+
+def unobserved_reason(ctx: Context, domain: str) -> str:
+    """Why `domain` has no posture to judge (for a CannotJudge)."""
+    found = ctx.posture.get(domain)
+    if isinstance(found, DomainPosture) and observation_failed(found):
+        return "the posture could not be observed: " + errors_text(found.errors)
+    return "no posture observed for this accepted domain"
 
 
 def errors_text(errors: Sequence[ProbeError]) -> str:
@@ -117,7 +130,7 @@ def our_postures(ctx: Context) -> Iterator[DomainPosture | CannotJudge]:
     for name in names:
         p = posture_of(ctx, name)
         if p is None:
-            yield CannotJudge(domain_target(name), "no posture observed for this accepted domain")
+            yield CannotJudge(domain_target(name), unobserved_reason(ctx, name))
         else:
             yield p
     # Domains named by --domains that are accepted but not Authoritative (e.g. InternalRelay).

@@ -87,8 +87,12 @@ class TestCA:
         *,
         expired: bool = False,
         days: int = 365,
+        critical_san: bool = False,
     ) -> IssuedCert:
-        """Issue a server certificate for `names` (first one is the CN) and write it to disk."""
+        """Issue a server certificate for `names` (first one is the CN) and write it to disk.
+
+        `critical_san` marks the subjectAltName critical beside a non-empty subject, as private CAs
+        (AD CS templates) often do: OpenSSL and Schannel accept it, the CA/B Web PKI profile does not."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
         if expired:
@@ -103,7 +107,9 @@ class TestCA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before)
             .not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=critical_san
+            )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),

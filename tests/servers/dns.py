@@ -407,3 +407,27 @@ class TruncatingUdp(SilentUdp):
             response.flags |= dns.flags.TC
             with contextlib.suppress(OSError):
                 self._udp.sendto(response.to_wire(), peer)
+
+
+class NxdomainUdp(TruncatingUdp):
+    """Answers every UDP query NXDOMAIN at once: a resolver without the public view, like an AD DNS
+    server that knows only its internal zones (issue 9 §3). Its TCP port never answers."""
+
+    def __init__(self, ip: str = "127.0.53.5") -> None:
+        super().__init__(ip)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self._udp.recvfrom(4096)
+            except OSError:
+                return
+            try:
+                query = dns.message.from_wire(data)
+            except Exception:  # noqa: BLE001 - not DNS: ignore, as a server would
+                continue
+            response = dns.message.make_response(query)
+            response.flags |= dns.flags.RA
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            with contextlib.suppress(OSError):
+                self._udp.sendto(response.to_wire(), peer)

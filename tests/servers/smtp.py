@@ -60,6 +60,7 @@ PROFILES = frozenset(
         "banner-554",
         "helo-only",
         "silent",
+        "critical-san",  # a private CA's leaf with a critical subjectAltName (OpenSSL trusts it)
     }
 )
 _NO_TLS = frozenset({"no-starttls", "silent", "endless", "helo-only", "banner-554"})
@@ -290,6 +291,8 @@ class SmtpServers(Mapping[str, ServerInfo]):
                 certs[host] = self.untrusted_ca.issue(stem, [host])
             elif profile == "wrong-name":
                 certs[host] = self.ca.issue(stem, [WRONG_NAME])
+            elif profile == "critical-san":
+                certs[host] = self.ca.issue(stem, [host], critical_san=True)
             else:
                 certs[host] = self.ca.issue(stem, [host])
         return certs

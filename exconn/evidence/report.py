@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from tabulate import tabulate
-
 from exconn.evidence.model import Evidence, Traffic
 
 WORST_PEERS = 3
@@ -159,6 +157,8 @@ HEADERS = ["direction", "server", "connector", "sessions", "TLS", "TLS failed", 
 
 def on_the_wire(ev: Evidence, markdown: bool = False, width: int | None = None) -> str:
     """The section; with `width` (a terminal's), the connector and peer columns wrap to fit it."""
+    from tabulate import tabulate  # only the table and Markdown formats need it
+
     rows = connector_rows(ev)
     fmt = "github" if markdown else "simple"
     title = "## On the wire\n\n" if markdown else "On the wire\n"
@@ -175,6 +175,8 @@ def on_the_wire(ev: Evidence, markdown: bool = False, width: int | None = None) 
 
 
 def summary_text(ev: Evidence, markdown: bool = False, own_domains: tuple[str, ...] = ()) -> str:
+    from tabulate import tabulate  # only the table and Markdown formats need it
+
     fmt = "github" if markdown else "simple"
     h = "## " if markdown else ""
     parts = [on_the_wire(ev, markdown)]

@@ -1,0 +1,69 @@
+"""The quick DNS path (posture/dns.py `quick_lookup`) answers exactly as dnspython's Resolver.resolve
+would, on the real loopback Knot + Unbound world, and steps aside for what it does not handle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dns.resolver
+import pytest
+
+from exconn.posture import dns as pdns
+
+pytestmark = pytest.mark.servers
+
+QUESTIONS = [
+    ("good.test", "MX"),  # ok, signed (AD)
+    ("_mta-sts.good.test", "TXT"),
+    ("split.test", "MX"),
+    ("_mta-sts.split.test", "TXT"),  # two strings in one record
+    ("mx.good.test", "A"),
+    ("mx.good.test", "AAAA"),
+    ("_25._tcp.mx.good.test", "TLSA"),
+    ("nullmx.test", "MX"),
+    ("implicit.test", "MX"),  # NODATA
+    ("_mta-sts.nosts.test", "TXT"),  # absent
+    ("doesnotexist.test", "MX"),  # NXDOMAIN, signed denial
+    ("dane.insecure.test", "MX"),  # unsigned: no AD
+    ("Good.TEST", "mx"),  # case does not matter
+]
+
+
+class _FullPath(dns.resolver.Resolver):
+    """Overrides `resolve`, which sends `lookup` the whole way through dnspython (as a resolver class
+    with its own `resolve`, e.g. one that counts questions, must be)."""
+
+    def resolve(self, *args: Any, **kwargs: Any) -> dns.resolver.Answer:
+        return super().resolve(*args, **kwargs)
+
+
+def _full(base: dns.resolver.Resolver) -> _FullPath:
+    full = _FullPath(configure=False)
+    full.nameservers, full.port = base.nameservers, base.port
+    full.lifetime, full.timeout = base.lifetime, base.timeout
+    full.use_edns(base.edns, base.ednsflags, base.payload)
+    full.flags, full.cache = base.flags, None
+    return full
+
+
+@pytest.mark.parametrize(("name", "rdtype"), QUESTIONS)
+def test_quick_path_equals_the_full_path(
+    posture_resolver: dns.resolver.Resolver, name: str, rdtype: str
+) -> None:
+    quick = pdns.quick_lookup(posture_resolver, name, rdtype)
+    assert quick is not None, "the quick path stepped aside for a common answer"
+    assert pdns.quick_lookup(_full(posture_resolver), name, rdtype) is None
+    assert quick == pdns.lookup(_full(posture_resolver), name, rdtype)
+    assert quick == pdns.lookup(pdns.with_deadline(posture_resolver, float("inf")), name, rdtype)
+
+
+def test_quick_path_steps_aside_for_servfail(posture_resolver: dns.resolver.Resolver) -> None:
+    assert pdns.quick_lookup(posture_resolver, "bogus.test", "MX") is None
+    result = pdns.lookup(posture_resolver, "bogus.test", "MX")
+    assert result.status == "error" and result.error is not None and result.error.type == "dnssec-invalid"
+
+
+def test_quick_path_ends_by_the_deadline(posture_resolver: dns.resolver.Resolver) -> None:
+    assert pdns.quick_lookup(pdns.with_deadline(posture_resolver, 0.0), "good.test", "MX") is None
+    late = pdns.lookup(pdns.with_deadline(posture_resolver, 0.0), "good.test", "MX")
+    assert late.status == "error" and late.error is not None and late.error.type == "dns-timeout"

@@ -3,12 +3,14 @@ would, on the real loopback Knot + Unbound world, and steps aside for what it do
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import dns.resolver
 import pytest
 
 from exconn.posture import dns as pdns
+from tests.conftest import PostureEnv
 
 pytestmark = pytest.mark.servers
 
@@ -67,3 +69,22 @@ def test_quick_path_ends_by_the_deadline(posture_resolver: dns.resolver.Resolver
     assert pdns.quick_lookup(pdns.with_deadline(posture_resolver, 0.0), "good.test", "MX") is None
     late = pdns.lookup(pdns.with_deadline(posture_resolver, 0.0), "good.test", "MX")
     assert late.status == "error" and late.error is not None and late.error.type == "dns-timeout"
+
+
+def test_questions_asked_together_answer_as_one_by_one(posture_resolver: dns.resolver.Resolver) -> None:
+    collect = pdns.ask_together(posture_resolver, QUESTIONS + [("bogus.test", "MX")])
+    together = collect()
+    assert together == [
+        pdns.lookup(_full(posture_resolver), n, t) for n, t in QUESTIONS + [("bogus.test", "MX")]
+    ]
+    assert together[-1].error is not None and together[-1].error.type == "dnssec-invalid"  # the full path's
+
+
+def test_questions_asked_together_time_out_once(posture_env: PostureEnv) -> None:
+    """A resolver that never answers costs the lifetime once for all the questions sent together."""
+    resolver = pdns.make_resolver(posture_env.silent_resolver, timeout=0.6)
+    started = time.monotonic()
+    results = pdns.ask_together(resolver, [("good.test", "A"), ("good.test", "AAAA"), ("good.test", "MX")])()
+    elapsed = time.monotonic() - started
+    assert [r.error.type if r.error else None for r in results] == ["dns-timeout"] * 3
+    assert 0.55 < elapsed < 1.0, elapsed

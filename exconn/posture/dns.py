@@ -13,9 +13,6 @@ from __future__ import annotations
 import copy
 import functools
 import ipaddress
-import os
-import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,11 +25,11 @@ import dns.name
 import dns.query
 import dns.rcode
 import dns.rdata
-import dns.rdataclass
 import dns.rdatatype
 import dns.resolver
 
 from exconn.names import normalize
+from exconn.posture import quickdns
 from exconn.posture.errors import ProbeError
 from exconn.posture.fanout import INLINE, Fanout
 
@@ -217,25 +214,14 @@ def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str, *, check_bog
     return Lookup(name, rdtype, "ok", tuple(answer.rrset), authenticated, server)
 
 
-# --- the quick path: one UDP question, only the answer section parsed ---------------------------
-#
-# dnspython's Resolver.resolve costs ~0.8 ms of CPU per question here, most of it building a Message
-# from every section of a DNSSEC (DO) response: RRSIGs, authority, additional. A scan asks six per
-# domain from many threads, so that CPU (under the GIL) was the limit of the whole run. The common
-# answers (NOERROR with or without records, NXDOMAIN, no CNAME) are read here straight from the
-# wire; anything else (truncation, SERVFAIL and other rcodes, CNAME/DNAME, socket errors, TSIG,
-# EDNS options, a resolver class with its own `resolve`) goes the full way, so its classification
-# stays in one place (`lookup`).
+# --- the quick path (quickdns.py): common answers read from the wire, no Resolver.resolve ----------
 
-_QR, _TC, _AD = 0x8000, 0x0200, 0x0020
-_CNAME, _DNAME, _OPT = 5, 39, 41
-_IN = 1
 _PLAIN: dict[type[dns.resolver.Resolver], bool] = {}
-_RDTYPES: dict[str, int] = {}
 
 
 def _plain(cls: type[dns.resolver.Resolver]) -> bool:
-    """No class of `cls` but dnspython's and our deadline mixin overrides `resolve`."""
+    """No class of `cls` but dnspython's and our deadline mixin overrides `resolve` (a resolver class
+    with its own `resolve`, e.g. one that counts questions, is asked through it)."""
     plain = _PLAIN.get(cls)
     if plain is None:
         plain = all(
@@ -247,23 +233,9 @@ def _plain(cls: type[dns.resolver.Resolver]) -> bool:
     return plain
 
 
-def _skip_name(wire: bytes, offset: int) -> int:
-    """The offset after the (possibly compressed) name at `offset`."""
-    while True:
-        length = wire[offset]
-        if length == 0:
-            return offset + 1
-        if length >= 0xC0:
-            return offset + 2
-        offset += length + 1
-
-
-def quick_lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Lookup | None:
-    """`lookup`'s answer for the common cases, or None to go through `resolver.resolve`.
-
-    Raises `dns.resolver.LifetimeTimeout` when the first nameserver does not answer within the
-    resolver's lifetime (and the deadline of `with_deadline`), as `resolve` would with one server.
-    """
+def _send(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]) -> quickdns.Pending | None:
+    """Send `questions` to the resolver's first nameserver now, or None when the quick path does
+    not apply (then every question goes through `lookup`'s full path)."""
     if (
         not _plain(type(resolver))
         or resolver.keyring is not None
@@ -275,102 +247,95 @@ def quick_lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Loo
     server = resolver.nameservers[0]
     if not isinstance(server, str):  # DoH/DoT nameserver objects
         return None
-    qtype = _RDTYPES.get(rdtype)
-    if qtype is None:
-        qtype = _RDTYPES.setdefault(rdtype, int(dns.rdatatype.from_text(rdtype)))
-    qname = dns.name.from_text(name)
-    question = (qname.to_wire() or b"") + struct.pack("!HH", qtype, _IN)
-    opt = b""
-    if resolver.edns >= 0:
-        opt = b"\x00" + struct.pack(
-            "!HHBBHH", _OPT, resolver.payload, 0, resolver.edns, resolver.ednsflags, 0
-        )
-    ident = int.from_bytes(os.urandom(2), "big")
-    query = struct.pack("!6H", ident, resolver.flags or 0, 1, 0, 0, 1 if opt else 0) + question + opt
-    port = resolver.nameserver_ports.get(server, resolver.port)
     try:
-        wire = _exchange_udp(resolver, query, ident, question.lower(), server, port)
-    except OSError:
+        asked = [quickdns.Question.make(name, rdtype) for name, rdtype in questions]
+    except dns.exception.DNSException:
+        return None  # a bad name: the full path says which
+    header = quickdns.Header(resolver.flags or 0, resolver.edns, resolver.payload, resolver.ednsflags)
+    port = resolver.nameserver_ports.get(server, resolver.port)
+    end = time.monotonic() + _remaining(resolver, resolver.lifetime)
+    pending = quickdns.Pending(server, port, asked, header, resolver.timeout, end)
+    return None if pending.failed else pending
+
+
+def _server_text(resolver: dns.resolver.Resolver) -> str:
+    server = str(resolver.nameservers[0])
+    port = resolver.nameserver_ports.get(server, resolver.port)
+    return f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+
+
+def _answered(
+    resolver: dns.resolver.Resolver, question: quickdns.Question, wire: bytes | None, failed: bool
+) -> Lookup | None:
+    if wire is None:
         return None
-    return _read_answer(
-        wire,
-        name,
-        rdtype,
-        qtype,
-        qname,
-        len(question),
-        f"[{server}]:{port}" if ":" in server else f"{server}:{port}",
+    answer = quickdns.read_answer(wire, question)
+    if answer is None:
+        return None
+    return Lookup(
+        question.name,
+        question.rdtype,
+        answer.status,
+        answer.records,
+        answer.authenticated,
+        _server_text(resolver),
     )
 
 
-def _exchange_udp(
-    resolver: dns.resolver.Resolver, query: bytes, ident: int, question: bytes, server: str, port: int
-) -> bytes:
-    """Send `query` to `server`, again after `resolver.timeout`, until the lifetime (or deadline) ends."""
-    started = time.monotonic()
-    end = started + _remaining(resolver, resolver.lifetime)
-    family = socket.AF_INET6 if ":" in server else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        sock.connect((server, port))  # the kernel drops datagrams from anyone else
-        while True:
-            now = time.monotonic()
-            if now >= end:
-                raise dns.resolver.LifetimeTimeout(timeout=now - started, errors=[])  # type: ignore[no-untyped-call]
-            sock.send(query)
-            attempt_end = min(end, now + resolver.timeout)
-            while (left := attempt_end - time.monotonic()) > 0:
-                sock.settimeout(left)
-                try:
-                    wire = sock.recv(65535)
-                except TimeoutError:
-                    break
-                # Ours: our id, a response, our question (names compare case-insensitively).
-                if (
-                    len(wire) >= 12 + len(question)
-                    and int.from_bytes(wire[:2], "big") == ident
-                    and wire[2] & 0x80
-                    and wire[4:6] == b"\x00\x01"
-                    and wire[12 : 12 + len(question)].lower() == question
-                ):
-                    return wire
+def quick_lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Lookup | None:
+    """`lookup`'s answer for the common cases, or None to go through `resolver.resolve`.
+
+    Raises `dns.resolver.LifetimeTimeout` when the nameserver does not answer within the resolver's
+    lifetime (and the deadline of `with_deadline`), as `resolve` would with one server.
+    """
+    pending = _send(resolver, [(name, rdtype)])
+    if pending is None:
+        return None
+    wire = pending.collect()[0]
+    if wire is None and not pending.failed:
+        elapsed = time.monotonic() - pending.started
+        raise dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
+    return _answered(resolver, pending.questions[0], wire, pending.failed)
 
 
-def _read_answer(
-    wire: bytes, name: str, rdtype: str, qtype: int, qname: dns.name.Name, qlen: int, server: str
-) -> Lookup | None:
-    try:
-        _ident, flags, _qd, ancount, _ns, _ar = struct.unpack_from("!6H", wire)
-        if flags & _TC:
-            return None  # the full path retries over TCP
-        rcode = flags & 0x000F
-        authenticated = bool(flags & _AD)
-        if rcode == dns.rcode.NXDOMAIN and ancount == 0:
-            return Lookup(name, rdtype, "nxdomain", authenticated=authenticated, server=server)
-        if rcode != dns.rcode.NOERROR:
-            return None
-        offset = 12 + qlen
-        records: list[dns.rdata.Rdata] = []
-        for _ in range(ancount):
-            owner = offset
-            offset = _skip_name(wire, offset)
-            rrtype, rrclass, _ttl, rdlen = struct.unpack_from("!HHIH", wire, offset)
-            offset += 10
-            if rrtype in (_CNAME, _DNAME):
-                return None  # aliases: the full path follows (and names) them
-            if rrtype == qtype and rrclass == _IN:
-                if wire[owner : owner + 2] != b"\xc0\x0c" and dns.name.from_wire(wire, owner)[0] != qname:
-                    return None
-                record = dns.rdata.from_wire(
-                    dns.rdataclass.IN, dns.rdatatype.RdataType(qtype), wire, offset, rdlen
-                )
-                if record not in records:  # an rrset holds each record once
-                    records.append(record)
-            offset += rdlen
-    except (IndexError, struct.error, dns.exception.DNSException):
-        return None  # malformed: let dnspython say what it is
-    if not records:
-        return Lookup(name, rdtype, "nodata", authenticated=authenticated, server=server)
-    return Lookup(name, rdtype, "ok", tuple(records), authenticated, server)
+def ask_together(
+    resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]
+) -> Callable[[], list[Lookup]]:
+    """Send `questions` now, all at once; the returned function waits for their `Lookup`s (in order).
+
+    The answers wait in the socket meanwhile, so the caller needs no thread to ask several questions
+    at the same time. Whatever the quick path does not read is asked again through `lookup`.
+    """
+    pending = _send(resolver, questions)
+
+    def collect() -> list[Lookup]:
+        if pending is None:
+            return [lookup(resolver, name, rdtype) for name, rdtype in questions]
+        wires = pending.collect()
+        results: list[Lookup] = []
+        for question, wire in zip(pending.questions, wires, strict=True):
+            quick = _answered(resolver, question, wire, pending.failed)
+            if quick is None and wire is None and not pending.failed:
+                elapsed = time.monotonic() - pending.started
+                exc = dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
+                # As `lookup` classifies it: the time for this question is spent, not asked again.
+                detail = f"{question.rdtype} {question.name}: no answer in time ({exc})"
+                quick = _failed(question.name, question.rdtype, ProbeError("dns-timeout", detail))
+            results.append(quick or lookup(resolver, question.name, question.rdtype))
+        return results
+
+    return collect
+
+
+def quick_path(resolver: dns.resolver.Resolver) -> bool:
+    """Whether questions through `resolver` take the quick path (`ask_together` needs no threads)."""
+    server = resolver.nameservers[0] if resolver.nameservers else None
+    return (
+        _plain(type(resolver))
+        and isinstance(server, str)
+        and resolver.keyring is None
+        and not resolver.ednsoptions
+    )
 
 
 def _failed(name: str, rdtype: str, error: ProbeError) -> Lookup:
@@ -412,6 +377,8 @@ def resolve_addresses(
 ) -> tuple[list[str], list[ProbeError]]:
     """A then AAAA for `host` through `resolver` (asked at the same time through `fanout`); errors for
     lookups that failed (not for absences)."""
+    if quick_path(resolver):
+        return _addresses_of(ask_together(resolver, [(host, "A"), (host, "AAAA")])())
     aaaa = fanout.leaf(functools.partial(lookup, resolver, host, "AAAA"))
     return _addresses_of((lookup(resolver, host, "A"), aaaa.result()))
 
@@ -419,12 +386,25 @@ def resolve_addresses(
 def start_addresses(resolver: dns.resolver.Resolver, host: str, fanout: Fanout) -> AddressResolver:
     """Ask for `host`'s A and AAAA now, both beside the caller; the returned resolver waits for them
     (for `host` only) and answers as `address_resolver` would."""
-    jobs = [fanout.leaf(functools.partial(lookup, resolver, host, rdtype)) for rdtype in ("A", "AAAA")]
+    if quick_path(resolver):
+        # Sent now; the answers wait in the socket until the caller needs them: no thread at all.
+        collect = ask_together(resolver, [(host, "A"), (host, "AAAA")])
+        results: list[list[Lookup]] = []
+
+        def wait() -> list[Lookup]:
+            if not results:
+                results.append(collect())
+            return results[0]
+    else:
+        jobs = [fanout.leaf(functools.partial(lookup, resolver, host, rdtype)) for rdtype in ("A", "AAAA")]
+
+        def wait() -> list[Lookup]:
+            return [job.result() for job in jobs]
 
     def resolve(name: str) -> list[str]:
         if name != host:
             raise LookupError(f"{name}: not the host whose addresses were asked for ({host})")
-        return _or_raise(host, *_addresses_of([job.result() for job in jobs]))
+        return _or_raise(host, *_addresses_of(wait()))
 
     return resolve
 

@@ -21,7 +21,7 @@ import dns.resolver
 from exconn.names import normalize
 from exconn.posture import dns as pdns
 from exconn.posture.certs import TrustStore
-from exconn.posture.dane import check_dane, lookup_tlsa
+from exconn.posture.dane import check_dane, lookup_tlsa, tlsa_name
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import (
     DaneFacts,
@@ -127,7 +127,17 @@ def _scan(
         errors=found.errors,
     )
     hosts = list(dict.fromkeys(mx.hosts))[:MAX_MX_HOSTS]
-    tlsa_jobs = {host: fan.leaf(functools.partial(lookup_tlsa, resolver, host)) for host in hosts}
+    # TLSA of every host sent now, beside the probes; the answers wait in the socket (no thread).
+    tlsa_wait = (
+        pdns.ask_together(resolver, [(tlsa_name(host), "TLSA") for host in hosts])
+        if pdns.quick_path(resolver)
+        else None
+    )
+    tlsa_jobs = (
+        {host: fan.leaf(functools.partial(lookup_tlsa, resolver, host)) for host in hosts}
+        if tlsa_wait is None
+        else {}
+    )
     probe_jobs = (
         {
             host: fan.chain(functools.partial(_probe_host, host, resolver, options, trust, fan))
@@ -154,7 +164,10 @@ def _scan(
         if probe.certificate is not None:
             chains[host] = probe.certificate.chain_der
             names[host] = probe.certificate.name_matches
-    tlsa = {host: job.result() for host, job in tlsa_jobs.items()}
+    if tlsa_wait is not None:
+        tlsa = dict(zip(hosts, tlsa_wait(), strict=True))
+    else:
+        tlsa = {host: job.result() for host, job in tlsa_jobs.items()}
     dane = (
         check_dane(hosts, resolver=resolver, chains=chains, name_matches=names, tlsa=tlsa)
         if hosts

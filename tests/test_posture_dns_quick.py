@@ -88,3 +88,12 @@ def test_questions_asked_together_time_out_once(posture_env: PostureEnv) -> None
     elapsed = time.monotonic() - started
     assert [r.error.type if r.error else None for r in results] == ["dns-timeout"] * 3
     assert 0.55 < elapsed < 1.0, elapsed
+
+
+def test_answers_that_came_in_time_count_when_collected_late(posture_resolver: dns.resolver.Resolver) -> None:
+    """The caller collects after its other work (e.g. a policy fetch that took the whole timeout):
+    answers that arrived meanwhile are the answers, not a timeout."""
+    bounded = pdns.with_deadline(posture_resolver, time.monotonic() + 0.3)
+    collect = pdns.ask_together(bounded, [("good.test", "MX"), ("mx.good.test", "A")])
+    time.sleep(0.4)
+    assert [r.status for r in collect()] == ["ok", "ok"]

@@ -15,11 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 import dns.resolver
 
 from exconn.names import normalize
 from exconn.posture import dns as pdns
+from exconn.posture import workers as workers_mod
 from exconn.posture.certs import TrustStore
 from exconn.posture.dane import check_dane, lookup_tlsa, tlsa_name
 from exconn.posture.errors import ProbeError
@@ -82,16 +84,22 @@ def scan_domain(
         with Fanout(1) as own:
             return _scan(domain, observed_at, resolver, options, trust, own)
     except Exception as exc:  # one domain never stops the run: an unforeseen failure is data too
-        error = ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
-        return DomainPosture(
-            domain=domain,
-            observed_at=observed_at,
-            mx=MxFacts(status=MxStatus.ERROR, errors=(error,)),
-            mta_sts=MtaStsFacts(status=MtaStsStatus.ERROR, errors=(error,)),
-            tlsrpt=TlsRptFacts(status=TlsRptStatus.ERROR, errors=(error,)),
-            dane=DaneFacts(status=DaneStatus.ERROR, errors=(error,)),
-            errors=(error,),
+        return failed_posture(
+            domain, observed_at, ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
         )
+
+
+def failed_posture(domain: str, observed_at: str, error: ProbeError) -> DomainPosture:
+    """A domain nothing could be observed for: every part an error, with `error`."""
+    return DomainPosture(
+        domain=domain,
+        observed_at=observed_at,
+        mx=MxFacts(status=MxStatus.ERROR, errors=(error,)),
+        mta_sts=MtaStsFacts(status=MtaStsStatus.ERROR, errors=(error,)),
+        tlsrpt=TlsRptFacts(status=TlsRptStatus.ERROR, errors=(error,)),
+        dane=DaneFacts(status=DaneStatus.ERROR, errors=(error,)),
+        errors=(error,),
+    )
 
 
 def _scan(
@@ -225,16 +233,31 @@ def scan_domains(
     options: ScanOptions | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[DomainPosture], None] | None = None,
+    processes: int | None = None,
 ) -> PostureReport:
-    """Scan `domains` with at most `concurrency` at a time; results in input order."""
+    """Scan `domains` with at most `concurrency` at a time; results in input order.
+
+    `processes` spreads the domains over that many worker processes, `concurrency` shared among
+    them (workers.py); None chooses: more than one only for many domains at a high concurrency, and
+    only with dnspython's own resolver class (a subclass may count or hold state that a copy in
+    another process would split)."""
     options = options or ScanOptions()
     started = now_iso()
     unique = list(dict.fromkeys(normalize(d) for d in domains if d.strip()))
     if not unique:
         return PostureReport(observed_at=started, domains=())
+    workers = max(1, min(concurrency, len(unique)))
+    if processes is None:
+        plain = type(resolver) is dns.resolver.Resolver
+        processes = workers_mod.process_count(len(unique), workers) if plain else 1
+    processes = max(1, min(processes, workers))
+    if processes > 1:
+        return PostureReport(
+            observed_at=started,
+            domains=_scan_in_processes(unique, resolver, options, workers, processes, progress),
+        )
 
     trust = TrustStore.load(options.ca_file)  # once per run: parsing the store costs ~18 ms
-    workers = max(1, min(concurrency, len(unique)))
 
     with Fanout(workers) as fan, ThreadPoolExecutor(max_workers=workers) as pool:
 
@@ -246,3 +269,42 @@ def scan_domains(
 
         results = tuple(pool.map(one, unique))
     return PostureReport(observed_at=started, domains=results)
+
+
+def _scan_in_processes(
+    unique: list[str],
+    resolver: dns.resolver.Resolver,
+    options: ScanOptions,
+    concurrency: int,
+    processes: int,
+    progress: Callable[[DomainPosture], None] | None,
+) -> tuple[DomainPosture, ...]:
+    found: dict[int, DomainPosture] = {}
+
+    def arrived(index: int, result: DomainPosture) -> None:
+        found[index] = result
+        if progress is not None:
+            progress(result)
+
+    workers_mod.spread(unique, _worker, (resolver, options), concurrency, processes, arrived)
+    for index, domain in enumerate(unique):  # a worker died (killed, out of memory): say so per domain
+        if index not in found:
+            lost = failed_posture(
+                domain, now_iso(), ProbeError("internal-error", "the worker process scanning it died")
+            )
+            arrived(index, lost)
+    return tuple(found[index] for index in range(len(unique)))
+
+
+def _worker(
+    tasks: Any, results: Any, threads: int, resolver: dns.resolver.Resolver, options: ScanOptions
+) -> None:
+    """One worker process: its trust store and pools once, then `threads` domains at a time."""
+    trust = TrustStore.load(options.ca_file)
+    with Fanout(threads) as fan:
+        workers_mod.serve(
+            tasks,
+            results,
+            threads,
+            lambda domain: scan_domain(domain, resolver=resolver, options=options, trust=trust, fanout=fan),
+        )

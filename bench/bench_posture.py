@@ -71,6 +71,7 @@ SERVER_IPS = (POLICY_IP, DEAD_IP, MX_IP, RESOLVER_IP)
 POLICY = b"version: STSv1\nmode: enforce\nmx: mx.bench.test\nmax_age: 604800\n"
 DEAD_EVERY = 100  # 1% dead policy hosts
 SANS_PER_CERT = 10
+ONE_PROCESS = "exconn, one process"
 
 
 def domain_names(count: int) -> list[str]:
@@ -236,9 +237,11 @@ def measure(ca_file: str, count: int, levels: list[int], budget: float, timeout:
     resolver = make_resolver(f"{RESOLVER_IP}:53", timeout=timeout)
     options = ScanOptions(timeout=timeout, ca_file=ca_file, smtp=False, https_port=443)
 
-    def exconn_run(concurrency: int) -> Callable[[list[str]], int]:
+    def exconn_run(concurrency: int, processes: int | None = None) -> Callable[[list[str]], int]:
         def run(chunk: list[str]) -> int:
-            report = scan_domains(chunk, resolver=resolver, options=options, concurrency=concurrency)
+            report = scan_domains(
+                chunk, resolver=resolver, options=options, concurrency=concurrency, processes=processes
+            )
             return sum(d.mta_sts.status == "valid" for d in report.domains)
 
         return run
@@ -295,6 +298,9 @@ def measure(ca_file: str, count: int, levels: list[int], budget: float, timeout:
             # once: chunks would end on their slowest (dead) domain, which measures the chunking.
             chunk = 20 if level == 1 else len(domains)
             rates[name, level] = timed(name, budget, domains, make(level), chunk=chunk)[0]
+        if level > 1:  # what the worker processes add (the CLI's choice above) over one process
+            one = exconn_run(level, processes=1)
+            rates[ONE_PROCESS, level] = timed(ONE_PROCESS, budget, domains, one, chunk=len(domains))[0]
     print("\ndomains/s (one run, side by side):")
     peers = [n for n in tools if n != "exconn --no-smtp"]
     print(f"  {'concurrency':>11}  {'exconn':>8}  " + "  ".join(f"{p:>24}  {'ratio':>6}" for p in peers))
@@ -305,6 +311,13 @@ def measure(ca_file: str, count: int, levels: list[int], budget: float, timeout:
             for p in peers
         )
         print(f"  {level:>11}  {ours:8.1f}  {cells}")
+    for level in levels:
+        if (ONE_PROCESS, level) in rates:
+            alone = rates[ONE_PROCESS, level]
+            gain = f"{rates['exconn --no-smtp', level] / alone:.2f}x" if alone else "-"
+            print(
+                f"  concurrency {level}: {ONE_PROCESS} {alone:.1f} domains/s; the CLI's choice is {gain} that"
+            )
 
 
 # --- the orchestrator ---------------------------------------------------------------------------

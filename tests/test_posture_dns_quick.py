@@ -97,3 +97,18 @@ def test_answers_that_came_in_time_count_when_collected_late(posture_resolver: d
     collect = pdns.ask_together(bounded, [("good.test", "MX"), ("mx.good.test", "A")])
     time.sleep(0.4)
     assert [r.status for r in collect()] == ["ok", "ok"]
+
+
+def test_a_silent_first_nameserver_is_not_the_answer(posture_env: PostureEnv) -> None:
+    """With several nameservers the questions go through dnspython, which tries them in turn: a
+    silent first server costs one attempt, not the answer."""
+    silent_ip, silent_port = pdns.parse_resolver_address(posture_env.silent_resolver)
+    real_ip, real_port = pdns.parse_resolver_address(posture_env.resolver)
+    resolver = pdns.make_resolver(posture_env.resolver, timeout=2.0)
+    resolver.nameservers = [silent_ip, real_ip]
+    resolver.nameserver_ports = {silent_ip: silent_port, real_ip: real_port}
+    assert not pdns.quick_path(resolver)
+    started = time.monotonic()
+    result = pdns.lookup(resolver, "good.test", "MX")
+    assert result.status == "ok" and result.authenticated, result
+    assert time.monotonic() - started < 2.0

@@ -236,17 +236,9 @@ def _plain(cls: type[dns.resolver.Resolver]) -> bool:
 def _send(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]) -> quickdns.Pending | None:
     """Send `questions` to the resolver's first nameserver now, or None when the quick path does
     not apply (then every question goes through `lookup`'s full path)."""
-    if (
-        not _plain(type(resolver))
-        or resolver.keyring is not None
-        or resolver.ednsoptions
-        or not resolver.nameservers
-        or getattr(resolver, "deadline", float("inf")) <= time.monotonic()
-    ):
+    if not quick_path(resolver) or getattr(resolver, "deadline", float("inf")) <= time.monotonic():
         return None
-    server = resolver.nameservers[0]
-    if not isinstance(server, str):  # DoH/DoT nameserver objects
-        return None
+    server = str(resolver.nameservers[0])
     try:
         asked = [quickdns.Question.make(name, rdtype) for name, rdtype in questions]
     except dns.exception.DNSException:
@@ -265,7 +257,7 @@ def _server_text(resolver: dns.resolver.Resolver) -> str:
 
 
 def _answered(
-    resolver: dns.resolver.Resolver, question: quickdns.Question, wire: bytes | None, failed: bool
+    resolver: dns.resolver.Resolver, question: quickdns.Question, wire: bytes | None
 ) -> Lookup | None:
     if wire is None:
         return None
@@ -295,7 +287,7 @@ def quick_lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Loo
     if wire is None and not pending.failed:
         elapsed = time.monotonic() - pending.started
         raise dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
-    return _answered(resolver, pending.questions[0], wire, pending.failed)
+    return _answered(resolver, pending.questions[0], wire)
 
 
 def ask_together(
@@ -314,7 +306,7 @@ def ask_together(
         wires = pending.collect()
         results: list[Lookup] = []
         for question, wire in zip(pending.questions, wires, strict=True):
-            quick = _answered(resolver, question, wire, pending.failed)
+            quick = _answered(resolver, question, wire)
             if quick is None and wire is None and not pending.failed:
                 elapsed = time.monotonic() - pending.started
                 exc = dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
@@ -328,11 +320,13 @@ def ask_together(
 
 
 def quick_path(resolver: dns.resolver.Resolver) -> bool:
-    """Whether questions through `resolver` take the quick path (`ask_together` needs no threads)."""
-    server = resolver.nameservers[0] if resolver.nameservers else None
+    """Whether questions through `resolver` take the quick path (`ask_together` needs no threads):
+    one nameserver (`--resolver`); with several, dnspython's rotation over them is kept."""
+    servers = resolver.nameservers
     return (
         _plain(type(resolver))
-        and isinstance(server, str)
+        and len(servers) == 1
+        and isinstance(servers[0], str)
         and resolver.keyring is None
         and not resolver.ednsoptions
     )

@@ -29,6 +29,7 @@ import dns.rdatatype
 import dns.resolver
 
 from exconn.names import normalize
+from exconn.posture import quickdns
 from exconn.posture.errors import ProbeError
 from exconn.posture.fanout import INLINE, Fanout
 
@@ -176,6 +177,9 @@ def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str, *, check_bog
     because the servers are unreachable (`dns-servfail`).
     """
     try:
+        quick = quick_lookup(resolver, name, rdtype)
+        if quick is not None:
+            return quick
         answer = resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False)
     except dns.resolver.NXDOMAIN as exc:
         authenticated = False
@@ -214,6 +218,124 @@ def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str, *, check_bog
     if answer.rrset is None:
         return Lookup(name, rdtype, "nodata", authenticated=authenticated, server=server)
     return Lookup(name, rdtype, "ok", tuple(answer.rrset), authenticated, server)
+
+
+# --- the quick path (quickdns.py): common answers read from the wire, no Resolver.resolve ----------
+
+_PLAIN: dict[type[dns.resolver.Resolver], bool] = {}
+
+
+def _plain(cls: type[dns.resolver.Resolver]) -> bool:
+    """No class of `cls` but dnspython's and our deadline mixin overrides `resolve` (a resolver class
+    with its own `resolve`, e.g. one that counts questions, is asked through it)."""
+    plain = _PLAIN.get(cls)
+    if plain is None:
+        plain = all(
+            "resolve" not in vars(base)
+            for base in cls.__mro__
+            if base not in (dns.resolver.Resolver, _Bounded)
+        )
+        _PLAIN[cls] = plain
+    return plain
+
+
+def _send(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]) -> quickdns.Pending | None:
+    """Send `questions` to the resolver's first nameserver now, or None when the quick path does
+    not apply (then every question goes through `lookup`'s full path)."""
+    if not quick_path(resolver) or getattr(resolver, "deadline", float("inf")) <= time.monotonic():
+        return None
+    server = str(resolver.nameservers[0])
+    try:
+        asked = [quickdns.Question.make(name, rdtype) for name, rdtype in questions]
+    except dns.exception.DNSException:
+        return None  # a bad name: the full path says which
+    header = quickdns.Header(resolver.flags or 0, resolver.edns, resolver.payload, resolver.ednsflags)
+    port = resolver.nameserver_ports.get(server, resolver.port)
+    end = time.monotonic() + _remaining(resolver, resolver.lifetime)
+    pending = quickdns.Pending(server, port, asked, header, resolver.timeout, end)
+    return None if pending.failed else pending
+
+
+def _server_text(resolver: dns.resolver.Resolver) -> str:
+    server = str(resolver.nameservers[0])
+    port = resolver.nameserver_ports.get(server, resolver.port)
+    return f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
+
+
+def _answered(
+    resolver: dns.resolver.Resolver, question: quickdns.Question, wire: bytes | None
+) -> Lookup | None:
+    if wire is None:
+        return None
+    answer = quickdns.read_answer(wire, question)
+    if answer is None:
+        return None
+    return Lookup(
+        question.name,
+        question.rdtype,
+        answer.status,
+        answer.records,
+        answer.authenticated,
+        _server_text(resolver),
+    )
+
+
+def quick_lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Lookup | None:
+    """`lookup`'s answer for the common cases, or None to go through `resolver.resolve`.
+
+    Raises `dns.resolver.LifetimeTimeout` when the nameserver does not answer within the resolver's
+    lifetime (and the deadline of `with_deadline`), as `resolve` would with one server.
+    """
+    pending = _send(resolver, [(name, rdtype)])
+    if pending is None:
+        return None
+    wire = pending.collect()[0]
+    if wire is None and not pending.failed:
+        elapsed = time.monotonic() - pending.started
+        raise dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
+    return _answered(resolver, pending.questions[0], wire)
+
+
+def ask_together(
+    resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]
+) -> Callable[[], list[Lookup]]:
+    """Send `questions` now, all at once; the returned function waits for their `Lookup`s (in order).
+
+    The answers wait in the socket meanwhile, so the caller needs no thread to ask several questions
+    at the same time. Whatever the quick path does not read is asked again through `lookup`.
+    """
+    pending = _send(resolver, questions)
+
+    def collect() -> list[Lookup]:
+        if pending is None:
+            return [lookup(resolver, name, rdtype) for name, rdtype in questions]
+        wires = pending.collect()
+        results: list[Lookup] = []
+        for question, wire in zip(pending.questions, wires, strict=True):
+            quick = _answered(resolver, question, wire)
+            if quick is None and wire is None and not pending.failed:
+                elapsed = time.monotonic() - pending.started
+                exc = dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
+                # As `lookup` classifies it: the time for this question is spent, not asked again.
+                detail = f"{question.rdtype} {question.name}: no answer in time ({exc})"
+                quick = _failed(question.name, question.rdtype, ProbeError("dns-timeout", detail))
+            results.append(quick or lookup(resolver, question.name, question.rdtype))
+        return results
+
+    return collect
+
+
+def quick_path(resolver: dns.resolver.Resolver) -> bool:
+    """Whether questions through `resolver` take the quick path (`ask_together` needs no threads):
+    one nameserver (`--resolver`); with several, dnspython's rotation over them is kept."""
+    servers = resolver.nameservers
+    return (
+        _plain(type(resolver))
+        and len(servers) == 1
+        and isinstance(servers[0], str)
+        and resolver.keyring is None
+        and not resolver.ednsoptions
+    )
 
 
 def _failed(name: str, rdtype: str, error: ProbeError) -> Lookup:
@@ -290,6 +412,8 @@ def resolve_addresses(
 ) -> tuple[list[str], list[ProbeError]]:
     """A then AAAA for `host` through `resolver` (asked at the same time through `fanout`); errors for
     lookups that failed (not for absences)."""
+    if quick_path(resolver):
+        return _addresses_of(ask_together(resolver, [(host, "A"), (host, "AAAA")])())
     aaaa = fanout.leaf(functools.partial(lookup, resolver, host, "AAAA"))
     return _addresses_of((lookup(resolver, host, "A"), aaaa.result()))
 
@@ -297,12 +421,25 @@ def resolve_addresses(
 def start_addresses(resolver: dns.resolver.Resolver, host: str, fanout: Fanout) -> AddressResolver:
     """Ask for `host`'s A and AAAA now, both beside the caller; the returned resolver waits for them
     (for `host` only) and answers as `address_resolver` would."""
-    jobs = [fanout.leaf(functools.partial(lookup, resolver, host, rdtype)) for rdtype in ("A", "AAAA")]
+    if quick_path(resolver):
+        # Sent now; the answers wait in the socket until the caller needs them: no thread at all.
+        collect = ask_together(resolver, [(host, "A"), (host, "AAAA")])
+        results: list[list[Lookup]] = []
+
+        def wait() -> list[Lookup]:
+            if not results:
+                results.append(collect())
+            return results[0]
+    else:
+        jobs = [fanout.leaf(functools.partial(lookup, resolver, host, rdtype)) for rdtype in ("A", "AAAA")]
+
+        def wait() -> list[Lookup]:
+            return [job.result() for job in jobs]
 
     def resolve(name: str) -> list[str]:
         if name != host:
             raise LookupError(f"{name}: not the host whose addresses were asked for ({host})")
-        return _or_raise(host, *_addresses_of([job.result() for job in jobs]))
+        return _or_raise(host, *_addresses_of(wait()))
 
     return resolve
 

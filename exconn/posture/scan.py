@@ -15,13 +15,15 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 import dns.resolver
 
 from exconn.names import normalize
 from exconn.posture import dns as pdns
+from exconn.posture import workers as workers_mod
 from exconn.posture.certs import TrustStore
-from exconn.posture.dane import check_dane, lookup_tlsa
+from exconn.posture.dane import check_dane, lookup_tlsa, tlsa_name
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import (
     DaneFacts,
@@ -82,16 +84,22 @@ def scan_domain(
         with Fanout(1) as own:
             return _scan(domain, observed_at, resolver, options, trust, own)
     except Exception as exc:  # one domain never stops the run: an unforeseen failure is data too
-        error = ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
-        return DomainPosture(
-            domain=domain,
-            observed_at=observed_at,
-            mx=MxFacts(status=MxStatus.ERROR, errors=(error,)),
-            mta_sts=MtaStsFacts(status=MtaStsStatus.ERROR, errors=(error,)),
-            tlsrpt=TlsRptFacts(status=TlsRptStatus.ERROR, errors=(error,)),
-            dane=DaneFacts(status=DaneStatus.ERROR, errors=(error,)),
-            errors=(error,),
+        return failed_posture(
+            domain, observed_at, ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
         )
+
+
+def failed_posture(domain: str, observed_at: str, error: ProbeError) -> DomainPosture:
+    """A domain nothing could be observed for: every part an error, with `error`."""
+    return DomainPosture(
+        domain=domain,
+        observed_at=observed_at,
+        mx=MxFacts(status=MxStatus.ERROR, errors=(error,)),
+        mta_sts=MtaStsFacts(status=MtaStsStatus.ERROR, errors=(error,)),
+        tlsrpt=TlsRptFacts(status=TlsRptStatus.ERROR, errors=(error,)),
+        dane=DaneFacts(status=DaneStatus.ERROR, errors=(error,)),
+        errors=(error,),
+    )
 
 
 def _scan(
@@ -118,7 +126,11 @@ def _scan(
             fanout=fan,
         )
     )
-    tlsrpt_job = fan.leaf(lambda: check_tlsrpt(domain, resolver=resolver))
+    # With the quick DNS path, TLS-RPT is asked on this thread after MX, while the TLSA answers
+    # come (no hand-off: a thread switch under the GIL cost more CPU than the question); otherwise
+    # beside MX. Either way this thread's chain is MX -> TLSA | TLS-RPT: two answers deep.
+    quick = pdns.quick_path(resolver)
+    tlsrpt_job = None if quick else fan.leaf(lambda: check_tlsrpt(domain, resolver=resolver))
     found = pdns.lookup_mx(resolver, domain, fanout=fan)
     mx = MxFacts(
         status=MxStatus(found.status),
@@ -127,7 +139,13 @@ def _scan(
         errors=found.errors,
     )
     hosts = list(dict.fromkeys(mx.hosts))[:MAX_MX_HOSTS]
-    tlsa_jobs = {host: fan.leaf(functools.partial(lookup_tlsa, resolver, host)) for host in hosts}
+    # TLSA of every host sent now, beside the probes; the answers wait in the socket (no thread).
+    tlsa_wait = pdns.ask_together(resolver, [(tlsa_name(host), "TLSA") for host in hosts]) if quick else None
+    tlsa_jobs = (
+        {host: fan.leaf(functools.partial(lookup_tlsa, resolver, host)) for host in hosts}
+        if tlsa_wait is None
+        else {}
+    )
     probe_jobs = (
         {
             host: fan.chain(functools.partial(_probe_host, host, resolver, options, trust, fan))
@@ -136,8 +154,8 @@ def _scan(
         if options.smtp
         else {}
     )
+    tlsrpt = check_tlsrpt(domain, resolver=resolver) if tlsrpt_job is None else tlsrpt_job.result()
     mta_sts = mta_sts_job.result()
-    tlsrpt = tlsrpt_job.result()
     mx_hosts: list[MxHostFacts] = []
     chains: dict[str, Sequence[bytes] | None] = {}
     names: dict[str, bool | None] = {}
@@ -154,7 +172,10 @@ def _scan(
         if probe.certificate is not None:
             chains[host] = probe.certificate.chain_der
             names[host] = probe.certificate.name_matches
-    tlsa = {host: job.result() for host, job in tlsa_jobs.items()}
+    if tlsa_wait is not None:
+        tlsa = dict(zip(hosts, tlsa_wait(), strict=True))
+    else:
+        tlsa = {host: job.result() for host, job in tlsa_jobs.items()}
     dane = (
         check_dane(hosts, resolver=resolver, chains=chains, name_matches=names, tlsa=tlsa)
         if hosts
@@ -212,16 +233,31 @@ def scan_domains(
     options: ScanOptions | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: Callable[[DomainPosture], None] | None = None,
+    processes: int | None = None,
 ) -> PostureReport:
-    """Scan `domains` with at most `concurrency` at a time; results in input order."""
+    """Scan `domains` with at most `concurrency` at a time; results in input order.
+
+    `processes` spreads the domains over that many worker processes, `concurrency` shared among
+    them (workers.py); None chooses: more than one only for many domains at a high concurrency, and
+    only with dnspython's own resolver class (a subclass may count or hold state that a copy in
+    another process would split)."""
     options = options or ScanOptions()
     started = now_iso()
     unique = list(dict.fromkeys(normalize(d) for d in domains if d.strip()))
     if not unique:
         return PostureReport(observed_at=started, domains=())
+    workers = max(1, min(concurrency, len(unique)))
+    if processes is None:
+        plain = type(resolver) is dns.resolver.Resolver
+        processes = workers_mod.process_count(len(unique), workers) if plain else 1
+    processes = max(1, min(processes, workers))
+    if processes > 1:
+        return PostureReport(
+            observed_at=started,
+            domains=_scan_in_processes(unique, resolver, options, workers, processes, progress),
+        )
 
     trust = TrustStore.load(options.ca_file)  # once per run: parsing the store costs ~18 ms
-    workers = max(1, min(concurrency, len(unique)))
 
     with Fanout(workers) as fan, ThreadPoolExecutor(max_workers=workers) as pool:
 
@@ -233,3 +269,42 @@ def scan_domains(
 
         results = tuple(pool.map(one, unique))
     return PostureReport(observed_at=started, domains=results)
+
+
+def _scan_in_processes(
+    unique: list[str],
+    resolver: dns.resolver.Resolver,
+    options: ScanOptions,
+    concurrency: int,
+    processes: int,
+    progress: Callable[[DomainPosture], None] | None,
+) -> tuple[DomainPosture, ...]:
+    found: dict[int, DomainPosture] = {}
+
+    def arrived(index: int, result: DomainPosture) -> None:
+        found[index] = result
+        if progress is not None:
+            progress(result)
+
+    workers_mod.spread(unique, _worker, (resolver, options), concurrency, processes, arrived)
+    for index, domain in enumerate(unique):  # a worker died (killed, out of memory): say so per domain
+        if index not in found:
+            lost = failed_posture(
+                domain, now_iso(), ProbeError("internal-error", "the worker process scanning it died")
+            )
+            arrived(index, lost)
+    return tuple(found[index] for index in range(len(unique)))
+
+
+def _worker(
+    tasks: Any, results: Any, threads: int, resolver: dns.resolver.Resolver, options: ScanOptions
+) -> None:
+    """One worker process: its trust store and pools once, then `threads` domains at a time."""
+    trust = TrustStore.load(options.ca_file)
+    with Fanout(threads) as fan:
+        workers_mod.serve(
+            tasks,
+            results,
+            threads,
+            lambda domain: scan_domain(domain, resolver=resolver, options=options, trust=trust, fanout=fan),
+        )

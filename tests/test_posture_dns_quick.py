@@ -1,0 +1,114 @@
+"""The quick DNS path (posture/dns.py `quick_lookup`) answers exactly as dnspython's Resolver.resolve
+would, on the real loopback Knot + Unbound world, and steps aside for what it does not handle."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import dns.resolver
+import pytest
+
+from exconn.posture import dns as pdns
+from tests.conftest import PostureEnv
+
+pytestmark = pytest.mark.servers
+
+QUESTIONS = [
+    ("good.test", "MX"),  # ok, signed (AD)
+    ("_mta-sts.good.test", "TXT"),
+    ("split.test", "MX"),
+    ("_mta-sts.split.test", "TXT"),  # two strings in one record
+    ("mx.good.test", "A"),
+    ("mx.good.test", "AAAA"),
+    ("_25._tcp.mx.good.test", "TLSA"),
+    ("nullmx.test", "MX"),
+    ("implicit.test", "MX"),  # NODATA
+    ("_mta-sts.nosts.test", "TXT"),  # absent
+    ("doesnotexist.test", "MX"),  # NXDOMAIN, signed denial
+    ("dane.insecure.test", "MX"),  # unsigned: no AD
+    ("Good.TEST", "mx"),  # case does not matter
+]
+
+
+class _FullPath(dns.resolver.Resolver):
+    """Overrides `resolve`, which sends `lookup` the whole way through dnspython (as a resolver class
+    with its own `resolve`, e.g. one that counts questions, must be)."""
+
+    def resolve(self, *args: Any, **kwargs: Any) -> dns.resolver.Answer:
+        return super().resolve(*args, **kwargs)
+
+
+def _full(base: dns.resolver.Resolver) -> _FullPath:
+    full = _FullPath(configure=False)
+    full.nameservers, full.port = base.nameservers, base.port
+    full.lifetime, full.timeout = base.lifetime, base.timeout
+    full.use_edns(base.edns, base.ednsflags, base.payload)
+    full.flags, full.cache = base.flags, None
+    return full
+
+
+@pytest.mark.parametrize(("name", "rdtype"), QUESTIONS)
+def test_quick_path_equals_the_full_path(
+    posture_resolver: dns.resolver.Resolver, name: str, rdtype: str
+) -> None:
+    quick = pdns.quick_lookup(posture_resolver, name, rdtype)
+    assert quick is not None, "the quick path stepped aside for a common answer"
+    assert pdns.quick_lookup(_full(posture_resolver), name, rdtype) is None
+    assert quick == pdns.lookup(_full(posture_resolver), name, rdtype)
+    assert quick == pdns.lookup(pdns.with_deadline(posture_resolver, float("inf")), name, rdtype)
+
+
+def test_quick_path_steps_aside_for_servfail(posture_resolver: dns.resolver.Resolver) -> None:
+    assert pdns.quick_lookup(posture_resolver, "bogus.test", "MX") is None
+    result = pdns.lookup(posture_resolver, "bogus.test", "MX")
+    assert result.status == "error" and result.error is not None and result.error.type == "dnssec-invalid"
+
+
+def test_quick_path_ends_by_the_deadline(posture_resolver: dns.resolver.Resolver) -> None:
+    assert pdns.quick_lookup(pdns.with_deadline(posture_resolver, 0.0), "good.test", "MX") is None
+    late = pdns.lookup(pdns.with_deadline(posture_resolver, 0.0), "good.test", "MX")
+    assert late.status == "error" and late.error is not None and late.error.type == "dns-timeout"
+
+
+def test_questions_asked_together_answer_as_one_by_one(posture_resolver: dns.resolver.Resolver) -> None:
+    collect = pdns.ask_together(posture_resolver, QUESTIONS + [("bogus.test", "MX")])
+    together = collect()
+    assert together == [
+        pdns.lookup(_full(posture_resolver), n, t) for n, t in QUESTIONS + [("bogus.test", "MX")]
+    ]
+    assert together[-1].error is not None and together[-1].error.type == "dnssec-invalid"  # the full path's
+
+
+def test_questions_asked_together_time_out_once(posture_env: PostureEnv) -> None:
+    """A resolver that never answers costs the lifetime once for all the questions sent together."""
+    resolver = pdns.make_resolver(posture_env.silent_resolver, timeout=0.6)
+    started = time.monotonic()
+    results = pdns.ask_together(resolver, [("good.test", "A"), ("good.test", "AAAA"), ("good.test", "MX")])()
+    elapsed = time.monotonic() - started
+    assert [r.error.type if r.error else None for r in results] == ["dns-timeout"] * 3
+    assert 0.55 < elapsed < 1.0, elapsed
+
+
+def test_answers_that_came_in_time_count_when_collected_late(posture_resolver: dns.resolver.Resolver) -> None:
+    """The caller collects after its other work (e.g. a policy fetch that took the whole timeout):
+    answers that arrived meanwhile are the answers, not a timeout."""
+    bounded = pdns.with_deadline(posture_resolver, time.monotonic() + 0.3)
+    collect = pdns.ask_together(bounded, [("good.test", "MX"), ("mx.good.test", "A")])
+    time.sleep(0.4)
+    assert [r.status for r in collect()] == ["ok", "ok"]
+
+
+def test_a_silent_first_nameserver_is_not_the_answer(posture_env: PostureEnv) -> None:
+    """With several nameservers the questions go through dnspython, which tries them in turn: a
+    silent first server costs one attempt, not the answer."""
+    silent_ip, silent_port = pdns.parse_resolver_address(posture_env.silent_resolver)
+    real_ip, real_port = pdns.parse_resolver_address(posture_env.resolver)
+    resolver = pdns.make_resolver(posture_env.resolver, timeout=2.0)
+    resolver.nameservers = [silent_ip, real_ip]
+    resolver.nameserver_ports = {silent_ip: silent_port, real_ip: real_port}
+    assert not pdns.quick_path(resolver)
+    started = time.monotonic()
+    result = pdns.lookup(resolver, "good.test", "MX")
+    assert result.status == "ok" and result.authenticated, result
+    assert time.monotonic() - started < 2.0

@@ -8,22 +8,22 @@ in `AuditResult.notes`.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from exconn.errors import InputError, UsageError
 from exconn.model import Organization
-from exconn.output import check_writable_folder, write_file
+from exconn.output import check_writable_folder, emit
 from exconn.posture.facts import DaneStatus, MtaStsStatus
 from exconn.render import Format, RunInfo, write
 from exconn.rules.base import Context, Report, Severity, evaluate
 
 if TYPE_CHECKING:
     from exconn.audit_inputs import SplitPaths
+    from exconn.diff import Diff
     from exconn.evidence.model import Evidence
     from exconn.posture.facts import DomainPosture
     from exconn.posture.options import NetworkOptions
@@ -94,6 +94,9 @@ class AuditOptions:
     evidence_files: tuple[str, ...] = ()
     # Without --partners, this many of the tracking logs' top recipient domains are observed.
     top_partners: int = 50
+    # --baseline OLD.json: write what changed since that audit (new, resolved, changed) instead
+    # of the whole report; only new findings decide the exit status.
+    baseline: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +233,7 @@ def run(
     check(options)
     now = now or dt.datetime.now(dt.UTC)
     notes: list[str] = []
+    baseline = _baseline(options)  # read before the work: a bad file is said at once
     split = _split(options)
     org = _load_org(options, list(split.exports), warn or notes.append)
     evidence = load_evidence(options, split.evidence, warn or notes.append)
@@ -254,7 +258,18 @@ def run(
         evidence=evidence,
         own_domains=_own_domains(org),
     )
-    emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
+    changes: Diff | None = None
+    if baseline is not None:
+        from exconn.diff import write_diff
+
+        changes = d = _since(baseline, report, info)
+        emit(
+            lambda out: write_diff(d, options.format.value, options.fail_on, out),
+            options.output,
+            stdout or sys.stdout,
+        )
+    else:
+        emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
     written: list[Path] = []
     if options.fix_out:
         from exconn.remediate.dns import write_dns
@@ -266,9 +281,31 @@ def run(
         written += dns_fix.written
         notes += [f"dns: {note}" for note in dns_fix.notes]
         notes.append(f"wrote {', '.join(str(w) for w in written)}")
-    worst = report.worst()
+    worst = changes.worst_new() if changes is not None else report.worst()
     code = EXIT_FINDINGS if worst is not None and worst >= options.fail_on else EXIT_OK
     return AuditResult(report, org, code, tuple(written), tuple(notes))
+
+
+def _baseline(options: AuditOptions) -> dict[str, Any] | None:
+    if options.baseline is None:
+        return None
+    if options.format not in (Format.TABLE, Format.JSON, Format.MARKDOWN):
+        raise UsageError(f"--baseline writes what changed as table, json or markdown, not {options.format}")
+    from exconn.diff import load_report
+
+    return load_report(options.baseline)
+
+
+def _since(baseline: dict[str, Any], report: Report, info: RunInfo) -> Diff:
+    from exconn.diff import compare
+    from exconn.render.common import finding_json
+
+    now = {
+        "generated_at": info.generated_at.isoformat(),
+        "sources": list(info.sources),
+        "findings": [finding_json(f) for f in report.findings],
+    }
+    return compare(baseline, now)
 
 
 def _own_domains(org: Organization) -> tuple[str, ...]:
@@ -298,23 +335,3 @@ def _marks(posture: Mapping[str, DomainPosture]) -> tuple[tuple[str, tuple[str, 
         if marks:
             out.append((domain.lower().rstrip("."), marks))
     return tuple(out)
-
-
-def emit(produce: Callable[[TextIO], None], output: str | None, stdout: TextIO) -> None:
-    """The report streamed as it is rendered: to stdout, or to a temporary file beside `output`
-    renamed over it once complete (never a half-written report)."""
-    if output is None:
-        produce(stdout)
-        return
-
-    def to_file(handle: BinaryIO) -> None:
-        # newline="\n": the bytes are the same on every platform, as the JSON contract wants.
-        text = io.TextIOWrapper(handle, encoding="utf-8", newline="\n")
-        produce(text)
-        text.flush()
-        text.detach()  # the handle belongs to write_file, which closes it
-
-    try:
-        write_file(output, to_file)
-    except OSError as exc:
-        raise InputError(output, f"cannot write: {exc.strerror}") from None

@@ -81,6 +81,13 @@ def _add_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="replay a posture saved by `exconn posture --save`",
     )
     p.add_argument(
+        "--baseline",
+        type=path_argument,
+        metavar="OLD.json",
+        help="write only what changed since that audit (new, resolved, changed findings); "
+        "only new findings decide the exit status",
+    )
+    p.add_argument(
         "--evidence",
         type=path_argument,
         action="append",
@@ -157,6 +164,7 @@ def _audit_options(args: argparse.Namespace) -> AuditOptions:
         fail_on=args.fail_on,
         fix_out=args.fix_out,
         tlsrpt_rua=args.tlsrpt_rua,
+        baseline=args.baseline,
         evidence_files=tuple(args.evidence),
         top_partners=args.top_partners,
     )

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from exconn._version import __version__
 from exconn.errors import InputError
-from exconn.output import POSTURE_FILE_LIMIT, decode_text, read_small_file
+from exconn.output import POSTURE_FILE_LIMIT, decode_text, emit, read_small_file
 from exconn.render.cells import visible, wrap
 from exconn.render.common import write_json
 from exconn.rules.base import Severity
@@ -188,21 +188,21 @@ def run(old_path: str, new_path: str, *, fmt: str, fail_on: Severity, output: st
     reaches `fail_on`, else 0. Raises InputError for a file that is not an exconn JSON report."""
     import sys
 
-    from exconn.audit import EXIT_FINDINGS, EXIT_OK, emit
+    d = compare(load_report(old_path), load_report(new_path))
+    emit(lambda out: write_diff(d, fmt, fail_on, out), output, sys.stdout)
+    worst = d.worst_new()
+    return 1 if worst is not None and worst >= fail_on else 0
+
+
+def write_diff(d: Diff, fmt: str, fail_on: Severity, raw: TextIO) -> None:
+    """`d` in `fmt` (table, json, markdown); `exconn diff` and `audit --baseline` write it alike."""
     from exconn.render import escaping
     from exconn.render.table import terminal_width
 
-    d = compare(load_report(old_path), load_report(new_path))
-
-    def produce(raw: TextIO) -> None:
-        out = escaping(raw)  # a lone surrogate read back from a report's \\udXXX escape
-        if fmt == "json":
-            write_json_diff(d, fail_on, out)
-        elif fmt == "markdown":
-            write_markdown(d, fail_on, out)
-        else:
-            write_table(d, fail_on, out, terminal_width())
-
-    emit(produce, output, sys.stdout)
-    worst = d.worst_new()
-    return EXIT_FINDINGS if worst is not None and worst >= fail_on else EXIT_OK
+    out = escaping(raw)  # a lone surrogate read back from a report's \\udXXX escape
+    if fmt == "json":
+        write_json_diff(d, fail_on, out)
+    elif fmt == "markdown":
+        write_markdown(d, fail_on, out)
+    else:
+        write_table(d, fail_on, out, terminal_width())

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
+
+from exconn.errors import InputError
 
 # Bounds for the small input files read whole: far above any real one, far below a machine's memory.
 DOMAIN_LIST_LIMIT = 16 * 2**20
@@ -116,3 +119,23 @@ def _put(handle: BinaryIO, data: bytes | Callable[[BinaryIO], None]) -> None:
         handle.write(data)
     else:
         data(handle)
+
+
+def emit(produce: Callable[[TextIO], None], output: str | None, stdout: TextIO) -> None:
+    """The report streamed as it is rendered: to stdout, or to a temporary file beside `output`
+    renamed over it once complete (never a half-written report)."""
+    if output is None:
+        produce(stdout)
+        return
+
+    def to_file(handle: BinaryIO) -> None:
+        # newline="\n": the bytes are the same on every platform, as the JSON contract wants.
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="\n")
+        produce(text)
+        text.flush()
+        text.detach()  # the handle belongs to write_file, which closes it
+
+    try:
+        write_file(output, to_file)
+    except OSError as exc:
+        raise InputError(output, f"cannot write: {exc.strerror}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -19,6 +19,7 @@ from exconn.model import Organization
 from exconn.output import check_writable_folder, emit
 from exconn.posture.facts import DaneStatus, MtaStsStatus
 from exconn.render import Format, RunInfo, write
+from exconn.render.common import Baseline
 from exconn.rules.base import Context, Report, Severity, evaluate
 
 if TYPE_CHECKING:
@@ -259,7 +260,12 @@ def run(
         own_domains=_own_domains(org),
     )
     changes: Diff | None = None
-    if baseline is not None:
+    if baseline is not None and options.format in (Format.SARIF, Format.HTML):
+        # The whole report, each finding marked new/updated/unchanged against the baseline.
+        changes = _since(baseline, report, info)
+        info = replace(info, baseline=_marked(changes, options.baseline or ""))
+        emit(lambda out: write(report, org, info, options.format, out), options.output, stdout or sys.stdout)
+    elif baseline is not None:
         from exconn.diff import write_diff
 
         changes = d = _since(baseline, report, info)
@@ -289,11 +295,16 @@ def run(
 def _baseline(options: AuditOptions) -> dict[str, Any] | None:
     if options.baseline is None:
         return None
-    if options.format not in (Format.TABLE, Format.JSON, Format.MARKDOWN):
-        raise UsageError(f"--baseline writes what changed as table, json or markdown, not {options.format}")
     from exconn.diff import load_report
 
     return load_report(options.baseline)
+
+
+def _marked(changes: Diff, path: str) -> Baseline:
+    from exconn.diff import key_of
+
+    states = {key_of(e): "new" for e in changes.new} | {key_of(n): "updated" for _, n in changes.changed}
+    return Baseline(path, states, changes.resolved)
 
 
 def _since(baseline: dict[str, Any], report: Report, info: RunInfo) -> Diff:

@@ -65,7 +65,8 @@ def load_report(path: str) -> dict[str, Any]:
     return dict(doc)
 
 
-def _key(f: Entry) -> tuple[str, str, str, str]:
+def key_of(f: Entry) -> tuple[str, str, str, str]:
+    """rule, target kind, identity (case-folded, as Exchange compares names), property."""
     t = f["target"]
     return (f["rule"], t["kind"], t["identity"].casefold(), str(f.get("property")))
 
@@ -77,11 +78,11 @@ def _entry(f: Entry) -> Entry:
 def compare(old: Mapping[str, Any], new: Mapping[str, Any]) -> Diff:
     before: dict[tuple[str, str, str, str], list[Entry]] = {}
     for f in old["findings"]:
-        before.setdefault(_key(f), []).append(f)
+        before.setdefault(key_of(f), []).append(f)
     added: list[Entry] = []
     changed: list[tuple[Entry, Entry]] = []
     for f in new["findings"]:
-        matches = before.get(_key(f))
+        matches = before.get(key_of(f))
         if not matches:
             added.append(_entry(f))
             continue

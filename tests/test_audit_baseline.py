@@ -60,5 +60,31 @@ def test_a_bad_baseline_is_one_line_before_the_work(
     bad.write_text("not json")
     code, _, err = _audit(capsys, "--baseline", str(bad))
     assert code == 2 and len(err.strip().splitlines()) == 1 and str(bad) in err
-    code, _, err = _audit(capsys, "--baseline", str(bad), "--format", "sarif")
-    assert code == 2 and "table, json or markdown" in err
+
+
+def test_sarif_and_html_mark_each_finding_against_the_baseline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = tmp_path / "old.json"
+    _audit(capsys, "--format", "json", "-o", str(old))
+    doc = json.loads(old.read_text())
+    gone = next(f for f in doc["findings"] if f["severity"] == "critical")
+    doc["findings"] = [f for f in doc["findings"] if f is not gone]
+    doc["findings"].append({**doc["findings"][0], "rule": "EXC-S999"})
+    old.write_text(json.dumps(doc))
+    code, out, _ = _audit(capsys, "--baseline", str(old), "--format", "sarif")
+    assert code == 1
+    sarif = json.loads(out)
+    from tests.test_render_sarif import schema_errors
+
+    assert schema_errors(sarif) == []
+    run = sarif["runs"][0]
+    states = {(r["ruleId"], r["baselineState"]) for r in run["results"]}
+    assert (gone["rule"], "new") in states
+    assert [r["baselineState"] for r in run["results"]].count("new") == 1
+    assert [e["rule"] for e in run["properties"]["resolved"]] == ["EXC-S999"]
+    html = tmp_path / "r.html"
+    _audit(capsys, "--baseline", str(old), "--format", "html", "-o", str(html))
+    page = html.read_text()
+    since = page[page.index('id="since"') : page.index('aria-labelledby="first"')]
+    assert "1 new, 0 changed, 1 resolved" in since and "EXC-S999" in since and gone["rule"] in since

@@ -50,6 +50,26 @@ class RunInfo:
     # The logs and reports given to the audit (None: none): JSON sections, "on the wire".
     evidence: Evidence | None = None
     own_domains: tuple[str, ...] = ()  # accepted domains, left out of the top recipient domains
+    baseline: Baseline | None = None  # --baseline with --format sarif or html
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """What changed since `audit --baseline OLD.json`, for the formats that show the whole report
+    (SARIF's baselineState, the HTML's "since the baseline" section)."""
+
+    path: str
+    # finding key (rule, kind, identity folded, property) -> "new" | "updated" | "unchanged"
+    states: Mapping[tuple[str, str, str, str], str]
+    resolved: tuple[Mapping[str, Any], ...]  # findings of the old report no longer found
+
+    def state(self, f: Finding) -> str:
+        return self.states.get(baseline_key(f), "unchanged")
+
+
+def baseline_key(f: Finding) -> tuple[str, str, str, str]:
+    """How `exconn diff` matches findings across runs: rule, target (case-folded) and property."""
+    return (f.rule.id, f.target.kind, f.target.identity.casefold(), str(f.property))
 
 
 class Renderer(Protocol):

@@ -133,6 +133,26 @@ def _legend() -> list[dict[str, str]]:
     ]
 
 
+def _baseline(report: Report, info: RunInfo) -> dict[str, Any] | None:
+    b = info.baseline
+    if b is None:
+        return None
+    states = [(b.state(f), f) for f in report.findings]
+    return {
+        "path": b.path,
+        "new": [f for s, f in states if s == "new"],
+        "updated": [f for s, f in states if s == "updated"],
+        "resolved": [
+            {
+                "rule": e.get("rule"),
+                "severity": e.get("severity"),
+                "identity": (e.get("target") or {}).get("identity"),
+            }
+            for e in b.resolved
+        ],
+    }
+
+
 def write(report: Report, org: Organization, info: RunInfo, out: TextIO) -> None:
     css = (_TEMPLATES / "report.css").read_text(encoding="utf-8")
     template = _environment().from_string((_TEMPLATES / "report.html.j2").read_text(encoding="utf-8"))
@@ -162,6 +182,7 @@ def write(report: Report, org: Organization, info: RunInfo, out: TextIO) -> None
         "skipped": report.skipped,
         "inputs": [_input(p) for p in paths],
         "rules_run": report.rules_run,
+        "baseline": _baseline(report, info),
     }
     chunks: Iterator[str] = template.generate(**context)
     for chunk in chunks:

@@ -153,6 +153,21 @@ def _notifications(report: Report, where: _Locations) -> Iterator[dict[str, Any]
     return (_notification(s, where, rule_ids) for s in report.skipped)
 
 
+def _with_baseline(result: dict[str, Any], f: Finding, info: RunInfo) -> dict[str, Any]:
+    if info.baseline is not None:
+        result["baselineState"] = info.baseline.state(f)  # SARIF 2.1.0 §3.27.24
+    return result
+
+
+def _baseline_properties(info: RunInfo) -> dict[str, Any]:
+    if info.baseline is None:
+        return {}
+    resolved = [
+        {k: e.get(k) for k in ("rule", "target", "property", "severity")} for e in info.baseline.resolved
+    ]
+    return {"properties": {"baseline": info.baseline.path, "resolved": resolved}}
+
+
 def write(report: Report, org: Organization, info: RunInfo, out: TextIO) -> None:
     rules = {f.rule.id: f.rule for f in report.findings}
     where = _Locations(org, info)
@@ -174,7 +189,8 @@ def write(report: Report, org: Organization, info: RunInfo, out: TextIO) -> None
                         "toolExecutionNotifications": Stream(_notifications(report, where)),
                     }
                 ],
-                "results": Stream(_result(f, where) for f in report.findings),
+                "results": Stream(_with_baseline(_result(f, where), f, info) for f in report.findings),
+                **_baseline_properties(info),
             }
         ],
     }

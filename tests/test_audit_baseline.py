@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,23 @@ def _audit(capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, s
     code = main(["audit", "--offline", str(SAMPLES), *extra])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def _older_audit(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, *, changed: bool = False
+) -> tuple[Path, dict[str, Any]]:
+    """Last quarter's report: without today's critical finding, with one since fixed (EXC-S999),
+    and (`changed`) with the first finding at another severity. Returns it and the critical one."""
+    old = tmp_path / "old.json"
+    _audit(capsys, "--format", "json", "-o", str(old))
+    doc = json.loads(old.read_text())
+    gone = next(f for f in doc["findings"] if f["severity"] == "critical")
+    doc["findings"] = [f for f in doc["findings"] if f is not gone]
+    doc["findings"].append({**doc["findings"][0], "rule": "EXC-S999"})
+    if changed:
+        doc["findings"][0] = {**doc["findings"][0], "severity": "low"}
+    old.write_text(json.dumps(doc))
+    return old, gone
 
 
 def test_nothing_new_exits_0_although_old_findings_reach_fail_on(
@@ -32,15 +50,7 @@ def test_nothing_new_exits_0_although_old_findings_reach_fail_on(
 def test_a_new_finding_is_listed_and_decides_the_exit_code(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = tmp_path / "old.json"
-    _audit(capsys, "--format", "json", "-o", str(old))
-    doc = json.loads(old.read_text())
-    gone = next(f for f in doc["findings"] if f["severity"] == "critical")
-    doc["findings"] = [f for f in doc["findings"] if f is not gone]
-    # And one the old audit had that is fixed now, and one whose severity changed.
-    doc["findings"].append({**doc["findings"][0], "rule": "EXC-S999"})
-    doc["findings"][0] = {**doc["findings"][0], "severity": "low"}
-    old.write_text(json.dumps(doc))
+    old, gone = _older_audit(capsys, tmp_path, changed=True)
     code, out, _ = _audit(capsys, "--baseline", str(old), "--format", "json")
     assert code == 1
     diff = json.loads(out)
@@ -65,13 +75,7 @@ def test_a_bad_baseline_is_one_line_before_the_work(
 def test_sarif_and_html_mark_each_finding_against_the_baseline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = tmp_path / "old.json"
-    _audit(capsys, "--format", "json", "-o", str(old))
-    doc = json.loads(old.read_text())
-    gone = next(f for f in doc["findings"] if f["severity"] == "critical")
-    doc["findings"] = [f for f in doc["findings"] if f is not gone]
-    doc["findings"].append({**doc["findings"][0], "rule": "EXC-S999"})
-    old.write_text(json.dumps(doc))
+    old, gone = _older_audit(capsys, tmp_path)
     code, out, _ = _audit(capsys, "--baseline", str(old), "--format", "sarif")
     assert code == 1
     sarif = json.loads(out)

@@ -135,11 +135,6 @@ def check(options: AuditOptions) -> None:
             raise UsageError(str(exc)) from None
 
 
-def load(options: AuditOptions, warn: Callable[[str], None]) -> Organization:
-    """The organisation from the exports among the paths (or the live servers)."""
-    return _load_org(options, list(_split(options).exports), warn)
-
-
 def _split(options: AuditOptions) -> SplitPaths:
     from exconn.audit_inputs import SplitPaths, split_paths
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from exconn.errors import InputError, UsageError
 from exconn.model import Organization
+from exconn.names import normalize
 from exconn.output import check_writable_folder, emit
 from exconn.posture.facts import DaneStatus, MtaStsStatus
 from exconn.render import Format, RunInfo, write
@@ -339,5 +340,5 @@ def _marks(posture: Mapping[str, DomainPosture]) -> tuple[tuple[str, tuple[str, 
             ("DANE",) if p.dane.status in (DaneStatus.VALID, DaneStatus.UNVERIFIED) else ()
         )
         if marks:
-            out.append((domain.lower().rstrip("."), marks))
+            out.append((normalize(domain), marks))
     return tuple(out)

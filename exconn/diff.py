@@ -17,7 +17,7 @@ from exconn._version import __version__
 from exconn.errors import InputError
 from exconn.output import POSTURE_FILE_LIMIT, decode_text, emit, read_small_file
 from exconn.render.cells import visible, wrap
-from exconn.render.common import write_json
+from exconn.render.common import finding_key, write_json
 from exconn.rules.base import Severity
 
 Entry = dict[str, Any]
@@ -66,9 +66,9 @@ def load_report(path: str) -> dict[str, Any]:
 
 
 def key_of(f: Entry) -> tuple[str, str, str, str]:
-    """rule, target kind, identity (case-folded, as Exchange compares names), property."""
+    """The key a finding's JSON entry is matched by across runs (render.common.finding_key)."""
     t = f["target"]
-    return (f["rule"], t["kind"], t["identity"].casefold(), str(f.get("property")))
+    return finding_key(f["rule"], t["kind"], t["identity"], f.get("property"))
 
 
 def _entry(f: Entry) -> Entry:

@@ -249,3 +249,36 @@ def test_dns_side_follows_tlsrpt_rua_in_every_rule() -> None:
     assert (pub.mode, pub.max_age, pub.tlsrpt_rua) == ("enforce", 604800, "mailto:tls@fabrikam.com")
     # A perfect domain asks for nothing: no folder for it.
     assert not any(f.dns for f in report_of(org(), OURS).findings)
+
+
+def test_a_symlink_planted_at_dns_is_refused_not_followed(tmp_path: Path) -> None:
+    """Was: `fix/dns -> /elsewhere` put mta-sts.txt and records.txt in /elsewhere."""
+    from exconn.errors import InputError
+
+    p = posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing", patterns=("mail.fabrikam.com",))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "fix"
+    out.mkdir()
+    (out / "dns").symlink_to(elsewhere)
+    with pytest.raises(InputError, match="symbolic link"):
+        write_dns(report_of(org(), p, tlsrpt_rua="mailto:tls@fabrikam.com"), out, generated_at=NOW)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_dns_folder_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    """Was: internal error FileExistsError when DIR/dns is a file."""
+    from exconn.errors import InputError
+
+    p = posture("fabrikam.com", ("mail.fabrikam.com",), mode="testing", patterns=("mail.fabrikam.com",))
+    (tmp_path / "dns").write_text("a file")
+    with pytest.raises(InputError, match="cannot write the DNS files"):
+        write_dns(report_of(org(), p, tlsrpt_rua="mailto:tls@fabrikam.com"), tmp_path, generated_at=NOW)
+
+
+def test_common_name_keeps_an_escaped_or_quoted_comma() -> None:
+    from exconn.rules.fix_evidence import common_name
+
+    assert common_name('O=x, CN="Contoso, Inc"') == '"Contoso, Inc"'
+    assert common_name("CN=a\\,b, O=x") == "a\\,b"
+    assert common_name("CN=mail.fabrikam.com, O=Fabrikam") == "mail.fabrikam.com"

@@ -17,12 +17,14 @@ domain (`../../x`) or MX name (with a newline) cannot escape DIR or inject a pol
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from exconn._version import __version__
+from exconn.errors import InputError
 from exconn.fix import PublishMtaSts
 from exconn.names import is_domain_name, normalize
 from exconn.output import write_file
@@ -191,14 +193,29 @@ def write_dns(report: Report, out_dir: Path, *, generated_at: dt.datetime) -> Dn
             )
             continue
         folder = out_dir / "dns" / normalize(domain)
-        folder.mkdir(parents=True, exist_ok=True)
         files: Sequence[tuple[str, bytes]] = (
             ("mta-sts.txt", policy_text(pub)),
             ("records.txt", records_text(pub, record_id, _rua(pub), generated_at).encode("utf-8")),
             ("README.txt", readme_text(pub, record_id).encode("utf-8")),
         )
-        for name, data in files:
-            path = folder / name
-            write_file(path, data)
-            written.append(path)
+        try:
+            _make_folder(out_dir, folder)
+            for name, data in files:
+                path = folder / name
+                write_file(path, data)
+                written.append(path)
+        except OSError as exc:
+            raise InputError(folder, f"cannot write the DNS files: {exc.strerror or exc}") from None
     return DnsFix(tuple(written), tuple(notes))
+
+
+def _make_folder(out_dir: Path, folder: Path) -> None:
+    """Create `folder` below `out_dir`, refusing a symbolic link on the way: a link planted at
+    DIR/dns would put the files wherever it points."""
+    out_dir.mkdir(parents=True, exist_ok=True)  # the folder the user named (--fix-out)
+    current = out_dir
+    for part in folder.relative_to(out_dir).parts:
+        current = current / part
+        if current.is_symlink():
+            raise OSError(errno.ELOOP, f"{current} is a symbolic link; exconn writes no file through one")
+        current.mkdir(exist_ok=True)

@@ -68,8 +68,13 @@ class Baseline:
 
 
 def baseline_key(f: Finding) -> tuple[str, str, str, str]:
-    """How `exconn diff` matches findings across runs: rule, target (case-folded) and property."""
-    return (f.rule.id, f.target.kind, f.target.identity.casefold(), str(f.property))
+    """How `exconn diff` matches findings across runs (`diff.key_of` of the finding's JSON entry)."""
+    return finding_key(f.rule.id, f.target.kind, f.target.identity, f.property)
+
+
+def finding_key(rule: str, kind: str, identity: str, prop: object) -> tuple[str, str, str, str]:
+    """rule, target kind, identity (case-folded, as Exchange compares names), property."""
+    return (rule, kind, identity.casefold(), str(prop))
 
 
 class Renderer(Protocol):

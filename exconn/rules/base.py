@@ -254,7 +254,12 @@ def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
         ran.append(r.id)
         for target, unit in r.units(ctx):
             try:
-                results = list(unit())
+                # Findings are built here too: their fix evidence is judged per finding, and a
+                # failure there is this unit's, not the whole audit's.
+                results = [
+                    res if isinstance(res, CannotJudge) else _finding(r, res, sources.get(res.target), ctx)
+                    for res in unit()
+                ]
             except Exception as exc:  # a bug on one unit must not hide the other units' findings
                 where = traceback.extract_tb(exc.__traceback__)[-1]
                 reason = f"internal error in rule: {type(exc).__name__}: {exc} ({where.name})"
@@ -264,7 +269,7 @@ def evaluate(ctx: Context, rules: Iterable[Rule] | None = None) -> Report:
                 if isinstance(res, CannotJudge):
                     skipped.append(Skip(r.id, res.target, res.reason, sources.get(res.target)))
                 else:
-                    findings.append(_finding(r, res, sources.get(res.target), ctx))
+                    findings.append(res)
     findings.sort(key=lambda f: (-f.severity, f.rule.id, f.target.kind, f.target.identity))
     return Report(tuple(findings), tuple(skipped), tuple(ran))
 

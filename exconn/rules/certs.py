@@ -59,7 +59,8 @@ __all__ = [
 _REVOCATION_OFFLINE = frozenset({"revocationcheckfailure"})
 
 
-def _split_dn(dn: str) -> list[str]:
+def split_dn(dn: str) -> list[str]:
+    """The RDNs of a distinguished name: commas inside quotes or escaped with a backslash stay."""
     parts: list[str] = []
     current: list[str] = []
     quoted = escaped = False
@@ -85,7 +86,7 @@ def _split_dn(dn: str) -> list[str]:
 def normalize_dn(dn: str) -> str:
     """`CN=a, O=B` and `cn=a,o=b` compare equal (Exchange compares X.500 names, not strings)."""
     rdns = []
-    for part in _split_dn(dn):
+    for part in split_dn(dn):
         key, sep, value = part.partition("=")
         rdns.append(f"{key.strip().upper()}{sep}{' '.join(value.split()).casefold()}")
     return ",".join(r for r in rdns if r)
@@ -169,7 +170,7 @@ def _names(cert: ExchangeCertificate) -> tuple[str, ...]:
     names: tuple[str, ...] = cert.certificate_domains if cert.certificate_domains is not UNKNOWN else ()
     if not names and cert.subject is not UNKNOWN:
         names = tuple(
-            v.split("=", 1)[1].strip() for v in _split_dn(cert.subject) if v.strip().upper().startswith("CN=")
+            v.split("=", 1)[1].strip() for v in split_dn(cert.subject) if v.strip().upper().startswith("CN=")
         )
     return tuple(normalize(n) for n in names)
 

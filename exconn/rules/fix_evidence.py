@@ -141,7 +141,9 @@ def _route(ev: Evidence, d: _Demand) -> list[Traffic]:
 
 
 def common_name(subject: str) -> str | None:
-    for part in subject.split(","):
+    from exconn.rules.certs import split_dn
+
+    for part in split_dn(subject):
         key, _, value = part.strip().partition("=")
         if key.strip().upper() == "CN" and value.strip():
             return value.strip()

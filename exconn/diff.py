@@ -140,13 +140,15 @@ def write_table(d: Diff, fail_on: Severity, out: TextIO, columns: int) -> None:
         "~",
         (f"{_line(a)} -> {str(b['severity']).upper()} {b.get('observed')!s}" for a, b in d.changed),
     )
-    worst = d.worst_new()
-    lines.append(
-        f"FAIL: new findings at or above '{fail_on.label}'"
-        if worst is not None and worst >= fail_on
-        else f"PASS: nothing new at or above '{fail_on.label}'"
-    )
+    lines.append(_verdict(d, fail_on))
     out.writelines(line + "\n" for line in lines)
+
+
+def _verdict(d: Diff, fail_on: Severity) -> str:
+    worst = d.worst_new()
+    if worst is not None and worst >= fail_on:
+        return f"FAIL: new findings at or above '{fail_on.label}'"
+    return f"PASS: nothing new at or above '{fail_on.label}'"
 
 
 def _json(value: Any) -> str:
@@ -179,9 +181,10 @@ def write_markdown(d: Diff, fail_on: Severity, out: TextIO) -> None:
             t = b["target"]
             out.write(
                 f"| {b['rule']} | {_md(t['kind'])} `{_md(t['identity'])}` "
-                f"| {a['severity']}: {_md(json.dumps(a.get('observed'), ensure_ascii=False))} "
-                f"| {b['severity']}: {_md(json.dumps(b.get('observed'), ensure_ascii=False))} |\n"
+                f"| {a['severity']}: {_md(_json(a.get('observed')))} "
+                f"| {b['severity']}: {_md(_json(b.get('observed')))} |\n"
             )
+    out.write(f"\n{_verdict(d, fail_on)}\n")
 
 
 def run(old_path: str, new_path: str, *, fmt: str, fail_on: Severity, output: str | None = None) -> int:

@@ -80,6 +80,7 @@ def test_new_resolved_changed(
     assert all(wcswidth(line) <= 80 for line in table.splitlines())
     code, markdown, _ = diff(capsys, str(old), str(new), "--format", "markdown")
     assert "## New (1)" in markdown and "`New One`" in markdown
+    assert markdown.rstrip().endswith("FAIL: new findings at or above 'high'")
     # Reversed: the finding fixed since comes back as new and decides the exit at its severity.
     code, out, _ = diff(capsys, str(new), str(old), "--fail-on", gone["severity"], "--format", "json")
     assert code == 1

@@ -1,14 +1,18 @@
-"""The quick DNS path (posture/dns.py `quick_lookup`) answers exactly as dnspython's Resolver.resolve
-would, on the real loopback Knot + Unbound world, and steps aside for what it does not handle."""
+"""The quick DNS path (posture/dns.py `quick_lookup`, and posture/adns.py from an event loop) answers
+exactly as dnspython's Resolver.resolve would, on the real loopback Knot + Unbound world, and steps
+aside for what it does not handle."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from typing import Any
 
 import dns.resolver
 import pytest
 
+from exconn.posture import adns
 from exconn.posture import dns as pdns
 from tests.conftest import PostureEnv
 
@@ -112,3 +116,40 @@ def test_a_silent_first_nameserver_is_not_the_answer(posture_env: PostureEnv) ->
     result = pdns.lookup(resolver, "good.test", "MX")
     assert result.status == "ok" and result.authenticated, result
     assert time.monotonic() - started < 2.0
+
+
+# --- the same questions from the scan's event loop (posture/adns.py) ------------------------------
+
+
+def _ask(resolver: dns.resolver.Resolver, questions: list[tuple[str, str]]) -> list[pdns.Lookup]:
+    return asyncio.run(adns.ask(resolver, questions))
+
+
+def test_the_event_loop_asks_as_one_by_one(posture_resolver: dns.resolver.Resolver) -> None:
+    asked = QUESTIONS + [("bogus.test", "MX")]
+    expected = [pdns.lookup(_full(posture_resolver), n, t) for n, t in asked]
+    assert _ask(posture_resolver, asked) == expected  # the quick path, SERVFAIL through the full one
+    assert _ask(_full(posture_resolver), asked) == expected  # every question on the executor
+
+
+def test_the_event_loop_times_out_once_and_asks_nothing_at_once(posture_env: PostureEnv) -> None:
+    resolver = pdns.make_resolver(posture_env.silent_resolver, timeout=0.6)
+    started = time.monotonic()
+    results = _ask(resolver, [("good.test", "A"), ("good.test", "AAAA"), ("good.test", "MX")])
+    elapsed = time.monotonic() - started
+    assert [r.error.type if r.error else None for r in results] == ["dns-timeout"] * 3
+    assert 0.55 < elapsed < 1.0, elapsed
+    started = time.monotonic()
+    assert _ask(resolver, []) == [] and time.monotonic() - started < 0.1  # no MX host: no TLSA wait
+
+
+def test_the_event_loop_hands_a_refused_port_to_the_full_path() -> None:
+    """Nothing listens on the port: the kernel's ICMP refusal fails the socket, and dnspython (the
+    full path) names what happened instead of a silent timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nobody listens there
+    resolver = pdns.make_resolver(f"127.0.0.1:{port}", timeout=1.0)
+    result = _ask(resolver, [("good.test", "MX")])[0]
+    assert result.status == "error" and result.error is not None
+    assert result.error.type in {"dns-error", "dns-servfail", "dns-timeout"}, result.error

@@ -11,7 +11,6 @@ No resolver is built at import time: callers build one with `make_resolver` and 
 from __future__ import annotations
 
 import copy
-import functools
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +30,6 @@ import dns.resolver
 from exconn.names import normalize
 from exconn.posture import quickdns
 from exconn.posture.errors import ProbeError
-from exconn.posture.fanout import INLINE, Fanout
 
 DEFAULT_PORT = 53
 
@@ -239,9 +237,20 @@ def _plain(cls: type[dns.resolver.Resolver]) -> bool:
     return plain
 
 
-def _send(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]) -> quickdns.Pending | None:
-    """Send `questions` to the resolver's first nameserver now, or None when the quick path does
-    not apply (then every question goes through `lookup`'s full path)."""
+@dataclass(frozen=True, slots=True)
+class QuickPlan:
+    """Questions ready for the quick path: the batch, where it goes, how often to resend, until when."""
+
+    batch: quickdns.Batch
+    server: str
+    port: int
+    attempt: float
+    end: float
+
+
+def quick_plan(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]) -> QuickPlan | None:
+    """`questions` as a batch for the resolver's one nameserver, or None when the quick path does not
+    apply (then every question goes through `lookup`'s full path)."""
     if not quick_path(resolver) or getattr(resolver, "deadline", float("inf")) <= time.monotonic():
         return None
     server = str(resolver.nameservers[0])
@@ -249,11 +258,22 @@ def _send(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]])
         asked = [quickdns.Question.make(name, rdtype) for name, rdtype in questions]
     except dns.exception.DNSException:
         return None  # a bad name: the full path says which
-    header = quickdns.Header(resolver.flags or 0, resolver.edns, resolver.payload, resolver.ednsflags)
     port = resolver.nameserver_ports.get(server, resolver.port)
     end = time.monotonic() + _remaining(resolver, resolver.lifetime)
-    pending = quickdns.Pending(server, port, asked, header, resolver.timeout, end)
+    return QuickPlan(quickdns.Batch(asked, _header(resolver)), server, port, resolver.timeout, end)
+
+
+def _send(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]) -> quickdns.Pending | None:
+    """Send `questions` now on a blocking socket (None: the quick path does not apply)."""
+    plan = quick_plan(resolver, questions)
+    if plan is None:
+        return None
+    pending = quickdns.Pending(plan.server, plan.port, plan.batch, plan.attempt, plan.end)
     return None if pending.failed else pending
+
+
+def _header(resolver: dns.resolver.Resolver) -> quickdns.Header:
+    return quickdns.Header(resolver.flags or 0, resolver.edns, resolver.payload, resolver.ednsflags)
 
 
 def _server_text(resolver: dns.resolver.Resolver) -> str:
@@ -296,6 +316,25 @@ def quick_lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Loo
     return _answered(resolver, pending.questions[0], wire)
 
 
+def quick_results(
+    resolver: dns.resolver.Resolver, batch: quickdns.Batch, *, failed: bool, started: float
+) -> list[Lookup | None]:
+    """Each question's `Lookup` from what the quick path read; None where the full path must ask.
+
+    A question nobody answered in time (and no socket error) is a `dns-timeout`, as `lookup`
+    classifies it: the time for it is spent, it is not asked again."""
+    results: list[Lookup | None] = []
+    for question, wire in zip(batch.questions, batch.wires, strict=True):
+        quick = _answered(resolver, question, wire)
+        if quick is None and wire is None and not failed:
+            elapsed = time.monotonic() - started
+            exc = dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
+            detail = f"{question.rdtype} {question.name}: no answer in time ({exc})"
+            quick = _failed(question.name, question.rdtype, ProbeError("dns-timeout", detail))
+        results.append(quick)
+    return results
+
+
 def ask_together(
     resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]
 ) -> Callable[[], list[Lookup]]:
@@ -309,18 +348,12 @@ def ask_together(
     def collect() -> list[Lookup]:
         if pending is None:
             return [lookup(resolver, name, rdtype) for name, rdtype in questions]
-        wires = pending.collect()
-        results: list[Lookup] = []
-        for question, wire in zip(pending.questions, wires, strict=True):
-            quick = _answered(resolver, question, wire)
-            if quick is None and wire is None and not pending.failed:
-                elapsed = time.monotonic() - pending.started
-                exc = dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
-                # As `lookup` classifies it: the time for this question is spent, not asked again.
-                detail = f"{question.rdtype} {question.name}: no answer in time ({exc})"
-                quick = _failed(question.name, question.rdtype, ProbeError("dns-timeout", detail))
-            results.append(quick or lookup(resolver, question.name, question.rdtype))
-        return results
+        pending.collect()
+        found = quick_results(resolver, pending.batch, failed=pending.failed, started=pending.started)
+        return [
+            result or lookup(resolver, name, rdtype)
+            for result, (name, rdtype) in zip(found, questions, strict=True)
+        ]
 
     return collect
 
@@ -407,44 +440,13 @@ def txt_strings(record: dns.rdata.Rdata) -> str:
     return b"".join(strings).decode("utf-8", errors="replace")
 
 
-def resolve_addresses(
-    resolver: dns.resolver.Resolver, host: str, *, fanout: Fanout = INLINE
-) -> tuple[list[str], list[ProbeError]]:
-    """A then AAAA for `host` through `resolver` (asked at the same time through `fanout`); errors for
+def resolve_addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[str], list[ProbeError]]:
+    """A and AAAA for `host` through `resolver` (asked together on the quick path); errors for
     lookups that failed (not for absences)."""
-    if quick_path(resolver):
-        return _addresses_of(ask_together(resolver, [(host, "A"), (host, "AAAA")])())
-    aaaa = fanout.leaf(functools.partial(lookup, resolver, host, "AAAA"))
-    return _addresses_of((lookup(resolver, host, "A"), aaaa.result()))
+    return addresses_of(ask_together(resolver, [(host, "A"), (host, "AAAA")])())
 
 
-def start_addresses(resolver: dns.resolver.Resolver, host: str, fanout: Fanout) -> AddressResolver:
-    """Ask for `host`'s A and AAAA now, both beside the caller; the returned resolver waits for them
-    (for `host` only) and answers as `address_resolver` would."""
-    if quick_path(resolver):
-        # Sent now; the answers wait in the socket until the caller needs them: no thread at all.
-        collect = ask_together(resolver, [(host, "A"), (host, "AAAA")])
-        results: list[list[Lookup]] = []
-
-        def wait() -> list[Lookup]:
-            if not results:
-                results.append(collect())
-            return results[0]
-    else:
-        jobs = [fanout.leaf(functools.partial(lookup, resolver, host, rdtype)) for rdtype in ("A", "AAAA")]
-
-        def wait() -> list[Lookup]:
-            return [job.result() for job in jobs]
-
-    def resolve(name: str) -> list[str]:
-        if name != host:
-            raise LookupError(f"{name}: not the host whose addresses were asked for ({host})")
-        return _or_raise(host, *_addresses_of(wait()))
-
-    return resolve
-
-
-def _addresses_of(results: Sequence[Lookup]) -> tuple[list[str], list[ProbeError]]:
+def addresses_of(results: Sequence[Lookup]) -> tuple[list[str], list[ProbeError]]:
     addresses: list[str] = []
     errors: list[ProbeError] = []
     for result in results:
@@ -463,14 +465,14 @@ def _or_raise(host: str, addresses: list[str], errors: list[ProbeError]) -> list
     return addresses
 
 
-def address_resolver(resolver: dns.resolver.Resolver, fanout: Fanout = INLINE) -> AddressResolver:
+def address_resolver(resolver: dns.resolver.Resolver) -> AddressResolver:
     """The resolution function handed to the probes: addresses of a host through our resolver.
 
     Raises `LookupError` (with the DNS error in its message) when the host has no address.
     """
 
     def resolve(host: str) -> list[str]:
-        return _or_raise(host, *resolve_addresses(resolver, host, fanout=fanout))
+        return _or_raise(host, *resolve_addresses(resolver, host))
 
     return resolve
 
@@ -485,44 +487,55 @@ class MxLookup:
     errors: tuple[ProbeError, ...] = ()
 
 
-def lookup_mx(resolver: dns.resolver.Resolver, domain: str, *, fanout: Fanout = INLINE) -> MxLookup:
-    """The mail exchangers of `domain`.
+def lookup_mx(resolver: dns.resolver.Resolver, domain: str) -> MxLookup:
+    """The mail exchangers of `domain` (see `judge_mx`)."""
+    result = lookup(resolver, domain, "MX")
+    judged = judge_mx(result)
+    if judged is not None:
+        return judged
+    return implicit_mx(domain, result, *resolve_addresses(resolver, domain))
+
+
+def judge_mx(result: Lookup) -> MxLookup | None:
+    """The MX answer judged; None for NODATA, where the domain's own addresses decide (`implicit_mx`).
 
     - One MX with preference 0 and exchange "." is a null MX (RFC 7505): the domain accepts no mail.
     - No MX records (NODATA): the domain itself is the implicit MX with preference 0 when it has an
       A or AAAA record (RFC 5321 §5.1); without one, status "none".
     - NXDOMAIN: status "nxdomain". SERVFAIL/timeout: status "error", never an absence.
     """
-    result = lookup(resolver, domain, "MX")
     if result.status == "error":
         return MxLookup("error", errors=result.errors)
     if result.status == "nxdomain":
         return MxLookup("nxdomain", authenticated=result.authenticated)
-    if result.ok:
-        records = sorted(
+    if not result.ok:
+        return None
+    records = sorted(
+        (
+            (normalize(str(getattr(r, "exchange", ""))), int(getattr(r, "preference", 0)))
+            for r in result.records
+        ),
+        key=lambda hp: (hp[1], hp[0]),
+    )
+    if any(host == "" for host, _ in records):
+        if len(records) == 1 and records[0][1] == 0:
+            return MxLookup("null", tuple(records), result.authenticated)
+        return MxLookup(
+            "ok",
+            tuple((h, p) for h, p in records if h),
+            result.authenticated,
             (
-                (normalize(str(getattr(r, "exchange", ""))), int(getattr(r, "preference", 0)))
-                for r in result.records
-            ),
-            key=lambda hp: (hp[1], hp[0]),
-        )
-        if any(host == "" for host, _ in records):
-            if len(records) == 1 and records[0][1] == 0:
-                return MxLookup("null", tuple(records), result.authenticated)
-            return MxLookup(
-                "ok",
-                tuple((h, p) for h, p in records if h),
-                result.authenticated,
-                (
-                    ProbeError(
-                        "mx-invalid",
-                        'a null MX (".") must be the only MX record, with preference 0 (RFC 7505 §3)',
-                    ),
+                ProbeError(
+                    "mx-invalid",
+                    'a null MX (".") must be the only MX record, with preference 0 (RFC 7505 §3)',
                 ),
-            )
-        return MxLookup("ok", tuple(records), result.authenticated)
-    # NODATA: RFC 5321 §5.1 implicit MX, when the domain has an address.
-    addresses, errors = resolve_addresses(resolver, domain, fanout=fanout)
+            ),
+        )
+    return MxLookup("ok", tuple(records), result.authenticated)
+
+
+def implicit_mx(domain: str, result: Lookup, addresses: list[str], errors: list[ProbeError]) -> MxLookup:
+    """NODATA for MX: RFC 5321 §5.1 implicit MX when the domain has an address."""
     if addresses:
         return MxLookup("implicit", ((normalize(domain), 0),), result.authenticated)
     if errors:

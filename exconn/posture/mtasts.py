@@ -13,25 +13,19 @@
 from __future__ import annotations
 
 import functools
-import http.client
 import re
-import socket
 import ssl
-import threading
-import time
 from dataclasses import dataclass
 
 import dns.resolver
 
 from exconn.names import wildcard_matches
+from exconn.posture import adns, aio, https
 from exconn.posture import dns as pdns
 from exconn.posture.certs import TrustStore
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import MtaStsFacts, MtaStsPolicy, MtaStsStatus
-from exconn.posture.fanout import INLINE, Fanout
 
-POLICY_PATH = "/.well-known/mta-sts.txt"
-MAX_POLICY_BYTES = 64 * 1024
 MAX_AGE_LIMIT = 31557600
 MODES = ("enforce", "testing", "none")
 
@@ -92,8 +86,15 @@ class Discovery:
 
 def discover(resolver: dns.resolver.Resolver, domain: str) -> Discovery:
     """Look up and judge the `_mta-sts.<domain>` TXT record(s)."""
-    name = f"_mta-sts.{domain}"
-    result = pdns.lookup(resolver, name, "TXT")
+    return judge_discovery(sts_name(domain), pdns.lookup(resolver, sts_name(domain), "TXT"))
+
+
+def sts_name(domain: str) -> str:
+    return f"_mta-sts.{domain}"
+
+
+def judge_discovery(name: str, result: pdns.Lookup) -> Discovery:
+    """The TXT answer at `name` (`_mta-sts.<domain>`) judged (RFC 8461 §3.1)."""
     if result.status == "error":
         return Discovery("error", None, None, result.errors)
     if result.missing:
@@ -176,32 +177,7 @@ def policy_matches(policy: MtaStsPolicy, host: str) -> bool:
     return any(mx_pattern_matches(p, host) for p in policy.mx)
 
 
-# --- §3.3 the fetch -----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Fetch:
-    status: str  # "ok" | "invalid" (the server answered wrongly) | "error" (could not observe)
-    text: str | None
-    errors: tuple[ProbeError, ...]
-
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to a given address, with SNI, certificate name and Host header of the policy host."""
-
-    def __init__(self, host: str, address: str, port: int, *, tls: ssl.SSLContext, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout, context=tls)
-        self._address = address
-        self._tls = tls
-        self.killer: socket.socket | None = None
-
-    def connect(self) -> None:
-        raw = socket.create_connection((self._address, self.port), self.timeout)
-        # As http.client's own connect: without it, Nagle holds the request behind the unacknowledged
-        # TLS Finished, one round trip more per fetch.
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.killer = raw.dup()  # same connection: shutting it down unblocks a stuck read
-        self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+# --- §3.3 the fetch (https.py) and all of it for one domain ---------------------------------
 
 
 @functools.lru_cache(maxsize=8)
@@ -213,128 +189,6 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
-def _webpki_error(host: str, exc: ssl.SSLCertVerificationError) -> ProbeError:
-    code = exc.verify_code
-    if code == 10:
-        reason = "certificate expired"
-    elif code == 62:
-        reason = f"certificate not valid for {host}"
-    else:
-        reason = f"certificate not trusted ({exc.verify_message})"
-    return ProbeError("sts-webpki-invalid", f"https://{host}{POLICY_PATH}: {reason}")
-
-
-def fetch_policy(
-    host: str,
-    *,
-    resolve: pdns.AddressResolver,
-    timeout: float,
-    ca_file: str | None = None,
-    port: int = 443,
-    trust: TrustStore | None = None,
-) -> Fetch:
-    """GET the policy from `host`, resolved by `resolve`, within `timeout` seconds overall.
-
-    The certificate is judged against `trust` (the run's store) or else `ca_file`/the system store."""
-    url = f"https://{host}{POLICY_PATH}" if port == 443 else f"https://{host}:{port}{POLICY_PATH}"
-    try:
-        addresses = resolve(host)
-    except LookupError as exc:
-        return Fetch("error", None, (ProbeError("sts-policy-fetch-error", f"{url}: cannot resolve: {exc}"),))
-    deadline = time.monotonic() + timeout
-    tls = trust.https_context() if trust is not None else tls_context(ca_file)
-    last: ProbeError | None = None
-    for address in addresses:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        result = _fetch_from(host, address, port, url, tls=tls, deadline=deadline)
-        if isinstance(result, Fetch):
-            return result
-        last = result
-        if "connect failed" not in result.detail:
-            break  # only a refused/unreachable address is worth trying the next one for
-    error = last or ProbeError("sts-policy-fetch-error", f"{url}: no answer within {timeout:g}s")
-    return Fetch("error", None, (error,))
-
-
-def _fetch_from(
-    host: str, address: str, port: int, url: str, *, tls: ssl.SSLContext, deadline: float
-) -> Fetch | ProbeError:
-    remaining = max(deadline - time.monotonic(), 0.001)
-    conn = _PinnedHTTPSConnection(host, address, port, tls=tls, timeout=remaining)
-    aborted = threading.Event()
-
-    def abort() -> None:
-        aborted.set()
-        if conn.killer is not None:
-            try:
-                conn.killer.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    watchdog = threading.Timer(remaining, abort)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        result = _exchange(conn, url, host)
-        if aborted.is_set():  # the watchdog cut the connection: whatever was read is incomplete
-            return ProbeError("sts-policy-fetch-error", f"{url} ({address}): no complete answer in time")
-        return result
-    except ssl.SSLCertVerificationError as exc:
-        return Fetch("invalid", None, (_webpki_error(host, exc),))
-    except TimeoutError:
-        return ProbeError("sts-policy-fetch-error", f"{url} ({address}): timed out")
-    except (OSError, http.client.HTTPException) as exc:
-        if aborted.is_set():
-            return ProbeError("sts-policy-fetch-error", f"{url} ({address}): no complete answer in time")
-        step = "connect" if conn.sock is None else "TLS/HTTP"
-        return ProbeError("sts-policy-fetch-error", f"{url} ({address}): {step} failed: {exc}")
-    finally:
-        watchdog.cancel()
-        if conn.killer is not None:
-            conn.killer.close()
-        conn.close()
-
-
-def _exchange(conn: _PinnedHTTPSConnection, url: str, host: str) -> Fetch:
-    conn.request("GET", POLICY_PATH, headers={"User-Agent": "exconn-posture", "Accept": "text/plain"})
-    response = conn.getresponse()
-    fetch_error = "sts-policy-fetch-error"
-    if 300 <= response.status < 400:
-        location = response.getheader("Location") or "?"
-        detail = f"{url}: HTTP {response.status} redirect to {location} not followed (RFC 8461 §3.3)"
-        return Fetch("invalid", None, (ProbeError(fetch_error, detail),))
-    if response.status != 200:
-        detail = f"{url}: HTTP {response.status} {response.reason}; only 200 is a policy (RFC 8461 §3.3)"
-        return Fetch("invalid", None, (ProbeError(fetch_error, detail),))
-    length = response.getheader("Content-Length")
-    too_big = ProbeError(fetch_error, f"{url}: policy larger than {MAX_POLICY_BYTES} bytes")
-    if length is not None and length.strip().isdigit() and int(length) > MAX_POLICY_BYTES:
-        return Fetch("invalid", None, (too_big,))
-    body = bytearray()
-    while True:
-        chunk = response.read(4096)
-        if not chunk:
-            break
-        body += chunk
-        if len(body) > MAX_POLICY_BYTES:
-            return Fetch("invalid", None, (too_big,))
-    content_type = response.getheader("Content-Type")
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type != "text/plain":
-        detail = f"{url}: Content-Type {content_type!r}, the policy must be text/plain (RFC 8461 §3.2)"
-        return Fetch("invalid", None, (_invalid(detail),))
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return Fetch("invalid", None, (_invalid(f"{url}: the policy is not UTF-8 text"),))
-    return Fetch("ok", text, ())
-
-
-# --- all of it for one domain -------------------------------------------------------------------
-
-
 def check_mta_sts(
     domain: str,
     *,
@@ -342,29 +196,33 @@ def check_mta_sts(
     timeout: float,
     ca_file: str | None = None,
     port: int = 443,
-    resolve: pdns.AddressResolver | None = None,
     trust: TrustStore | None = None,
-    fanout: Fanout = INLINE,
+) -> MtaStsFacts:
+    """`observe_mta_sts` for a caller without an event loop."""
+    tls = trust.https_context() if trust is not None else tls_context(ca_file)
+    return aio.run(observe_mta_sts(domain, resolver=resolver, timeout=timeout, tls=tls, port=port))
+
+
+async def observe_mta_sts(
+    domain: str, *, resolver: dns.resolver.Resolver, timeout: float, tls: ssl.SSLContext, port: int = 443
 ) -> MtaStsFacts:
     """Discovery, fetch and parse for `domain`; every name is resolved through `resolver`.
 
-    With a `fanout`, the policy host's addresses are asked for beside the TXT record rather than
-    after it (one round trip less per domain; the answer is dropped when there is no policy to fetch,
-    and nothing is ever connected to before the TXT record says so, RFC 8461 §3.3)."""
+    The policy host's addresses are asked for beside the TXT record rather than after it (one round
+    trip less; the answer is dropped when there is no policy to fetch, and nothing is ever connected
+    to before the TXT record says so, RFC 8461 §3.3)."""
     host = f"mta-sts.{domain}"
-    if resolve is None:
-        resolve = pdns.start_addresses(resolver, host, fanout) if fanout is not INLINE else None
-    found = discover(resolver, domain)
+    txt, *addressed = await adns.ask(resolver, [(sts_name(domain), "TXT"), (host, "A"), (host, "AAAA")])
+    found = judge_discovery(sts_name(domain), txt)
     if found.status != "found":
         return MtaStsFacts(status=MtaStsStatus(found.status), record=found.record, errors=found.errors)
-    fetched = fetch_policy(
-        host,
-        resolve=resolve or pdns.address_resolver(resolver),
-        timeout=timeout,
-        ca_file=ca_file,
-        port=port,
-        trust=trust,
-    )
+    addresses, dns_errors = pdns.addresses_of(addressed)
+    if addresses:
+        fetched = await https.fetch_policy(host, addresses, port=port, tls=tls, timeout=timeout)
+    else:
+        why = "; ".join(e.detail for e in dns_errors) or f"{host}: no A or AAAA records"
+        detail = f"{https.policy_url(host, port)}: cannot resolve: {why}"
+        fetched = https.Fetch("error", None, (ProbeError("sts-policy-fetch-error", detail),))
     if fetched.text is None:
         return MtaStsFacts(
             status=MtaStsStatus(fetched.status), record=found.record, id=found.id, errors=fetched.errors

@@ -2,15 +2,16 @@
 
 dnspython's `Resolver.resolve` costs ~0.8 ms of CPU per question on a DNSSEC (DO) answer, most of it
 building a full `Message` (RRSIGs, authority, additional sections) that the posture never reads. A
-scan asks six questions per domain from many threads under one GIL, so that CPU was the limit of the
-whole run. Here a question is a few bytes built by hand, and only the answer section of a response is
+scan asks six or more questions per domain under one GIL, so that CPU was the limit of the whole
+run. Here a question is a few bytes built by hand, and only the answer section of a response is
 read (the records of the type asked, through `dns.rdata.from_wire`).
 
 Only the common answers are read here: NOERROR with or without records, and NXDOMAIN, without an
 alias (CNAME/DNAME). `read_answer` returns None for anything else (truncation, SERVFAIL and every
 other rcode, aliases, a malformed message) and the caller asks again through dnspython, which
-classifies it (posture/dns.py `lookup`). Several questions share one socket, so a caller can send
-A and AAAA (or TXT beside them) at once and collect both without a thread of its own.
+classifies it (posture/dns.py `lookup`). A `Batch` of questions shares one socket, so a caller
+sends A and AAAA (or TXT beside them) at once and collects both: `Pending` over a blocking socket
+for a one-off lookup, the scan's event loop (posture/adns.py) over a non-blocking one.
 """
 
 from __future__ import annotations
@@ -88,24 +89,14 @@ class Header:
     ednsflags: int
 
 
-class Pending:
-    """Questions sent to one server on one connected UDP socket; `collect` reads their answers.
+class Batch:
+    """Questions to one server: their queries (each its own id) and the responses matched so far.
 
-    Unanswered questions are sent again every `attempt` seconds until `end` (time.monotonic()).
-    """
+    Transport-free: `Pending` drives it over a blocking socket, the scan's event loop (posture/adns.py)
+    over a non-blocking one."""
 
-    def __init__(
-        self,
-        server: str,
-        port: int,
-        questions: Sequence[Question],
-        header: Header,
-        attempt: float,
-        end: float,
-    ) -> None:
+    def __init__(self, questions: Sequence[Question], header: Header) -> None:
         self.questions = list(questions)
-        self.started, self.end, self.attempt = time.monotonic(), end, attempt
-        self.failed = False  # a socket error: the unanswered go the full path
         self.wires: list[bytes | None] = [None] * len(self.questions)
         self._ids: dict[int, int] = {}
         self._queries: list[bytes] = []
@@ -119,53 +110,18 @@ class Pending:
             self._ids[ident] = index
             counts = struct.pack("!6H", ident, header.flags, 1, 0, 0, 1 if opt else 0)
             self._queries.append(counts + question.wire + opt)
-        self._sock: socket.socket | None = socket.socket(
-            socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM
-        )
-        try:
-            self._sock.connect((server, port))  # the kernel drops datagrams from anyone else
-            self._send()
-        except OSError:
-            self.failed = True
-            self.close()
 
-    def _send(self) -> None:
-        assert self._sock is not None
+    @property
+    def complete(self) -> bool:
+        return None not in self.wires
+
+    def send(self, sock: socket.socket) -> None:
+        """(Re)send every unanswered query on `sock` (connected to the server)."""
         for query, wire in zip(self._queries, self.wires, strict=True):
             if wire is None:
-                self._sock.send(query)
-        self._resend_at = time.monotonic() + self.attempt
+                sock.send(query)
 
-    def collect(self) -> list[bytes | None]:
-        """The response to each question, None where none came by `end` (or the socket failed)."""
-        sock = self._sock
-        try:
-            if sock is not None:  # what came while the caller was busy counts, even past `end`
-                sock.setblocking(False)
-                while None in self.wires:
-                    try:
-                        self._match(sock.recv(65535))
-                    except BlockingIOError:
-                        break
-            while sock is not None and None in self.wires:
-                now = time.monotonic()
-                if now >= self.end:
-                    break
-                if now >= self._resend_at:
-                    self._send()
-                sock.settimeout(max(min(self.end, self._resend_at) - now, 0.0001))
-                try:
-                    wire = sock.recv(65535)
-                except TimeoutError:
-                    continue
-                self._match(wire)
-        except OSError:
-            self.failed = True
-        finally:
-            self.close()
-        return self.wires
-
-    def _match(self, wire: bytes) -> None:
+    def match(self, wire: bytes) -> None:
         """Keep `wire` if it answers one of ours: our id, a response, our question (any case)."""
         if len(wire) < 12 or not wire[2] & 0x80 or wire[4:6] != b"\x00\x01":
             return
@@ -176,12 +132,84 @@ class Pending:
         if wire[12 : 12 + len(question)].lower() == question.lower():
             self.wires[index] = wire
 
+
+def connected_socket(server: str, port: int) -> socket.socket:
+    """A UDP socket connected to the server: the kernel drops datagrams from anyone else."""
+    sock = socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.connect((server, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class Pending:
+    """A `Batch` sent on one blocking socket now; `collect` reads its answers.
+
+    Unanswered questions are sent again every `attempt` seconds until `end` (time.monotonic()).
+    """
+
+    def __init__(
+        self,
+        server: str,
+        port: int,
+        batch: Batch,
+        attempt: float,
+        end: float,
+    ) -> None:
+        self.batch = batch
+        self.questions = self.batch.questions
+        self.started, self.end, self.attempt = time.monotonic(), end, attempt
+        self.failed = False  # a socket error: the unanswered go the full path
+        self._sock: socket.socket | None = None
+        try:
+            self._sock = connected_socket(server, port)
+            self._send()
+        except OSError:
+            self.failed = True
+            self.close()
+
+    def _send(self) -> None:
+        assert self._sock is not None
+        self.batch.send(self._sock)
+        self._resend_at = time.monotonic() + self.attempt
+
+    def collect(self) -> list[bytes | None]:
+        """The response to each question, None where none came by `end` (or the socket failed)."""
+        sock, batch = self._sock, self.batch
+        try:
+            if sock is not None:  # what came while the caller was busy counts, even past `end`
+                sock.setblocking(False)
+                while not batch.complete:
+                    try:
+                        batch.match(sock.recv(65535))
+                    except BlockingIOError:
+                        break
+            while sock is not None and not batch.complete:
+                now = time.monotonic()
+                if now >= self.end:
+                    break
+                if now >= self._resend_at:
+                    self._send()
+                sock.settimeout(max(min(self.end, self._resend_at) - now, 0.0001))
+                try:
+                    wire = sock.recv(65535)
+                except TimeoutError:
+                    continue
+                batch.match(wire)
+        except OSError:
+            self.failed = True
+        finally:
+            self.close()
+        return batch.wires
+
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
 
-    def __del__(self) -> None:  # a caller that never collects (no policy to fetch) leaks no socket
+    def __del__(self) -> None:  # a caller that never collects leaks no socket
         self.close()
 
 

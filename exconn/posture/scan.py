@@ -1,18 +1,24 @@
 """Observe many domains concurrently: MX, MTA-STS, TLS-RPT, the SMTP probe per MX, then DANE.
 
-`scan_domains` runs `scan_domain` for each domain on a bounded thread pool, and each domain's
-independent look-ups at the same time through the run's `Fanout` (fanout.py: layered pools, so no
-nested-pool deadlock, and a bounded number of threads); one domain's failure (even an unexpected
-exception) becomes that domain's `errors`, never the end of the run. Results keep the
-order of the input. Nothing here builds a client on its own: the resolver is passed in.
+One event loop carries the scan: `scan_domains` keeps `concurrency` domains in flight, and each
+domain's independent look-ups run at the same time as coroutines (adns.py: a batch of questions on
+one socket; https.py: the policy fetch), so a domain costs about its longest chain (MX -> TLSA |
+TLS-RPT; TXT | A -> fetch; MX -> A -> probe), a dead host its own timeout, and no thread waits for an
+answer. The SMTP probe (blocking sockets, STARTTLS) and the rare full-path DNS question run on the
+loop's executor. One domain's failure (even an unexpected exception) becomes that domain's
+`errors`, never the end of the run. Results keep the order of the input. Nothing here builds a
+client on its own: the resolver is passed in.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import functools
+import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -20,10 +26,11 @@ from typing import Any
 import dns.resolver
 
 from exconn.names import normalize
+from exconn.posture import adns, aio
 from exconn.posture import dns as pdns
 from exconn.posture import workers as workers_mod
 from exconn.posture.certs import TrustStore
-from exconn.posture.dane import check_dane, lookup_tlsa, tlsa_name
+from exconn.posture.dane import check_dane, tlsa_name
 from exconn.posture.errors import ProbeError
 from exconn.posture.facts import (
     DaneFacts,
@@ -40,13 +47,13 @@ from exconn.posture.facts import (
     TlsRptFacts,
     TlsRptStatus,
 )
-from exconn.posture.fanout import Fanout
-from exconn.posture.mtasts import check_mta_sts, policy_matches
+from exconn.posture.mtasts import observe_mta_sts, policy_matches
 from exconn.posture.smtp import MxProbe, probe_mx
-from exconn.posture.tlsrpt import check_tlsrpt
+from exconn.posture.tlsrpt import judge_tlsrpt, tlsrpt_name
 
 DEFAULT_CONCURRENCY = 32
 MAX_MX_HOSTS = 10  # a domain with more MX hosts gets the first ten (by preference) probed
+MAX_THREADS = 256  # SMTP probes and full-path DNS questions in flight at once, per process
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,31 +69,55 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What every domain of one scan shares: loaded once (the trust store costs ~18 ms)."""
+
+    resolver: dns.resolver.Resolver
+    options: ScanOptions
+    trust: TrustStore
+    tls: ssl.SSLContext
+
+    @classmethod
+    def make(cls, resolver: dns.resolver.Resolver, options: ScanOptions, trust: TrustStore | None) -> _Run:
+        trust = trust or TrustStore.load(options.ca_file)
+        return cls(resolver, options, trust, trust.https_context())
+
+
 def scan_domain(
     domain: str,
     *,
     resolver: dns.resolver.Resolver,
     options: ScanOptions,
     trust: TrustStore | None = None,
-    fanout: Fanout | None = None,
 ) -> DomainPosture:
-    """Everything exconn observes about one domain. Never raises.
+    """Everything exconn observes about one domain. Never raises. `trust`: the run's trust store."""
 
-    `trust` is the run's trust store and `fanout` its pools (`scan_domains` makes both once); without
-    them this call makes its own.
-    """
+    async def alone() -> DomainPosture:
+        try:
+            run = _Run.make(resolver, options, trust)
+        except Exception as exc:  # as `observe_domain`: a failure is data
+            return failed_posture(normalize(domain), now_iso(), _internal(exc))
+        with _executor(1):
+            return await observe_domain(domain, run)
+
+    return aio.run(alone())
+
+
+def _internal(exc: BaseException) -> ProbeError:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]  # the first failure of a task group says what went wrong
+    return ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
+
+
+async def observe_domain(domain: str, run: _Run) -> DomainPosture:
+    """`scan_domain` on the running loop. Never raises."""
     domain = normalize(domain)
     observed_at = now_iso()
     try:
-        trust = trust or TrustStore.load(options.ca_file)
-        if fanout is not None:
-            return _scan(domain, observed_at, resolver, options, trust, fanout)
-        with Fanout(1) as own:
-            return _scan(domain, observed_at, resolver, options, trust, own)
+        return await _scan(domain, observed_at, run)
     except Exception as exc:  # one domain never stops the run: an unforeseen failure is data too
-        return failed_posture(
-            domain, observed_at, ProbeError("internal-error", f"{type(exc).__name__}: {exc}")
-        )
+        return failed_posture(domain, observed_at, _internal(exc))
 
 
 def failed_posture(domain: str, observed_at: str, error: ProbeError) -> DomainPosture:
@@ -102,59 +133,38 @@ def failed_posture(domain: str, observed_at: str, error: ProbeError) -> DomainPo
     )
 
 
-def _scan(
-    domain: str,
-    observed_at: str,
-    resolver: dns.resolver.Resolver,
-    options: ScanOptions,
-    trust: TrustStore,
-    fan: Fanout,
-) -> DomainPosture:
+async def _scan(domain: str, observed_at: str, run: _Run) -> DomainPosture:
     """The independent parts at the same time: MTA-STS (TXT beside the policy host's addresses ->
-    fetch) and TLS-RPT beside MX; then per MX host its TLSA beside its chain (addresses -> SMTP
-    probe), DANE judged at the end. A domain costs about its longest chain, a dead host its timeout."""
+    fetch); MX beside TLS-RPT; then per MX host its TLSA beside its chain (addresses -> SMTP probe),
+    DANE judged at the end."""
+    options = run.options
     # One deadline for all of this domain's DNS (issue 9 §3): a server that holds every question
     # costs the timeout once, not once per lookup along a chain.
-    resolver = pdns.with_deadline(resolver, time.monotonic() + options.timeout)
-    mta_sts_job = fan.chain(
-        lambda: check_mta_sts(
-            domain,
-            resolver=resolver,
-            timeout=options.timeout,
-            trust=trust,
-            port=options.https_port,
-            fanout=fan,
+    resolver = pdns.with_deadline(run.resolver, time.monotonic() + options.timeout)
+    async with asyncio.TaskGroup() as group:
+        mta_sts_job = group.create_task(
+            observe_mta_sts(
+                domain, resolver=resolver, timeout=options.timeout, tls=run.tls, port=options.https_port
+            )
         )
-    )
-    # With the quick DNS path, TLS-RPT is asked on this thread after MX, while the TLSA answers
-    # come (no hand-off: a thread switch under the GIL cost more CPU than the question); otherwise
-    # beside MX. Either way this thread's chain is MX -> TLSA | TLS-RPT: two answers deep.
-    quick = pdns.quick_path(resolver)
-    tlsrpt_job = None if quick else fan.leaf(lambda: check_tlsrpt(domain, resolver=resolver))
-    found = pdns.lookup_mx(resolver, domain, fanout=fan)
-    mx = MxFacts(
-        status=MxStatus(found.status),
-        records=tuple(MxRecord(h, p) for h, p in found.records),
-        authenticated=found.authenticated,
-        errors=found.errors,
-    )
-    hosts = list(dict.fromkeys(mx.hosts))[:MAX_MX_HOSTS]
-    # TLSA of every host sent now, beside the probes; the answers wait in the socket (no thread).
-    tlsa_wait = pdns.ask_together(resolver, [(tlsa_name(host), "TLSA") for host in hosts]) if quick else None
-    tlsa_jobs = (
-        {host: fan.leaf(functools.partial(lookup_tlsa, resolver, host)) for host in hosts}
-        if tlsa_wait is None
-        else {}
-    )
-    probe_jobs = (
-        {
-            host: fan.chain(functools.partial(_probe_host, host, resolver, options, trust, fan))
-            for host in hosts
-        }
-        if options.smtp
-        else {}
-    )
-    tlsrpt = check_tlsrpt(domain, resolver=resolver) if tlsrpt_job is None else tlsrpt_job.result()
+        mx_answer, tlsrpt_answer = await adns.ask(resolver, [(domain, "MX"), (tlsrpt_name(domain), "TXT")])
+        found = pdns.judge_mx(mx_answer) or pdns.implicit_mx(
+            domain, mx_answer, *await adns.addresses(resolver, domain)
+        )
+        mx = MxFacts(
+            status=MxStatus(found.status),
+            records=tuple(MxRecord(h, p) for h, p in found.records),
+            authenticated=found.authenticated,
+            errors=found.errors,
+        )
+        hosts = list(dict.fromkeys(mx.hosts))[:MAX_MX_HOSTS]
+        tlsa_job = group.create_task(adns.ask(resolver, [(tlsa_name(host), "TLSA") for host in hosts]))
+        probe_jobs = (
+            {host: group.create_task(_probe_host(host, resolver, run)) for host in hosts}
+            if options.smtp
+            else {}
+        )
+        tlsrpt = judge_tlsrpt(tlsrpt_name(domain), tlsrpt_answer)
     mta_sts = mta_sts_job.result()
     mx_hosts: list[MxHostFacts] = []
     chains: dict[str, Sequence[bytes] | None] = {}
@@ -172,15 +182,17 @@ def _scan(
         if probe.certificate is not None:
             chains[host] = probe.certificate.chain_der
             names[host] = probe.certificate.name_matches
-    if tlsa_wait is not None:
-        tlsa = dict(zip(hosts, tlsa_wait(), strict=True))
+    tlsa = dict(zip(hosts, tlsa_job.result(), strict=True))
+    if not hosts:
+        dane = DaneFacts(status=DaneStatus.NOT_APPLICABLE)
     else:
-        tlsa = {host: job.result() for host, job in tlsa_jobs.items()}
-    dane = (
-        check_dane(hosts, resolver=resolver, chains=chains, name_matches=names, tlsa=tlsa)
-        if hosts
-        else DaneFacts(status=DaneStatus.NOT_APPLICABLE)
-    )
+        judge = functools.partial(
+            check_dane, hosts, resolver=resolver, chains=chains, name_matches=names, tlsa=tlsa
+        )
+        # Signed TLSA records send DANE to ask whether the host's addresses are signed too (a
+        # blocking look-up): on the executor then; otherwise nothing is asked.
+        signed = any(result.ok and result.authenticated for result in tlsa.values())
+        dane = await asyncio.get_running_loop().run_in_executor(None, judge) if signed else judge()
     return DomainPosture(
         domain=domain,
         observed_at=observed_at,
@@ -192,15 +204,17 @@ def _scan(
     )
 
 
-def _probe_host(
-    host: str, resolver: dns.resolver.Resolver, options: ScanOptions, trust: TrustStore, fan: Fanout
-) -> MxProbe | MxHostFacts:
-    """One MX host's chain: its addresses (A beside AAAA), then the SMTP probe."""
-    addresses, dns_errors = pdns.resolve_addresses(resolver, host, fanout=fan)
+async def _probe_host(host: str, resolver: dns.resolver.Resolver, run: _Run) -> MxProbe | MxHostFacts:
+    """One MX host's chain: its addresses (A beside AAAA), then the SMTP probe (on the executor)."""
+    addresses, dns_errors = await adns.addresses(resolver, host)
     if not addresses:
         errors = tuple(dns_errors) or (ProbeError("dns-no-address", f"{host} has no A or AAAA record"),)
         return MxHostFacts(host=host, policy_match=None, probe=ProbeStatus.ERROR, errors=errors)
-    return probe_mx(host, addresses=addresses, port=options.smtp_port, timeout=options.timeout, trust=trust)
+    options = run.options
+    probe = functools.partial(
+        probe_mx, host, addresses=addresses, port=options.smtp_port, timeout=options.timeout, trust=run.trust
+    )
+    return await asyncio.get_running_loop().run_in_executor(None, probe)
 
 
 def host_facts(probe: MxProbe, policy_match: bool | None) -> MxHostFacts:
@@ -256,19 +270,37 @@ def scan_domains(
             observed_at=started,
             domains=_scan_in_processes(unique, resolver, options, workers, processes, progress),
         )
+    run = _Run.make(resolver, options, None)
+    results: list[DomainPosture | None] = [None] * len(unique)
 
-    trust = TrustStore.load(options.ca_file)  # once per run: parsing the store costs ~18 ms
+    async def scan_all() -> None:
+        todo = iter(enumerate(unique))  # shared by the slots: one loop thread, no lock needed
 
-    with Fanout(workers) as fan, ThreadPoolExecutor(max_workers=workers) as pool:
+        async def slot() -> None:
+            for index, domain in todo:
+                result = results[index] = await observe_domain(domain, run)
+                if progress is not None:
+                    progress(result)
 
-        def one(domain: str) -> DomainPosture:
-            result = scan_domain(domain, resolver=resolver, options=options, trust=trust, fanout=fan)
-            if progress is not None:
-                progress(result)
-            return result
+        with _executor(workers):
+            await asyncio.gather(*(slot() for _ in range(workers)))
 
-        results = tuple(pool.map(one, unique))
-    return PostureReport(observed_at=started, domains=results)
+    aio.run(scan_all())
+    return PostureReport(observed_at=started, domains=tuple(r for r in results if r is not None))
+
+
+@contextlib.contextmanager
+def _executor(concurrency: int) -> Iterator[None]:
+    """The running loop's executor for this scan: SMTP probes (a domain has up to ten MX hosts) and
+    full-path DNS questions; threads are made only as work comes."""
+    pool = ThreadPoolExecutor(
+        max_workers=min(MAX_THREADS, max(8, 4 * concurrency)), thread_name_prefix="posture"
+    )
+    asyncio.get_running_loop().set_default_executor(pool)
+    try:
+        yield
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # all done by now; no thread outlives the scan
 
 
 def _scan_in_processes(
@@ -297,14 +329,14 @@ def _scan_in_processes(
 
 
 def _worker(
-    tasks: Any, results: Any, threads: int, resolver: dns.resolver.Resolver, options: ScanOptions
+    tasks: Any, results: Any, slots: int, resolver: dns.resolver.Resolver, options: ScanOptions
 ) -> None:
-    """One worker process: its trust store and pools once, then `threads` domains at a time."""
-    trust = TrustStore.load(options.ca_file)
-    with Fanout(threads) as fan:
-        workers_mod.serve(
-            tasks,
-            results,
-            threads,
-            lambda domain: scan_domain(domain, resolver=resolver, options=options, trust=trust, fanout=fan),
-        )
+    """One worker process: its trust store once, then `slots` domains at a time on its own loop."""
+    run = _Run.make(resolver, options, None)
+
+    async def main() -> None:
+        with _executor(slots):
+            await workers_mod.serve(tasks, results, slots, lambda domain: observe_domain(domain, run))
+
+    workers_mod.quiet()
+    aio.run(main())

@@ -77,9 +77,16 @@ def parse_tlsrpt_record(record: str) -> tuple[tuple[str, ...], list[ProbeError]]
     return tuple(rua), errors
 
 
+def tlsrpt_name(domain: str) -> str:
+    return f"_smtp._tls.{domain}"
+
+
 def check_tlsrpt(domain: str, *, resolver: dns.resolver.Resolver) -> TlsRptFacts:
-    name = f"_smtp._tls.{domain}"
-    result = pdns.lookup(resolver, name, "TXT")
+    return judge_tlsrpt(tlsrpt_name(domain), pdns.lookup(resolver, tlsrpt_name(domain), "TXT"))
+
+
+def judge_tlsrpt(name: str, result: pdns.Lookup) -> TlsRptFacts:
+    """The TXT answer at `name` (`_smtp._tls.<domain>`) judged (RFC 8460 §3)."""
     if result.status == "error":
         return TlsRptFacts(status=TlsRptStatus.ERROR, errors=result.errors)
     records = [pdns.txt_strings(r) for r in result.records]

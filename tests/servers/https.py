@@ -233,3 +233,29 @@ class DripTls(_ThreadedServer):
                 time.sleep(self.interval)
         except OSError:
             return
+
+
+class CannedTls(_ThreadedServer):
+    """Completes TLS for `cert`, reads the request, sends `response` as it is; then closes, or with
+    `keep_open` holds the connection open (as a server ignoring `Connection: close` does).
+
+    Binds an ephemeral port on `ip` when `port` is 0 (`self.port` says which)."""
+
+    def __init__(self, ip: str, cert: IssuedCert, response: bytes, *, keep_open: bool, port: int = 0) -> None:
+        self._context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._context.load_cert_chain(cert.chain_path, cert.key_path)
+        self.response, self.keep_open = response, keep_open
+        super().__init__(ip, port)
+        self.port = self._listener.getsockname()[1]
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(10)
+            tls = self._context.wrap_socket(conn, server_side=True)
+            tls.recv(4096)
+            tls.sendall(self.response)
+            if self.keep_open:
+                self._stopping.wait()
+            tls.close()
+        except OSError:
+            return

@@ -292,10 +292,9 @@ def scan_domains(
 @contextlib.contextmanager
 def _executor(concurrency: int) -> Iterator[None]:
     """The running loop's executor for this scan: SMTP probes (a domain has up to ten MX hosts) and
-    full-path DNS questions; threads are made only as work comes."""
-    pool = ThreadPoolExecutor(
-        max_workers=min(MAX_THREADS, max(8, 4 * concurrency)), thread_name_prefix="posture"
-    )
+    full-path DNS questions (all of them with several nameservers, where the quick path keeps out of
+    dnspython's rotation: about five at once per domain); threads are made only as work comes."""
+    pool = ThreadPoolExecutor(max_workers=min(MAX_THREADS, 6 * concurrency), thread_name_prefix="posture")
     asyncio.get_running_loop().set_default_executor(pool)
     try:
         yield

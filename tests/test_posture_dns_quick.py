@@ -153,3 +153,22 @@ def test_the_event_loop_hands_a_refused_port_to_the_full_path() -> None:
     result = _ask(resolver, [("good.test", "MX")])[0]
     assert result.status == "error" and result.error is not None
     assert result.error.type in {"dns-error", "dns-servfail", "dns-timeout"}, result.error
+
+
+def test_the_event_loop_turns_to_the_next_nameserver(posture_env: PostureEnv) -> None:
+    """With several nameservers the event loop rotates itself, as dnspython would: a silent first
+    server costs one attempt, and the answer names the server that gave it."""
+    silent_ip, silent_port = pdns.parse_resolver_address(posture_env.silent_resolver)
+    real_ip, real_port = pdns.parse_resolver_address(posture_env.resolver)
+    resolver = pdns.make_resolver(posture_env.resolver, timeout=2.0)  # one attempt: 1 s
+    resolver.nameservers = [silent_ip, real_ip]
+    resolver.nameserver_ports = {silent_ip: silent_port, real_ip: real_port}
+    assert pdns.quick_plan(resolver, [("good.test", "MX")], several=True) is not None
+    started = time.monotonic()
+    results = _ask(resolver, [("good.test", "MX"), ("doesnotexist.test", "MX")])
+    elapsed = time.monotonic() - started
+    assert [r.status for r in results] == ["ok", "nxdomain"] and results[0].authenticated
+    assert {r.server for r in results} == {f"{real_ip}:{real_port}"}
+    assert 0.9 < elapsed < 1.9, elapsed  # the first attempt's second, then the second server
+    expected = pdns.lookup(_full(pdns.make_resolver(posture_env.resolver)), "good.test", "MX")
+    assert results[0] == expected

@@ -1,17 +1,19 @@
 """DNS from the scan's event loop: every question of a domain in flight at once, no thread each.
 
-The quick path (quickdns.py) sends a batch of questions on one non-blocking UDP socket that the
-loop watches; the answers are read as they come, unanswered questions are sent again every
-`resolver.timeout`, and the batch ends by the resolver's lifetime (and the deadline of
-`pdns.with_deadline`). Whatever the quick path does not read (truncation, SERVFAIL, aliases, a
-resolver class of its own, several nameservers) goes dnspython's full path (`pdns.lookup`) on the
-loop's executor, which classifies it exactly as before. Results are `pdns.Lookup`s, in order.
+The quick path (quickdns.py) sends a batch of questions on a non-blocking UDP socket that the loop
+watches; the answers are read as they come, unanswered questions are sent again every
+`resolver.timeout` (to the next nameserver, when there are several), and the batch ends by the
+resolver's lifetime (and the deadline of `pdns.with_deadline`). Whatever the quick path does not
+read (truncation, SERVFAIL, aliases, a resolver class of its own) goes dnspython's full path
+(`pdns.lookup`) on the loop's executor, which classifies it exactly as before. Results are
+`pdns.Lookup`s, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import time
 from collections.abc import Sequence
 
@@ -27,11 +29,11 @@ async def ask(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, st
     if not questions:
         return []
     found: list[pdns.Lookup | None] = [None] * len(questions)
-    plan = pdns.quick_plan(resolver, questions)
+    plan = pdns.quick_plan(resolver, questions, several=True)
     if plan is not None:
         started = time.monotonic()
         failed = await _exchange(plan)
-        found = pdns.quick_results(resolver, plan.batch, failed=failed, started=started)
+        found = pdns.quick_results(plan.batch, plan.servers, failed=failed, started=started)
     missing = [index for index, result in enumerate(found) if result is None]
     if missing:
         loop = asyncio.get_running_loop()
@@ -52,24 +54,27 @@ async def addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[st
 
 
 async def _exchange(plan: pdns.QuickPlan) -> bool:
-    """Send `plan`'s batch and read answers into it until complete or `plan.end`; True when the
-    socket failed (then the unanswered go the full path, which names the failure)."""
+    """Send `plan`'s batch and read answers into it until complete or `plan.end`; True when a
+    socket failed (then the unanswered go the full path, which names the failure).
+
+    The first attempt goes to the first nameserver, each later one (every `plan.attempt` s) to the
+    next in turn, as dnspython rotates; an answer from any of them counts, and says which."""
     loop = asyncio.get_running_loop()
     batch = plan.batch
-    try:
-        sock = quickdns.connected_socket(plan.server, plan.port)
-    except OSError:
-        return True
+    sockets: dict[int, socket.socket] = {}
     done: asyncio.Future[bool] = loop.create_future()
+    timer: asyncio.TimerHandle | None = None
+    attempt = 0
 
     def finish(failed: bool) -> None:
         if not done.done():
             done.set_result(failed)
 
-    def readable() -> None:
+    def readable(source: int) -> None:
+        sock = sockets[source]
         try:
             while True:
-                batch.match(sock.recv(65535))
+                batch.match(sock.recv(65535), source)
                 if batch.complete:
                     finish(False)
                     return
@@ -78,28 +83,32 @@ async def _exchange(plan: pdns.QuickPlan) -> bool:
         except OSError:  # e.g. ICMP port unreachable on the connected socket
             finish(True)
 
-    timer: asyncio.TimerHandle | None = None
-
-    def resend() -> None:
-        nonlocal timer
+    def send() -> None:
+        nonlocal timer, attempt
         left = plan.end - time.monotonic()
         if left <= 0:
             finish(False)
             return
+        source = attempt % len(plan.servers)
+        attempt += 1
         try:
+            sock = sockets.get(source)
+            if sock is None:
+                sock = sockets[source] = quickdns.connected_socket(*plan.servers[source])
+                sock.setblocking(False)
+                loop.add_reader(sock.fileno(), readable, source)
             batch.send(sock)
         except OSError:
             finish(True)
             return
-        timer = loop.call_later(min(plan.attempt, left), resend)
+        timer = loop.call_later(min(plan.attempt, left), send)
 
     try:
-        sock.setblocking(False)
-        loop.add_reader(sock.fileno(), readable)
-        resend()
+        send()
         return await done
     finally:
         if timer is not None:
             timer.cancel()
-        loop.remove_reader(sock.fileno())
-        sock.close()
+        for sock in sockets.values():
+            loop.remove_reader(sock.fileno())
+            sock.close()

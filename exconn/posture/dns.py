@@ -239,28 +239,35 @@ def _plain(cls: type[dns.resolver.Resolver]) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class QuickPlan:
-    """Questions ready for the quick path: the batch, where it goes, how often to resend, until when."""
+    """Questions ready for the quick path: the batch, the servers it goes to (in turn, one per
+    attempt, as dnspython rotates over them), how often to resend, until when."""
 
     batch: quickdns.Batch
-    server: str
-    port: int
+    servers: tuple[tuple[str, int], ...]
     attempt: float
     end: float
 
 
-def quick_plan(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]) -> QuickPlan | None:
-    """`questions` as a batch for the resolver's one nameserver, or None when the quick path does not
-    apply (then every question goes through `lookup`'s full path)."""
-    if not quick_path(resolver) or getattr(resolver, "deadline", float("inf")) <= time.monotonic():
+def quick_plan(
+    resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]], *, several: bool = False
+) -> QuickPlan | None:
+    """`questions` as a batch for the resolver's nameservers, or None when the quick path does not
+    apply (then every question goes through `lookup`'s full path). `several`: the caller sends to
+    each nameserver in turn (the event loop's `adns`), so more than one may be configured."""
+    if (
+        not quick_path(resolver, several=several)
+        or getattr(resolver, "deadline", float("inf")) <= time.monotonic()
+    ):
         return None
-    server = str(resolver.nameservers[0])
     try:
         asked = [quickdns.Question.make(name, rdtype) for name, rdtype in questions]
     except dns.exception.DNSException:
         return None  # a bad name: the full path says which
-    port = resolver.nameserver_ports.get(server, resolver.port)
+    servers = tuple(
+        (str(s), resolver.nameserver_ports.get(str(s), resolver.port)) for s in resolver.nameservers
+    )
     end = time.monotonic() + _remaining(resolver, resolver.lifetime)
-    return QuickPlan(quickdns.Batch(asked, _header(resolver)), server, port, resolver.timeout, end)
+    return QuickPlan(quickdns.Batch(asked, _header(resolver)), servers, resolver.timeout, end)
 
 
 def _send(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]) -> quickdns.Pending | None:
@@ -268,7 +275,8 @@ def _send(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]])
     plan = quick_plan(resolver, questions)
     if plan is None:
         return None
-    pending = quickdns.Pending(plan.server, plan.port, plan.batch, plan.attempt, plan.end)
+    server, port = plan.servers[0]
+    pending = quickdns.Pending(server, port, plan.batch, plan.attempt, plan.end)
     return None if pending.failed else pending
 
 
@@ -276,15 +284,11 @@ def _header(resolver: dns.resolver.Resolver) -> quickdns.Header:
     return quickdns.Header(resolver.flags or 0, resolver.edns, resolver.payload, resolver.ednsflags)
 
 
-def _server_text(resolver: dns.resolver.Resolver) -> str:
-    server = str(resolver.nameservers[0])
-    port = resolver.nameserver_ports.get(server, resolver.port)
+def _server_text(server: str, port: int) -> str:
     return f"[{server}]:{port}" if ":" in server else f"{server}:{port}"
 
 
-def _answered(
-    resolver: dns.resolver.Resolver, question: quickdns.Question, wire: bytes | None
-) -> Lookup | None:
+def _answered(question: quickdns.Question, wire: bytes | None, server: str) -> Lookup | None:
     if wire is None:
         return None
     answer = quickdns.read_answer(wire, question)
@@ -296,7 +300,7 @@ def _answered(
         answer.status,
         answer.records,
         answer.authenticated,
-        _server_text(resolver),
+        server,
     )
 
 
@@ -313,19 +317,20 @@ def quick_lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Loo
     if wire is None and not pending.failed:
         elapsed = time.monotonic() - pending.started
         raise dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
-    return _answered(resolver, pending.questions[0], wire)
+    return _answered(pending.questions[0], wire, _server_text(pending.server, pending.port))
 
 
 def quick_results(
-    resolver: dns.resolver.Resolver, batch: quickdns.Batch, *, failed: bool, started: float
+    batch: quickdns.Batch, servers: Sequence[tuple[str, int]], *, failed: bool, started: float
 ) -> list[Lookup | None]:
-    """Each question's `Lookup` from what the quick path read; None where the full path must ask.
+    """Each question's `Lookup` from what the quick path read (`servers`: where the batch went, by
+    `batch.sources`); None where the full path must ask.
 
     A question nobody answered in time (and no socket error) is a `dns-timeout`, as `lookup`
     classifies it: the time for it is spent, it is not asked again."""
     results: list[Lookup | None] = []
-    for question, wire in zip(batch.questions, batch.wires, strict=True):
-        quick = _answered(resolver, question, wire)
+    for question, wire, source in zip(batch.questions, batch.wires, batch.sources, strict=True):
+        quick = _answered(question, wire, _server_text(*servers[source]))
         if quick is None and wire is None and not failed:
             elapsed = time.monotonic() - started
             exc = dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
@@ -349,7 +354,8 @@ def ask_together(
         if pending is None:
             return [lookup(resolver, name, rdtype) for name, rdtype in questions]
         pending.collect()
-        found = quick_results(resolver, pending.batch, failed=pending.failed, started=pending.started)
+        server = ((pending.server, pending.port),)
+        found = quick_results(pending.batch, server, failed=pending.failed, started=pending.started)
         return [
             result or lookup(resolver, name, rdtype)
             for result, (name, rdtype) in zip(found, questions, strict=True)
@@ -358,14 +364,15 @@ def ask_together(
     return collect
 
 
-def quick_path(resolver: dns.resolver.Resolver) -> bool:
+def quick_path(resolver: dns.resolver.Resolver, *, several: bool = False) -> bool:
     """Whether questions through `resolver` take the quick path (`ask_together` needs no threads):
-    one nameserver (`--resolver`); with several, dnspython's rotation over them is kept."""
+    one nameserver (`--resolver`); with several, dnspython's rotation over them is kept, unless the
+    caller rotates itself (`several`)."""
     servers = resolver.nameservers
     return (
         _plain(type(resolver))
-        and len(servers) == 1
-        and isinstance(servers[0], str)
+        and (len(servers) == 1 or (several and len(servers) > 1))
+        and all(isinstance(server, str) for server in servers)
         and resolver.keyring is None
         and not resolver.ednsoptions
     )

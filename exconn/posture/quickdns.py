@@ -98,6 +98,7 @@ class Batch:
     def __init__(self, questions: Sequence[Question], header: Header) -> None:
         self.questions = list(questions)
         self.wires: list[bytes | None] = [None] * len(self.questions)
+        self.sources: list[int] = [0] * len(self.questions)  # which server answered (index)
         self._ids: dict[int, int] = {}
         self._queries: list[bytes] = []
         opt = b""
@@ -121,16 +122,17 @@ class Batch:
             if wire is None:
                 sock.send(query)
 
-    def match(self, wire: bytes) -> None:
-        """Keep `wire` if it answers one of ours: our id, a response, our question (any case)."""
+    def match(self, wire: bytes, source: int = 0) -> None:
+        """Keep `wire` if it answers one of ours: our id, a response, our question (any case);
+        `source` says which server it came from (the index of the caller's list)."""
         if len(wire) < 12 or not wire[2] & 0x80 or wire[4:6] != b"\x00\x01":
             return
         index = self._ids.get(int.from_bytes(wire[:2], "big"))
         if index is None:
             return
         question = self.questions[index].wire
-        if wire[12 : 12 + len(question)].lower() == question.lower():
-            self.wires[index] = wire
+        if self.wires[index] is None and wire[12 : 12 + len(question)].lower() == question.lower():
+            self.wires[index], self.sources[index] = wire, source
 
 
 def connected_socket(server: str, port: int) -> socket.socket:
@@ -159,6 +161,7 @@ class Pending:
         end: float,
     ) -> None:
         self.batch = batch
+        self.server, self.port = server, port
         self.questions = self.batch.questions
         self.started, self.end, self.attempt = time.monotonic(), end, attempt
         self.failed = False  # a socket error: the unanswered go the full path

@@ -126,3 +126,60 @@ def test_a_refused_address_is_skipped_for_the_next(issued: tuple[TestCA, IssuedC
     finally:
         server.stop()
     assert fetched.status == "ok", fetched
+
+
+_HELD_OPEN = {
+    "trailer": _head("Content-Type: text/plain", "Transfer-Encoding: chunked")
+    + _chunked(POLICY, 9).removesuffix(b"0\r\n\r\n")
+    + b"0\r\nX-Checksum: 1\r\n\r\n",
+    "chunk-extension": _head("Content-Type: text/plain", "Transfer-Encoding: chunked")
+    + _chunked(POLICY, 9).removesuffix(b"0\r\n\r\n")
+    + b"0;done=1\r\n\r\n",
+    "chunked-over-length": _head(
+        "Content-Type: text/plain", "Content-Length: 99999", "Transfer-Encoding: chunked"
+    )
+    + _chunked(POLICY, 9),
+    "interim-100": b"HTTP/1.1 100 Continue\r\n\r\n"
+    + _head("Content-Type: text/plain", f"Content-Length: {len(POLICY)}")
+    + POLICY,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_HELD_OPEN))
+def test_less_common_framings_end_without_the_timeout(issued: tuple[TestCA, IssuedCert], kind: str) -> None:
+    fetched, elapsed = _fetch(issued, _HELD_OPEN[kind], keep_open=True)
+    assert fetched.status == "ok" and fetched.text == POLICY.decode(), fetched
+    assert elapsed < TIMEOUT / 2, elapsed
+
+
+def test_a_policy_under_the_limit_in_tiny_chunks_is_a_policy(issued: tuple[TestCA, IssuedCert]) -> None:
+    """RFC 8461 §3.3 bounds the policy, not its chunk framing on the wire."""
+    line = b"mx: mx%05d.canned.test\n"
+    body = POLICY + b"".join(line % n for n in range(3000))[: https.MAX_POLICY_BYTES - len(POLICY)]
+    response = _head("Content-Type: text/plain", "Transfer-Encoding: chunked") + _chunked(body, 16)
+    fetched, _ = _fetch(issued, response, keep_open=False)
+    assert fetched.status == "ok" and fetched.text is not None and len(fetched.text) == len(body), fetched
+
+
+def test_a_declared_length_past_the_limit_is_judged_at_once(issued: tuple[TestCA, IssuedCert]) -> None:
+    response = _head("Content-Type: text/plain", f"Content-Length: {https.MAX_POLICY_BYTES + 1}") + POLICY
+    fetched, elapsed = _fetch(issued, response, keep_open=True)
+    assert fetched.status == "invalid" and "larger than 65536" in fetched.errors[0].detail
+    assert elapsed < TIMEOUT / 2, elapsed
+
+
+def test_an_idn_policy_host_is_asked_for_in_a_labels(issued: tuple[TestCA, IssuedCert]) -> None:
+    ca, _cert = issued
+    cert = ca.issue("idn", ["mta-sts.xn--bcher-kva.test"])
+    response = _head("Content-Type: text/plain", f"Content-Length: {len(POLICY)}") + POLICY
+    server = CannedTls("127.0.0.1", cert, response, keep_open=False)
+    try:
+        tls = ssl.create_default_context(cafile=str(ca.pem_path))
+        fetched = asyncio.run(
+            https.fetch_policy(
+                "mta-sts.bücher.test", ["127.0.0.1"], port=server.port, tls=tls, timeout=TIMEOUT
+            )
+        )
+    finally:
+        server.stop()
+    assert fetched.status == "ok", fetched

@@ -12,16 +12,37 @@ read (truncation, SERVFAIL, aliases, a resolver class of its own) goes dnspython
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import errno
 import functools
 import socket
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 
 import dns.resolver
 
 from exconn.posture import dns as pdns
 from exconn.posture import quickdns
 from exconn.posture.errors import ProbeError
+
+#: The executor for full-path questions (scan.py sets one per scan): apart from the SMTP probes,
+#: so a question never waits behind probes that hang to their timeout while its deadline runs.
+full_path_pool: contextvars.ContextVar[Executor | None] = contextvars.ContextVar(
+    "full_path_pool", default=None
+)
+_OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
+
+
+class _Outcome:
+    """How a quick exchange ended: `failed` (the unanswered go the full path), `no_socket` (this
+    process is out of file descriptors: no path can ask, and saying SERVFAIL would be a lie)."""
+
+    __slots__ = ("failed", "no_socket")
+
+    def __init__(self) -> None:
+        self.failed = False
+        self.no_socket: OSError | None = None
 
 
 async def ask(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]]) -> list[pdns.Lookup]:
@@ -32,14 +53,20 @@ async def ask(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, st
     plan = pdns.quick_plan(resolver, questions, several=True)
     if plan is not None:
         started = time.monotonic()
-        failed = await _exchange(plan)
-        found = pdns.quick_results(plan.batch, plan.servers, failed=failed, started=started)
+        outcome = await _exchange(plan)
+        found = pdns.quick_results(plan.batch, plan.servers, failed=outcome.failed, started=started)
+        if outcome.no_socket is not None:
+            return [
+                result or _no_socket(name, rdtype, outcome.no_socket)
+                for result, (name, rdtype) in zip(found, questions, strict=True)
+            ]
     missing = [index for index, result in enumerate(found) if result is None]
     if missing:
         loop = asyncio.get_running_loop()
+        pool = full_path_pool.get()
         full = await asyncio.gather(
             *(
-                loop.run_in_executor(None, functools.partial(pdns.lookup, resolver, *questions[index]))
+                loop.run_in_executor(pool, functools.partial(pdns.lookup, resolver, *questions[index]))
                 for index in missing
             )
         )
@@ -48,64 +75,99 @@ async def ask(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, st
     return [result for result in found if result is not None]
 
 
+def _no_socket(name: str, rdtype: str, exc: OSError) -> pdns.Lookup:
+    detail = (
+        f"{rdtype} {name}: not asked: this process cannot open a socket ({exc.strerror}); "
+        "lower --concurrency or raise the open-files limit (ulimit -n)"
+    )
+    error = ProbeError("dns-error", detail)
+    return pdns.Lookup(name, rdtype, "error", error=error, errors=(error,))
+
+
 async def addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[str], list[ProbeError]]:
     """A and AAAA of `host`, asked together; errors for lookups that failed (not for absences)."""
     return pdns.addresses_of(await ask(resolver, [(host, "A"), (host, "AAAA")]))
 
 
-async def _exchange(plan: pdns.QuickPlan) -> bool:
-    """Send `plan`'s batch and read answers into it until complete or `plan.end`; True when a
-    socket failed (then the unanswered go the full path, which names the failure).
+async def _exchange(plan: pdns.QuickPlan) -> _Outcome:
+    """Send `plan`'s batch and read answers into it until complete or `plan.end`.
 
     The first attempt goes to the first nameserver, each later one (every `plan.attempt` s) to the
-    next in turn, as dnspython rotates; an answer from any of them counts, and says which."""
+    next in turn, as dnspython rotates; an answer from any of them counts, and says which. A server
+    whose socket fails (ICMP unreachable, no route) is left out of the turns; when all have failed,
+    the unanswered go the full path, which names the failure."""
     loop = asyncio.get_running_loop()
     batch = plan.batch
+    outcome = _Outcome()
     sockets: dict[int, socket.socket] = {}
-    done: asyncio.Future[bool] = loop.create_future()
+    broken: set[int] = set()
+    done: asyncio.Future[None] = loop.create_future()
     timer: asyncio.TimerHandle | None = None
-    attempt = 0
+    turn = 0
 
-    def finish(failed: bool) -> None:
+    def finish() -> None:
         if not done.done():
-            done.set_result(failed)
+            done.set_result(None)
+
+    def fail(source: int) -> None:
+        broken.add(source)
+        sock = sockets.pop(source, None)
+        if sock is not None:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        if len(broken) == len(plan.servers):
+            outcome.failed = True
+            finish()
 
     def readable(source: int) -> None:
-        sock = sockets[source]
+        sock = sockets.get(source)
+        if sock is None:
+            return
         try:
             while True:
                 batch.match(sock.recv(65535), source)
                 if batch.complete:
-                    finish(False)
+                    finish()
                     return
         except BlockingIOError:
             return
         except OSError:  # e.g. ICMP port unreachable on the connected socket
-            finish(True)
+            fail(source)
 
     def send() -> None:
-        nonlocal timer, attempt
+        nonlocal timer, turn
         left = plan.end - time.monotonic()
         if left <= 0:
-            finish(False)
+            finish()
             return
-        source = attempt % len(plan.servers)
-        attempt += 1
-        try:
-            sock = sockets.get(source)
-            if sock is None:
-                sock = sockets[source] = quickdns.connected_socket(*plan.servers[source])
-                sock.setblocking(False)
-                loop.add_reader(sock.fileno(), readable, source)
-            batch.send(sock)
-        except OSError:
-            finish(True)
+        while len(broken) < len(plan.servers):
+            source = turn % len(plan.servers)
+            turn += 1
+            if source in broken:
+                continue
+            try:
+                sock = sockets.get(source)
+                if sock is None:
+                    sock = quickdns.connected_socket(*plan.servers[source])
+                    sockets[source] = sock
+                    sock.setblocking(False)
+                    loop.add_reader(sock.fileno(), readable, source)
+                batch.send(sock)
+                break
+            except OSError as exc:
+                if exc.errno in _OUT_OF_FILES:
+                    outcome.no_socket = exc
+                    finish()
+                    return
+                fail(source)
+        if done.done():
             return
         timer = loop.call_later(min(plan.attempt, left), send)
 
     try:
         send()
-        return await done
+        await done
+        return outcome
     finally:
         if timer is not None:
             timer.cancel()

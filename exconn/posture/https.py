@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from exconn.names import to_a_labels
 from exconn.posture.errors import ProbeError
 
 POLICY_PATH = "/.well-known/mta-sts.txt"
@@ -42,6 +43,7 @@ async def fetch_policy(
 ) -> Fetch:
     """GET the policy from `host` at the first of `addresses` that takes a connection, within
     `timeout` seconds overall."""
+    host = to_a_labels(host)  # as DNS, SNI and the Host header carry an IDN
     url = policy_url(host, port)
     deadline = time.monotonic() + timeout
     last: ProbeError | None = None
@@ -76,8 +78,9 @@ async def _fetch_from(
     step = "connect"
     request = (
         f"GET {POLICY_PATH} HTTP/1.1\r\nHost: {host if port == 443 else f'{host}:{port}'}\r\n"
-        "User-Agent: exconn-posture\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
-    ).encode("ascii")
+        "User-Agent: exconn-posture\r\nAccept: text/plain\r\nAccept-Encoding: identity\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("ascii")  # `host` is in A-labels (fetch_policy)
     try:
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
             reader, writer = await asyncio.open_connection(address, port)
@@ -107,41 +110,97 @@ async def _fetch_from(
 async def _read_response(reader: asyncio.StreamReader) -> tuple[bytes, str | None]:
     """The response's bytes, up to the peer's close or the end of a complete answer; the second
     item says which bound was passed ("head", "body"), if any."""
-    data = bytearray()
-    head_end = -1
+    framing = _Framing()
     while True:
         chunk = await reader.read(65536)
         if not chunk:
-            return bytes(data), None
-        searched = max(len(data) - 3, 0)
-        data += chunk
-        if head_end < 0:
-            head_end = data.find(b"\r\n\r\n", searched)
-            if head_end < 0:
-                if len(data) > MAX_HEAD_BYTES:
-                    return bytes(data), "head"
-                continue
-        if len(data) - head_end - 4 > MAX_POLICY_BYTES + 4096:  # chunk framing included
-            return bytes(data), "body"
-        if _complete(data, head_end):
-            return bytes(data), None
+            return bytes(framing.data), None
+        verdict = framing.feed(chunk)
+        if verdict is not None:
+            return bytes(framing.data), verdict or None
 
 
-def _complete(data: bytearray, head_end: int) -> bool:
-    """Whether a server that keeps the connection open has sent all of its answer already."""
-    head = bytes(data[:head_end]).decode("latin-1").lower()
-    status_line, _, fields = head.partition("\r\n")
-    if not status_line.startswith("http/1.1 200") and not status_line.startswith("http/1.0 200"):
-        return True  # only the status and headers of anything but a policy are judged
-    body = len(data) - head_end - 4
-    for field in fields.split("\r\n"):
-        name, _, value = field.partition(":")
-        name, value = name.strip(), value.strip()
-        if name == "content-length" and value.isdigit():
-            return body >= int(value)
-        if name == "transfer-encoding" and "chunked" in value:
-            return data.endswith(b"\r\n0\r\n\r\n")
-    return False  # delimited by the close
+class _Framing:
+    """Where the answer ends, learnt as bytes come: the head is read once (its status and framing),
+    then only lengths are compared or chunk sizes walked, so each byte is looked at a bounded
+    number of times however the peer splits its answer (linear cost, bounded memory)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._head_from = 0  # where the head being looked for begins (past any 1xx answer)
+        self._body = -1  # where the final answer's body begins, once its head is read
+        self._length: int | None = None
+        self._chunked = False
+        self._walked = 0  # chunked: where the next chunk-size line begins
+        self._decoded = 0
+
+    def feed(self, chunk: bytes) -> str | None:
+        """None: read on. "": the answer is complete. "head"/"body": a bound was passed."""
+        searched = max(len(self.data) - 3, self._head_from)
+        self.data += chunk
+        while self._body < 0:
+            end = self.data.find(b"\r\n\r\n", searched)
+            if end < 0 or end - self._head_from > MAX_HEAD_BYTES:
+                return "head" if len(self.data) - self._head_from > MAX_HEAD_BYTES else None
+            verdict = self._read_head(bytes(self.data[self._head_from : end]), end + 4)
+            if verdict is not None:
+                return verdict
+            searched = self._head_from
+        body = len(self.data) - self._body
+        if self._chunked:
+            return self._walk()
+        if self._length is not None:
+            return "" if body >= self._length else None
+        return "body" if body > MAX_POLICY_BYTES else None  # delimited by the close
+
+    def _read_head(self, head: bytes, body: int) -> str | None:
+        lines = head.decode("latin-1").lower().split("\r\n")
+        parts = lines[0].split(" ", 2)
+        code = parts[1] if len(parts) > 1 else ""
+        if code.startswith("1") and code != "101":
+            self._head_from = body  # an interim answer (100 Continue): the final one follows
+            return None
+        if code != "200":
+            return ""  # only the status and headers of anything but a policy are judged
+        self._body = self._walked = body
+        for field in lines[1:]:
+            name, _, value = field.partition(":")
+            name, value = name.strip(), value.strip()
+            if name == "transfer-encoding" and "chunked" in value:
+                self._chunked = True  # chunked takes precedence over any Content-Length
+            elif name == "content-length" and value.isdigit() and self._length is None:
+                self._length = int(value)
+        if self._chunked:
+            self._length = None
+        if self._length is not None and self._length > MAX_POLICY_BYTES:
+            return "body"  # declared too big: judged without waiting for it
+        return None
+
+    def _walk(self) -> str | None:
+        data = self.data
+        while True:
+            line_end = data.find(b"\r\n", self._walked)
+            if line_end < 0:
+                return "body" if len(data) - self._walked > 1024 else None  # no size line is that long
+            size_text = bytes(data[self._walked : line_end]).split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                return ""  # malformed: http.client's parser says how
+            if size == 0:  # the last chunk; the trailer section ends with an empty line
+                if data[line_end + 2 : line_end + 4] == b"\r\n":
+                    return ""
+                trailer_end = data.find(b"\r\n\r\n", line_end)
+                if trailer_end >= 0:
+                    return ""
+                return "head" if len(data) - line_end > MAX_HEAD_BYTES else None
+            if self._decoded + size > MAX_POLICY_BYTES:
+                return "body"
+            following = line_end + 2 + size + 2
+            if len(data) < following:
+                return None  # the chunk is still coming: walked again from its size line
+            self._decoded += size
+            self._walked = following
 
 
 class _Canned:
@@ -170,7 +229,7 @@ def judge(response: http.client.HTTPResponse, url: str, *, too_big: bool = False
     if response.status != 200:
         detail = f"{url}: HTTP {response.status} {response.reason}; only 200 is a policy (RFC 8461 §3.3)"
         return Fetch("invalid", None, (ProbeError(_FETCH_ERROR, detail),))
-    length = response.getheader("Content-Length")
+    length = None if response.chunked else response.getheader("Content-Length")  # chunked wins
     big = Fetch(
         "invalid", None, (ProbeError(_FETCH_ERROR, f"{url}: policy larger than {MAX_POLICY_BYTES} bytes"),)
     )

@@ -4,8 +4,8 @@ One event loop carries the scan: `scan_domains` keeps `concurrency` domains in f
 domain's independent look-ups run at the same time as coroutines (adns.py: a batch of questions on
 one socket; https.py: the policy fetch), so a domain costs about its longest chain (MX -> TLSA |
 TLS-RPT; TXT | A -> fetch; MX -> A -> probe), a dead host its own timeout, and no thread waits for an
-answer. The SMTP probe (blocking sockets, STARTTLS) and the rare full-path DNS question run on the
-loop's executor. One domain's failure (even an unexpected exception) becomes that domain's
+answer. The SMTP probe (blocking sockets, STARTTLS) and the rare full-path DNS question run on
+executors, one each. One domain's failure (even an unexpected exception) becomes that domain's
 `errors`, never the end of the run. Results keep the order of the input. Nothing here builds a
 client on its own: the resolver is passed in.
 """
@@ -291,15 +291,24 @@ def scan_domains(
 
 @contextlib.contextmanager
 def _executor(concurrency: int) -> Iterator[None]:
-    """The running loop's executor for this scan: SMTP probes (a domain has up to ten MX hosts) and
-    full-path DNS questions (all of them with several nameservers, where the quick path keeps out of
-    dnspython's rotation: about five at once per domain); threads are made only as work comes."""
-    pool = ThreadPoolExecutor(max_workers=min(MAX_THREADS, 6 * concurrency), thread_name_prefix="posture")
-    asyncio.get_running_loop().set_default_executor(pool)
+    """The running loop's executors for this scan: the default one for SMTP probes (a domain has up
+    to ten MX hosts), and one of its own for full-path DNS questions (adns.full_path_pool), so a
+    question never queues behind probes hanging to their timeout while its deadline runs. Threads
+    are made only as work comes."""
+    probes = ThreadPoolExecutor(
+        max_workers=min(MAX_THREADS, 4 * concurrency), thread_name_prefix="posture-probe"
+    )
+    questions = ThreadPoolExecutor(
+        max_workers=min(MAX_THREADS, 4 * concurrency), thread_name_prefix="posture-dns"
+    )
+    asyncio.get_running_loop().set_default_executor(probes)
+    token = adns.full_path_pool.set(questions)
     try:
         yield
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # all done by now; no thread outlives the scan
+        adns.full_path_pool.reset(token)
+        for pool in (probes, questions):
+            pool.shutdown(wait=True, cancel_futures=True)  # all done by now; no thread outlives the scan
 
 
 def _scan_in_processes(

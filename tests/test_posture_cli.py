@@ -259,3 +259,15 @@ def test_progress_bar_only_on_a_terminal(posture_env: PostureEnv, monkeypatch: p
     assert main(["good.test", "nosts.test", "--format", "json", *posture_env.cli_args()]) == 0
     assert terminal.getvalue().endswith("] 2/2\n")
     assert "] 1/2" in terminal.getvalue()
+
+
+@pytest.mark.parametrize("content", [b"not a certificate\n", b""], ids=["text", "empty"])
+def test_a_ca_file_without_a_certificate_is_an_input_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    """Said before anything is asked, with the file named: not an internal error mid-scan."""
+    bad = tmp_path / "roots.pem"
+    bad.write_bytes(content)
+    code, out, err = run(["example.test", "--ca-file", str(bad), "--no-smtp"], capsys)
+    assert code == 2 and out == ""
+    assert f"no certificate found in CA file {bad}" in err and "internal error" not in err, err

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -98,11 +99,15 @@ class TrustStore:
     def https_context(self) -> ssl.SSLContext:
         with self._lock:
             if not self._https:
-                context = (
-                    ssl.create_default_context(cafile=self.ca_file)
-                    if self.ca_file
-                    else (ssl.create_default_context())
-                )
+                if self.ca_file is None:
+                    context = ssl.create_default_context()
+                else:
+                    # From the roots already read: the file is not read twice, and one that holds
+                    # no certificate (`error`) trusts nothing instead of raising here.
+                    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    if self.roots:
+                        der = b"".join(c.public_bytes(serialization.Encoding.DER) for c in self.roots)
+                        context.load_verify_locations(cadata=der)
                 context.check_hostname = True
                 context.verify_mode = ssl.CERT_REQUIRED
                 self._https.append(context)

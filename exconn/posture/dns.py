@@ -33,9 +33,6 @@ from exconn.posture.errors import ProbeError
 
 DEFAULT_PORT = 53
 
-#: What the SMTP probe and the policy fetch use to turn a host name into addresses.
-AddressResolver = Callable[[str], list[str]]
-
 
 class ResolverAddressError(ValueError):
     """`--resolver` was not `ADDR`, `ADDR:PORT` or `[V6ADDR]:PORT`."""
@@ -462,26 +459,6 @@ def addresses_of(results: Sequence[Lookup]) -> tuple[list[str], list[ProbeError]
         elif result.error is not None:
             errors.append(result.error)
     return addresses, errors
-
-
-def _or_raise(host: str, addresses: list[str], errors: list[ProbeError]) -> list[str]:
-    if not addresses:
-        if errors:
-            raise LookupError("; ".join(e.detail for e in errors))
-        raise LookupError(f"{host}: no A or AAAA records")
-    return addresses
-
-
-def address_resolver(resolver: dns.resolver.Resolver) -> AddressResolver:
-    """The resolution function handed to the probes: addresses of a host through our resolver.
-
-    Raises `LookupError` (with the DNS error in its message) when the host has no address.
-    """
-
-    def resolve(host: str) -> list[str]:
-        return _or_raise(host, *resolve_addresses(resolver, host))
-
-    return resolve
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,11 +84,6 @@ class Discovery:
     errors: tuple[ProbeError, ...]
 
 
-def discover(resolver: dns.resolver.Resolver, domain: str) -> Discovery:
-    """Look up and judge the `_mta-sts.<domain>` TXT record(s)."""
-    return judge_discovery(sts_name(domain), pdns.lookup(resolver, sts_name(domain), "TXT"))
-
-
 def sts_name(domain: str) -> str:
     return f"_mta-sts.{domain}"
 

@@ -43,8 +43,14 @@ class NetworkOptions:
         timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
         if not (timeout > 0 and math.isfinite(timeout)):  # `nan > 0` is False too
             raise UsageError(f"--timeout must be a number of seconds more than 0, not {timeout}")
-        if ca_file is not None and not Path(ca_file).is_file():
-            raise InputError(ca_file, "CA file not found")
+        if ca_file is not None:
+            if not Path(ca_file).is_file():
+                raise InputError(ca_file, "CA file not found")
+            from exconn.posture.certs import TrustStore  # cryptography: only when a file is named
+
+            unusable = TrustStore.load(ca_file).error
+            if unusable is not None:
+                raise InputError(ca_file, unusable)
         return cls(
             resolver_address=resolver_address,
             ca_file=ca_file,

@@ -90,7 +90,8 @@ class Header:
 
 
 class Batch:
-    """Questions to one server: their queries (each its own id) and the responses matched so far.
+    """Questions to a resolver: their queries (each its own id) and the responses matched so far,
+    with the index of the server each came from.
 
     Transport-free: `Pending` drives it over a blocking socket, the scan's event loop (posture/adns.py)
     over a non-blocking one."""

@@ -23,10 +23,14 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.servers.ca import IssuedCert, TestCA
+
+if TYPE_CHECKING:
+    from tests.servers.smtp import SmtpServers
 
 NGINX_IP = "127.0.80.1"
 SILENT_HTTPS_IP = "127.0.80.2"
@@ -118,6 +122,7 @@ class PostureEnv:
     smtp_port: int
     certs: dict[str, IssuedCert] = field(default_factory=dict)
     directory: Path = Path()
+    smtp: SmtpServers | None = None  # what each MX host was told
 
     def cli_args(self, *, smtp: bool = False, timeout: float = 5.0) -> list[str]:
         args = [
@@ -332,6 +337,7 @@ def posture_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostureEnv
             smtp_port=smtp_port,
             certs={**certs, **{h: c for h, c in smtp_certs.items() if c is not None}},
             directory=base,
+            smtp=smtp,
         )
     finally:
         for server in reversed(stack):

@@ -5,6 +5,8 @@ Every rule of issue 3 has a domain of its own under `.test`; `conftest.DOMAINS` 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -495,6 +497,7 @@ class _Counts:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.in_flight = self.peak = self.asked = 0
+        self.questions: list[tuple[str, str]] = []
 
 
 class _CountingResolver(dns.resolver.Resolver):
@@ -515,6 +518,7 @@ class _CountingResolver(dns.resolver.Resolver):
         with counts.lock:
             counts.in_flight += 1
             counts.asked += 1
+            counts.questions.append((str(args[0]), str(args[1]) if len(args) > 1 else "A"))
             counts.peak = max(counts.peak, counts.in_flight)
         try:
             time.sleep(0.05)
@@ -540,6 +544,55 @@ def test_one_domain_asks_its_independent_questions_at_once(
     assert counts.peak >= 3, counts.peak
     # The longest chain is MX -> A|AAAA -> probe (or TXT -> A|AAAA -> fetch): ~3 answers deep.
     assert elapsed < 0.05 * counts.asked, (elapsed, counts.asked)
+
+
+def test_a_shared_mx_host_is_asked_and_probed_once_per_scan(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    """Domains hosted together share MX hosts: the scan probes each host once and asks its TLSA
+    once, and every domain still gets the host's facts (its own policy match)."""
+    assert posture_env.smtp is not None
+    domains = ["good.test", "testing.test", "none.test", "nosts.test"]  # all MX mx.good.test
+    counting = _CountingResolver(posture_resolver)
+    before = len(posture_env.smtp.sessions("mx.good.test"))
+    options = ScanOptions(
+        timeout=5.0,
+        ca_file=posture_env.ca_file,
+        smtp=True,
+        smtp_port=posture_env.smtp_port,
+        https_port=posture_env.https_port,
+    )
+    report = scan_domains(domains, resolver=counting, options=options, concurrency=4, processes=1)
+    assert len(posture_env.smtp.sessions("mx.good.test")) - before == 1
+    tlsa = [q for q in counting.counts.questions if q[1] == "TLSA"]
+    assert tlsa == [("_25._tcp.mx.good.test", "TLSA")], tlsa
+    hosts = {d.domain: d.mx_hosts[0] for d in report.domains}
+    assert {h.host for h in hosts.values()} == {"mx.good.test"}
+    assert all(h.probe == "done" and h.certificate is not None for h in hosts.values()), hosts
+    assert hosts["good.test"].policy_match is True and hosts["nosts.test"].policy_match is None
+    assert {d.domain: d.dane.status for d in report.domains} == dict.fromkeys(domains, "valid")
+
+
+def test_a_domain_cancelled_while_asking_leaves_the_answer_to_the_others(
+    posture_env: PostureEnv, posture_resolver: dns.resolver.Resolver
+) -> None:
+    """The first domain to need a host asks for everyone: its own end (cancelled, failed) must not
+    cancel the question the others wait on."""
+    from exconn.posture import aio
+    from exconn.posture.scan import _PerHost
+
+    async def two() -> tuple[bool, str, bool]:
+        shared = _PerHost()
+        first = asyncio.get_running_loop().create_task(shared.tlsa_of(["mx.good.test"], posture_resolver))
+        await asyncio.sleep(0)  # the first has asked
+        first.cancel()
+        second = await shared.tlsa_of(["mx.good.test"], posture_resolver)
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        return first.cancelled(), second[0].status, second[0].authenticated
+
+    cancelled, status, authenticated = aio.run(two())
+    assert cancelled and status == "ok" and authenticated
 
 
 @pytest.mark.parametrize("kind", ["silent", "truncating"])

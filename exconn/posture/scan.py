@@ -18,10 +18,10 @@ import datetime as dt
 import functools
 import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import dns.resolver
 
@@ -51,6 +51,8 @@ from exconn.posture.mtasts import observe_mta_sts, policy_matches
 from exconn.posture.smtp import MxProbe, probe_mx
 from exconn.posture.tlsrpt import judge_tlsrpt, tlsrpt_name
 
+_T = TypeVar("_T")
+
 DEFAULT_CONCURRENCY = 32
 MAX_MX_HOSTS = 10  # a domain with more MX hosts gets the first ten (by preference) probed
 MAX_THREADS = 256  # SMTP probes and full-path DNS questions in flight at once, per process
@@ -69,6 +71,71 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class _PerHost:
+    """What a scan learns once per MX host however many domains name it (their TLSA records, the
+    SMTP probe): domains hosted together (Exchange Online, Google) share a handful of MX hosts, and
+    asking each one a thousand times costs time, DNS traffic and the goodwill of the host (a probe
+    per domain looks like a scan and meets rate limits). The first domain to need a host asks; the
+    others await the same answer, shielded, so one domain's failure never cancels it for the rest.
+    One per scan and loop (a worker process has its own)."""
+
+    def __init__(self) -> None:
+        self.tlsa: dict[str, asyncio.Future[pdns.Lookup]] = {}
+        self.probes: dict[str, asyncio.Future[MxProbe | MxHostFacts]] = {}
+        self._running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    async def tlsa_of(self, hosts: Sequence[str], resolver: dns.resolver.Resolver) -> list[pdns.Lookup]:
+        new = [host for host in hosts if host not in self.tlsa]
+        if new:  # one batch for the hosts nobody asked for yet
+            futures = _reserve(self.tlsa, new)
+            self._start(_settle(futures, adns.ask(resolver, [(tlsa_name(h), "TLSA") for h in new])))
+        return [await _shared(self.tlsa[host]) for host in hosts]
+
+    async def probe_of(self, host: str, resolver: dns.resolver.Resolver, run: _Run) -> MxProbe | MxHostFacts:
+        if host not in self.probes:
+            futures = _reserve(self.probes, [host])
+            self._start(_settle(futures, _listed(_probe_host(host, resolver, run))))
+        return await _shared(self.probes[host])
+
+    def _start(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+
+def _reserve(memo: dict[str, asyncio.Future[_T]], hosts: list[str]) -> list[asyncio.Future[_T]]:
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[_T]] = [loop.create_future() for _ in hosts]
+    for future in futures:  # retrieved even if every waiter was cancelled first: no "never retrieved"
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    memo.update(zip(hosts, futures, strict=True))
+    return futures
+
+
+async def _shared(future: asyncio.Future[_T]) -> _T:
+    return future.result() if future.done() else await asyncio.shield(future)
+
+
+async def _listed(job: Awaitable[_T]) -> list[_T]:
+    return [await job]
+
+
+async def _settle(futures: list[asyncio.Future[_T]], job: Awaitable[list[_T]]) -> None:
+    """Resolve `futures` with `job`'s results in order, or all with its exception."""
+    try:
+        results = await job
+    except Exception as exc:  # every waiter gets it (observe_domain makes it that domain's error)
+        for future in futures:
+            future.set_exception(exc)
+        return
+    except BaseException:  # cancelled with the scan (Ctrl-C): so are its waiters
+        for future in futures:
+            future.cancel()
+        raise
+    for future, result in zip(futures, results, strict=True):
+        future.set_result(result)
+
+
 @dataclass(frozen=True, slots=True)
 class _Run:
     """What every domain of one scan shares: loaded once (the trust store costs ~18 ms)."""
@@ -77,11 +144,12 @@ class _Run:
     options: ScanOptions
     trust: TrustStore
     tls: ssl.SSLContext
+    hosts: _PerHost
 
     @classmethod
     def make(cls, resolver: dns.resolver.Resolver, options: ScanOptions, trust: TrustStore | None) -> _Run:
         trust = trust or TrustStore.load(options.ca_file)
-        return cls(resolver, options, trust, trust.https_context())
+        return cls(resolver, options, trust, trust.https_context(), _PerHost())
 
 
 def scan_domain(
@@ -158,9 +226,9 @@ async def _scan(domain: str, observed_at: str, run: _Run) -> DomainPosture:
             errors=found.errors,
         )
         hosts = list(dict.fromkeys(mx.hosts))[:MAX_MX_HOSTS]
-        tlsa_job = group.create_task(adns.ask(resolver, [(tlsa_name(host), "TLSA") for host in hosts]))
+        tlsa_job = group.create_task(run.hosts.tlsa_of(hosts, resolver))
         probe_jobs = (
-            {host: group.create_task(_probe_host(host, resolver, run)) for host in hosts}
+            {host: group.create_task(run.hosts.probe_of(host, resolver, run)) for host in hosts}
             if options.smtp
             else {}
         )

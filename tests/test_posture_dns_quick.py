@@ -9,6 +9,7 @@ import socket
 import time
 from typing import Any
 
+import dns.rdatatype
 import dns.resolver
 import pytest
 
@@ -172,3 +173,65 @@ def test_the_event_loop_turns_to_the_next_nameserver(posture_env: PostureEnv) ->
     assert 0.9 < elapsed < 1.9, elapsed  # the first attempt's second, then the second server
     expected = pdns.lookup(_full(pdns.make_resolver(posture_env.resolver)), "good.test", "MX")
     assert results[0] == expected
+
+
+class _AnswersOnlyA:
+    """A real nameserver on loopback that answers A questions (127.0.0.9) and never any other: the
+    case of one slow answer among quick ones, which Unbound in front of a healthy zone cannot show."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rrset
+
+        while True:
+            try:
+                wire, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return  # closed
+            query = dns.message.from_wire(wire)
+            question = query.question[0]
+            if question.rdtype != dns.rdatatype.A:
+                continue
+            response = dns.message.make_response(query)
+            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", "127.0.0.9"))
+            self.sock.sendto(response.to_wire(), peer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_questions_asked_apart_do_not_wait_on_each_other() -> None:
+    """One exchange for both groups, but the A group's answer does not wait for the TXT group's,
+    which never comes (a timeout, once)."""
+    server = _AnswersOnlyA()
+    resolver = pdns.make_resolver(server.address, timeout=0.8)
+    finished: dict[str, float] = {}
+
+    async def both() -> tuple[list[pdns.Lookup], list[pdns.Lookup]]:
+        started = time.monotonic()
+        quick, slow = adns.ask_apart(resolver, [[("a.test", "A")], [("a.test", "TXT"), ("b.test", "A")]])
+
+        async def timed(name: str, task: asyncio.Task[list[pdns.Lookup]]) -> list[pdns.Lookup]:
+            result = await task
+            finished[name] = time.monotonic() - started
+            return result
+
+        return await asyncio.gather(timed("quick", quick), timed("slow", slow))
+
+    try:
+        quick, slow = asyncio.run(both())
+    finally:
+        server.close()
+    assert [r.status for r in quick] == ["ok"] and quick[0].records[0].to_text() == "127.0.0.9"
+    assert slow[0].error is not None and slow[0].error.type == "dns-timeout"
+    assert slow[1].status == "ok"  # answered at once, reported with its group
+    assert finished["quick"] < 0.4 < 0.7 < finished["slow"] < 1.5, finished

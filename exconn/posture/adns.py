@@ -49,17 +49,74 @@ async def ask(resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, st
     """The `Lookup` of each (name, rdtype) in `questions`, all asked at the same time."""
     if not questions:
         return []
-    found: list[pdns.Lookup | None] = [None] * len(questions)
     plan = pdns.quick_plan(resolver, questions, several=True)
-    if plan is not None:
-        started = time.monotonic()
-        outcome = await _exchange(plan)
-        found = pdns.quick_results(plan.batch, plan.servers, failed=outcome.failed, started=started)
-        if outcome.no_socket is not None:
-            return [
-                result or _no_socket(name, rdtype, outcome.no_socket)
-                for result, (name, rdtype) in zip(found, questions, strict=True)
-            ]
+    if plan is None:
+        return await _full_path(resolver, questions, [None] * len(questions))
+    exchange = _Exchange(plan, asyncio.get_running_loop(), [range(len(questions))])
+    await exchange.run()
+    return await _complete(resolver, exchange, exchange.groups[0], questions)
+
+
+def ask_apart(
+    resolver: dns.resolver.Resolver, groups: Sequence[Sequence[tuple[str, str]]]
+) -> list[asyncio.Task[list[pdns.Lookup]]]:
+    """`ask` for each group, all in one exchange (one socket), each group's `Lookup`s as soon as its
+    own answers are in: a group never waits on another's slow answer, nor on its full-path retry.
+    Call it from a running loop; the tasks run whether or not anyone awaits them."""
+    loop = asyncio.get_running_loop()
+    flat = [question for group in groups for question in group]
+    plan = pdns.quick_plan(resolver, flat, several=True) if flat else None
+    if plan is None:
+        return [loop.create_task(ask(resolver, group)) for group in groups]
+    bounds, start = [], 0
+    for group in groups:
+        bounds.append(range(start, start + len(group)))
+        start += len(group)
+    exchange = _Exchange(plan, loop, bounds)
+    running = loop.create_task(exchange.run())
+    return [loop.create_task(_group(resolver, exchange, running, n, flat)) for n in range(len(groups))]
+
+
+async def _group(
+    resolver: dns.resolver.Resolver,
+    exchange: _Exchange,
+    running: asyncio.Task[None],
+    n: int,
+    questions: Sequence[tuple[str, str]],
+) -> list[pdns.Lookup]:
+    try:
+        await exchange.ready[n]
+        return await _complete(resolver, exchange, exchange.groups[n], questions)
+    finally:
+        exchange.waiting -= 1
+        if not exchange.waiting:
+            running.cancel()  # nobody waits for the rest: its socket closes now
+
+
+async def _complete(
+    resolver: dns.resolver.Resolver,
+    exchange: _Exchange,
+    indices: range,
+    questions: Sequence[tuple[str, str]],
+) -> list[pdns.Lookup]:
+    """The `Lookup`s of `questions[indices]` from what `exchange` read, the rest by the full path."""
+    plan, outcome = exchange.plan, exchange.outcome
+    found = pdns.quick_results(
+        plan.batch, plan.servers, failed=outcome.failed, started=exchange.started, indices=indices
+    )
+    asked = [questions[index] for index in indices]
+    if outcome.no_socket is not None:
+        return [
+            result or _no_socket(name, rdtype, outcome.no_socket)
+            for result, (name, rdtype) in zip(found, asked, strict=True)
+        ]
+    return await _full_path(resolver, asked, found)
+
+
+async def _full_path(
+    resolver: dns.resolver.Resolver, questions: Sequence[tuple[str, str]], found: list[pdns.Lookup | None]
+) -> list[pdns.Lookup]:
+    """`found`, each None in it replaced by dnspython's full-path answer (on the executor)."""
     missing = [index for index, result in enumerate(found) if result is None]
     if missing:
         loop = asyncio.get_running_loop()
@@ -89,41 +146,68 @@ async def addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[st
     return pdns.addresses_of(await ask(resolver, [(host, "A"), (host, "AAAA")]))
 
 
-async def _exchange(plan: pdns.QuickPlan) -> _Outcome:
-    """Send `plan`'s batch and read answers into it until complete or `plan.end`.
+class _Exchange:
+    """Send `plan`'s batch and read answers into it until complete or `plan.end`; `ready[n]` is set
+    as soon as the questions of `groups[n]` are all answered, or the exchange ends.
 
     The first attempt goes to the first nameserver, each later one (every `plan.attempt` s) to the
     next in turn, as dnspython rotates; an answer from any of them counts, and says which. A server
     whose socket fails (ICMP unreachable, no route) is left out of the turns; when all have failed,
-    the unanswered go the full path, which names the failure."""
-    exchange = _Exchange(plan, asyncio.get_running_loop())
-    try:
-        exchange.send()
-        await exchange.done
-        return exchange.outcome
-    finally:
-        exchange.close()
+    the unanswered go the full path, which names the failure.
 
+    State in an object rather than closures: closures that call each other form reference cycles,
+    and a scan's thousands of them kept the cyclic collector busy (about a tenth of the scan's CPU).
+    `run` drops the loop's references to it when it ends."""
 
-class _Exchange:
-    """The state of one `_exchange`, in an object rather than closures: closures that call each
-    other form reference cycles, and a scan's thousands of them kept the cyclic collector busy
-    (about a tenth of the scan's CPU). `close` drops the loop's references to it."""
+    __slots__ = (
+        "batch",
+        "broken",
+        "done",
+        "groups",
+        "loop",
+        "outcome",
+        "plan",
+        "ready",
+        "sockets",
+        "started",
+        "timer",
+        "turn",
+        "waiting",
+    )
 
-    __slots__ = ("batch", "broken", "done", "loop", "outcome", "plan", "sockets", "timer", "turn")
-
-    def __init__(self, plan: pdns.QuickPlan, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, plan: pdns.QuickPlan, loop: asyncio.AbstractEventLoop, groups: list[range]) -> None:
         self.plan, self.loop, self.batch = plan, loop, plan.batch
+        self.groups = groups
+        self.ready: list[asyncio.Future[None]] = [loop.create_future() for _ in groups]
+        self.waiting = len(groups)
         self.outcome = _Outcome()
         self.sockets: dict[int, socket.socket] = {}
         self.broken: set[int] = set()
         self.done: asyncio.Future[None] = loop.create_future()
         self.timer: asyncio.TimerHandle | None = None
         self.turn = 0
+        self.started = time.monotonic()
+
+    async def run(self) -> None:
+        try:
+            self.send()
+            await self.done
+        finally:
+            self.finish()
+            self.close()
 
     def finish(self) -> None:
         if not self.done.done():
             self.done.set_result(None)
+        for ready in self.ready:
+            if not ready.done():
+                ready.set_result(None)
+
+    def _answered(self) -> None:
+        wires = self.batch.wires
+        for group, ready in zip(self.groups, self.ready, strict=True):
+            if not ready.done() and all(wires[index] is not None for index in group):
+                ready.set_result(None)
 
     def fail(self, source: int) -> None:
         self.broken.add(source)
@@ -147,6 +231,8 @@ class _Exchange:
                     self.finish()
                     return
         except BlockingIOError:
+            if len(self.groups) > 1:
+                self._answered()
             return
         except OSError:  # e.g. ICMP port unreachable on the connected socket
             self.fail(source)

@@ -318,15 +318,21 @@ def quick_lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str) -> Loo
 
 
 def quick_results(
-    batch: quickdns.Batch, servers: Sequence[tuple[str, int]], *, failed: bool, started: float
+    batch: quickdns.Batch,
+    servers: Sequence[tuple[str, int]],
+    *,
+    failed: bool,
+    started: float,
+    indices: Sequence[int] | None = None,
 ) -> list[Lookup | None]:
     """Each question's `Lookup` from what the quick path read (`servers`: where the batch went, by
-    `batch.sources`); None where the full path must ask.
+    `batch.sources`); None where the full path must ask. `indices`: only those questions.
 
     A question nobody answered in time (and no socket error) is a `dns-timeout`, as `lookup`
     classifies it: the time for it is spent, it is not asked again."""
     results: list[Lookup | None] = []
-    for question, wire, source in zip(batch.questions, batch.wires, batch.sources, strict=True):
+    for index in range(len(batch.questions)) if indices is None else indices:
+        question, wire, source = batch.questions[index], batch.wires[index], batch.sources[index]
         quick = _answered(question, wire, _server_text(*servers[source]))
         if quick is None and wire is None and not failed:
             elapsed = time.monotonic() - started

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import re
 import ssl
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 import dns.resolver
@@ -198,16 +199,27 @@ def check_mta_sts(
     return aio.run(observe_mta_sts(domain, resolver=resolver, timeout=timeout, tls=tls, port=port))
 
 
+def discovery_questions(domain: str) -> list[tuple[str, str]]:
+    """The `_mta-sts` TXT record, and beside it the policy host's addresses: one round trip less;
+    the addresses are dropped when there is no policy to fetch, and nothing is ever connected to
+    before the TXT record says so (RFC 8461 §3.3)."""
+    host = f"mta-sts.{domain}"
+    return [(sts_name(domain), "TXT"), (host, "A"), (host, "AAAA")]
+
+
 async def observe_mta_sts(
-    domain: str, *, resolver: dns.resolver.Resolver, timeout: float, tls: ssl.SSLContext, port: int = 443
+    domain: str,
+    *,
+    resolver: dns.resolver.Resolver,
+    timeout: float,
+    tls: ssl.SSLContext,
+    port: int = 443,
+    asked: Awaitable[Sequence[pdns.Lookup]] | None = None,
 ) -> MtaStsFacts:
     """Discovery, fetch and parse for `domain`; every name is resolved through `resolver`.
-
-    The policy host's addresses are asked for beside the TXT record rather than after it (one round
-    trip less; the answer is dropped when there is no policy to fetch, and nothing is ever connected
-    to before the TXT record says so, RFC 8461 §3.3)."""
+    `asked`: the answers to `discovery_questions(domain)` when the caller asked them beside its own."""
     host = f"mta-sts.{domain}"
-    txt, *addressed = await adns.ask(resolver, [(sts_name(domain), "TXT"), (host, "A"), (host, "AAAA")])
+    txt, *addressed = await (asked or adns.ask(resolver, discovery_questions(domain)))
     found = judge_discovery(sts_name(domain), txt)
     if found.status != "found":
         return MtaStsFacts(status=MtaStsStatus(found.status), record=found.record, errors=found.errors)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import functools
 import ssl
 import time
@@ -47,7 +46,7 @@ from exconn.posture.facts import (
     TlsRptFacts,
     TlsRptStatus,
 )
-from exconn.posture.mtasts import observe_mta_sts, policy_matches
+from exconn.posture.mtasts import discovery_questions, observe_mta_sts, policy_matches
 from exconn.posture.smtp import MxProbe, probe_mx
 from exconn.posture.tlsrpt import judge_tlsrpt, tlsrpt_name
 
@@ -68,7 +67,7 @@ class ScanOptions:
 
 
 def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # a third of datetime's cost
 
 
 class _PerHost:
@@ -209,13 +208,23 @@ async def _scan(domain: str, observed_at: str, run: _Run) -> DomainPosture:
     # One deadline for all of this domain's DNS (issue 9 §3): a server that holds every question
     # costs the timeout once, not once per lookup along a chain.
     resolver = pdns.with_deadline(run.resolver, time.monotonic() + options.timeout)
+    # The first questions of every part in one exchange (one socket); each part goes on as soon as
+    # its own answers are in.
+    mx_part, discovery = adns.ask_apart(
+        resolver, [[(domain, "MX"), (tlsrpt_name(domain), "TXT")], discovery_questions(domain)]
+    )
     async with asyncio.TaskGroup() as group:
         mta_sts_job = group.create_task(
             observe_mta_sts(
-                domain, resolver=resolver, timeout=options.timeout, tls=run.tls, port=options.https_port
+                domain,
+                resolver=resolver,
+                timeout=options.timeout,
+                tls=run.tls,
+                port=options.https_port,
+                asked=discovery,
             )
         )
-        mx_answer, tlsrpt_answer = await adns.ask(resolver, [(domain, "MX"), (tlsrpt_name(domain), "TXT")])
+        mx_answer, tlsrpt_answer = await mx_part
         found = pdns.judge_mx(mx_answer) or pdns.implicit_mx(
             domain, mx_answer, *await adns.addresses(resolver, domain)
         )

@@ -19,9 +19,10 @@ through it, over the relay; the test CA is their trust store (`--ca-file`, `SSL_
 
 In the same run, for each concurrency, on the same warm resolver cache (every tool runs once over all
 domains untimed first):
-- exconn: `scan_domains` without SMTP (MX, MTA-STS TXT + policy fetch, TLS-RPT, TLSA per MX), as the
-  CLI runs it: over worker processes when the domains and the concurrency make it worth it (the CPU
-  column counts them);
+- exconn: `scan_domains` without SMTP (MX, MTA-STS TXT + policy fetch, TLS-RPT, TLSA per MX host), as
+  the CLI runs it: over worker processes when the domains and the concurrency make it worth it (the
+  CPU column counts them). Every domain here names the same MX host, as a provider's customers do,
+  so its TLSA is asked once per run (exconn asks once per MX host per scan);
 - postfix-mta-sts-resolver: `STSResolver.resolve` (MTA-STS TXT + policy fetch only), asyncio tasks
   bounded by a semaphore;
 - checkdmarc: `check_domains([domain])` (SOA, NS, DNSSEC, MX, SPF, DMARC, MTA-STS, TLS-RPT, BIMI; no

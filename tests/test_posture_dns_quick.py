@@ -175,44 +175,12 @@ def test_the_event_loop_turns_to_the_next_nameserver(posture_env: PostureEnv) ->
     assert results[0] == expected
 
 
-class _AnswersOnlyA:
-    """A real nameserver on loopback that answers A questions (127.0.0.9) and never any other: the
-    case of one slow answer among quick ones, which Unbound in front of a healthy zone cannot show."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        import dns.message
-        import dns.rrset
-
-        while True:
-            try:
-                wire, peer = self.sock.recvfrom(4096)
-            except OSError:
-                return  # closed
-            query = dns.message.from_wire(wire)
-            question = query.question[0]
-            if question.rdtype != dns.rdatatype.A:
-                continue
-            response = dns.message.make_response(query)
-            response.answer.append(dns.rrset.from_text(question.name, 60, "IN", "A", "127.0.0.9"))
-            self.sock.sendto(response.to_wire(), peer)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_questions_asked_apart_do_not_wait_on_each_other() -> None:
     """One exchange for both groups, but the A group's answer does not wait for the TXT group's,
     which never comes (a timeout, once)."""
-    server = _AnswersOnlyA()
+    from tests.servers.dns import ScriptedUdp
+
+    server = ScriptedUdp({("a.test", "A"): ["127.0.0.9"], ("b.test", "A"): ["127.0.0.9"]})
     resolver = pdns.make_resolver(server.address, timeout=0.8)
     finished: dict[str, float] = {}
 
@@ -230,7 +198,7 @@ def test_questions_asked_apart_do_not_wait_on_each_other() -> None:
     try:
         quick, slow = asyncio.run(both())
     finally:
-        server.close()
+        server.stop()
     assert [r.status for r in quick] == ["ok"] and quick[0].records[0].to_text() == "127.0.0.9"
     assert slow[0].error is not None and slow[0].error.type == "dns-timeout"
     assert slow[1].status == "ok"  # answered at once, reported with its group

@@ -579,20 +579,73 @@ def test_a_domain_cancelled_while_asking_leaves_the_answer_to_the_others(
     """The first domain to need a host asks for everyone: its own end (cancelled, failed) must not
     cancel the question the others wait on."""
     from exconn.posture import aio
-    from exconn.posture.scan import _PerHost
+    from exconn.posture.scan import _PerHost, _Run
+
+    run = _Run.make(posture_resolver, ScanOptions(timeout=5.0, ca_file=posture_env.ca_file), None)
 
     async def two() -> tuple[bool, str, bool]:
         shared = _PerHost()
-        first = asyncio.get_running_loop().create_task(shared.tlsa_of(["mx.good.test"], posture_resolver))
+        asking = shared.tlsa_of(["mx.good.test"], posture_resolver, run)
+        first = asyncio.get_running_loop().create_task(asking)
         await asyncio.sleep(0)  # the first has asked
         first.cancel()
-        second = await shared.tlsa_of(["mx.good.test"], posture_resolver)
+        second = await shared.tlsa_of(["mx.good.test"], posture_resolver, run)
         with contextlib.suppress(asyncio.CancelledError):
             await first
         return first.cancelled(), second[0].status, second[0].authenticated
 
     cancelled, status, authenticated = aio.run(two())
     assert cancelled and status == "ok" and authenticated
+
+
+def test_a_shared_host_is_not_judged_by_the_deadline_of_the_domain_that_asked_first() -> None:
+    """slow.test spends most of its DNS time on its MX answer before it needs the shared host:
+    the host's look-ups keep their own time, so fast.test, scanned next, sees the host as it is."""
+    from tests.servers.dns import ScriptedUdp
+
+    records = {
+        ("slow.test", "MX"): ["10 mx.shared.test."],
+        ("fast.test", "MX"): ["10 mx.shared.test."],
+        ("mx.shared.test", "A"): ["127.0.0.1"],
+        ("_25._tcp.mx.shared.test", "TLSA"): ["3 1 1 " + "ab" * 32],
+    }
+    shared = {key: 0.4 for key in records if key[0] != "slow.test" and key[0] != "fast.test"}
+    server = ScriptedUdp(records, {("slow.test", "MX"): 1.3, **shared})
+    resolver = pdns.make_resolver(server.address, timeout=1.5)
+    options = ScanOptions(timeout=1.5, smtp=True, smtp_port=1, https_port=1)  # port 1: refused
+    try:
+        report = scan_domains(
+            ["slow.test", "fast.test"], resolver=resolver, options=options, concurrency=1, processes=1
+        )
+    finally:
+        server.stop()
+    slow, fast = report.domains
+    for posture in (slow, fast):
+        host = posture.mx_hosts[0]
+        assert [e.type for e in host.errors] == ["connect-failed"], (posture.domain, host.errors)
+    assert fast.dane.status == "insecure", fast.dane
+    # slow.test itself had only 0.2 s left for the TLSA answer: its own time is up, nobody else's.
+    assert slow.dane.status == "error" and "dns-timeout" in str(slow.dane), slow.dane
+    assert server.asked.count(("_25._tcp.mx.shared.test", "TLSA")) == 1
+
+
+def test_the_per_host_memo_forgets_failures_and_keeps_the_hosts_used_last() -> None:
+    from exconn.posture import aio
+    from exconn.posture.scan import _Memo
+
+    async def fill() -> tuple[list[str], bool]:
+        memo: _Memo[str] = _Memo(lambda found: found != "error", limit=3)
+        for n in range(5):
+            memo.reserve([f"h{n}"])[0].set_result("ok")
+            await asyncio.sleep(0)  # the settle callbacks run
+        assert memo.get("h3") is not None  # used: h4 is now the least recently used... after h2
+        memo.reserve(["h5"])[0].set_result("error")
+        await asyncio.sleep(0)
+        kept = [h for h in ("h0", "h1", "h2", "h3", "h4", "h5") if memo.get(h) is not None]
+        return kept, len(memo) <= 3
+
+    kept, bounded = aio.run(fill())
+    assert kept == ["h3", "h4"] and bounded, kept
 
 
 @pytest.mark.parametrize("kind", ["silent", "truncating"])

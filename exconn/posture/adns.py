@@ -74,23 +74,23 @@ def ask_apart(
         start += len(group)
     exchange = _Exchange(plan, loop, bounds)
     running = loop.create_task(exchange.run())
-    return [loop.create_task(_group(resolver, exchange, running, n, flat)) for n in range(len(groups))]
+
+    def left(_task: asyncio.Task[list[pdns.Lookup]]) -> None:
+        exchange.waiting -= 1
+        if not exchange.waiting:
+            running.cancel()  # nobody waits for the rest (even a group cancelled before it began)
+
+    tasks = [loop.create_task(_group(resolver, exchange, n, flat)) for n in range(len(groups))]
+    for task in tasks:
+        task.add_done_callback(left)
+    return tasks
 
 
 async def _group(
-    resolver: dns.resolver.Resolver,
-    exchange: _Exchange,
-    running: asyncio.Task[None],
-    n: int,
-    questions: Sequence[tuple[str, str]],
+    resolver: dns.resolver.Resolver, exchange: _Exchange, n: int, questions: Sequence[tuple[str, str]]
 ) -> list[pdns.Lookup]:
-    try:
-        await exchange.ready[n]
-        return await _complete(resolver, exchange, exchange.groups[n], questions)
-    finally:
-        exchange.waiting -= 1
-        if not exchange.waiting:
-            running.cancel()  # nobody waits for the rest: its socket closes now
+    await exchange.ready[n]
+    return await _complete(resolver, exchange, exchange.groups[n], questions)
 
 
 async def _complete(

@@ -84,9 +84,11 @@ async def _fetch_from(
         "Connection: close\r\n\r\n"
     ).encode("ascii")  # `host` is in A-labels (fetch_policy)
     answer = _Answer(loop.create_future())
-    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    sock: socket.socket | None = None
     try:
         async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+            # Inside the try: out of file descriptors, or no IPv6 here, is this address's error.
+            sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             # asyncio sets this only on sockets it makes itself: without it the request waits
             # behind the TLS Finished for its ACK (Nagle), one round trip more per fetch.
@@ -108,7 +110,7 @@ async def _fetch_from(
     finally:
         if transport is not None:
             transport.abort()  # nothing more to say; a dead peer holds nothing open
-        else:
+        elif sock is not None:
             sock.close()
     data = bytes(answer.framing.data)
     if over == "head":

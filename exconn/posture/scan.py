@@ -17,10 +17,11 @@ import contextlib
 import functools
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import dns.resolver
 
@@ -53,6 +54,7 @@ from exconn.posture.tlsrpt import judge_tlsrpt, tlsrpt_name
 _T = TypeVar("_T")
 
 DEFAULT_CONCURRENCY = 32
+MEMO_HOSTS = 4096  # MX hosts whose TLSA and probe a scan keeps for the domains to come
 MAX_MX_HOSTS = 10  # a domain with more MX hosts gets the first ten (by preference) probed
 MAX_THREADS = 256  # SMTP probes and full-path DNS questions in flight at once, per process
 
@@ -74,27 +76,51 @@ class _PerHost:
     """What a scan learns once per MX host however many domains name it (their TLSA records, the
     SMTP probe): domains hosted together (Exchange Online, Google) share a handful of MX hosts, and
     asking each one a thousand times costs time, DNS traffic and the goodwill of the host (a probe
-    per domain looks like a scan and meets rate limits). The first domain to need a host asks; the
-    others await the same answer, shielded, so one domain's failure never cancels it for the rest.
-    One per scan and loop (a worker process has its own)."""
+    per domain looks like a scan and meets rate limits). The first domain to need a host starts the
+    job, with a deadline of its own (never the domain's, which may be nearly spent); the others
+    await the same answer, shielded, so one domain's end never cancels it for the rest, and each
+    waits for a TLSA answer only until its own deadline. A failure (a DNS error or timeout, an
+    exception) is handed to those waiting and then forgotten: the next domain asks again. The
+    answers kept are the `MEMO_HOSTS` hosts used last (a scan of self-hosted domains names as many
+    hosts as domains). One per scan and loop (a worker process has its own)."""
 
     def __init__(self) -> None:
-        self.tlsa: dict[str, asyncio.Future[pdns.Lookup]] = {}
-        self.probes: dict[str, asyncio.Future[MxProbe | MxHostFacts]] = {}
+        self.tlsa: _Memo[pdns.Lookup] = _Memo(lambda found: found.status != "error")
+        self.probes: _Memo[MxProbe | MxHostFacts] = _Memo(lambda found: not isinstance(found, MxHostFacts))
         self._running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
-    async def tlsa_of(self, hosts: Sequence[str], resolver: dns.resolver.Resolver) -> list[pdns.Lookup]:
-        new = [host for host in hosts if host not in self.tlsa]
-        if new:  # one batch for the hosts nobody asked for yet
-            futures = _reserve(self.tlsa, new)
-            self._start(_settle(futures, adns.ask(resolver, [(tlsa_name(h), "TLSA") for h in new])))
-        return [await _shared(self.tlsa[host]) for host in hosts]
+    async def tlsa_of(
+        self, hosts: Sequence[str], resolver: dns.resolver.Resolver, run: _Run
+    ) -> list[pdns.Lookup]:
+        """`resolver`: the domain's (its deadline bounds the wait)."""
+        waiting: dict[str, asyncio.Future[pdns.Lookup]] = {}
+        for host in hosts:
+            future = self.tlsa.get(host)
+            if future is not None:
+                waiting[host] = future
+        new = [host for host in hosts if host not in waiting]
+        if new:  # one batch for the hosts nobody is asking for
+            own = pdns.with_deadline(run.resolver, time.monotonic() + run.options.timeout)
+            futures = self.tlsa.reserve(new)
+            waiting.update(zip(new, futures, strict=True))
+            self._start(_settle(futures, adns.ask(own, [(tlsa_name(h), "TLSA") for h in new])))
+        pending = [asyncio.shield(future) for future in waiting.values() if not future.done()]
+        if pending:
+            deadline: float | None = getattr(resolver, "deadline", None)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            await asyncio.wait(pending, timeout=left)
+        return [
+            waiting[host].result() if waiting[host].done() else _tlsa_timeout(host, run.options.timeout)
+            for host in hosts
+        ]
 
-    async def probe_of(self, host: str, resolver: dns.resolver.Resolver, run: _Run) -> MxProbe | MxHostFacts:
-        if host not in self.probes:
-            futures = _reserve(self.probes, [host])
-            self._start(_settle(futures, _listed(_probe_host(host, resolver, run))))
-        return await _shared(self.probes[host])
+    async def probe_of(self, host: str, run: _Run) -> MxProbe | MxHostFacts:
+        future = self.probes.get(host)
+        if future is None:
+            own = pdns.with_deadline(run.resolver, time.monotonic() + run.options.timeout)
+            future = self.probes.reserve([host])[0]
+            self._start(_settle([future], _listed(_probe_host(host, own, run))))
+        return future.result() if future.done() else await asyncio.shield(future)
 
     def _start(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)
@@ -102,17 +128,50 @@ class _PerHost:
         task.add_done_callback(self._running.discard)
 
 
-def _reserve(memo: dict[str, asyncio.Future[_T]], hosts: list[str]) -> list[asyncio.Future[_T]]:
-    loop = asyncio.get_running_loop()
-    futures: list[asyncio.Future[_T]] = [loop.create_future() for _ in hosts]
-    for future in futures:  # retrieved even if every waiter was cancelled first: no "never retrieved"
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
-    memo.update(zip(hosts, futures, strict=True))
-    return futures
+def _tlsa_timeout(host: str, timeout: float) -> pdns.Lookup:
+    name = tlsa_name(host)
+    error = ProbeError("dns-timeout", f"TLSA {name}: no answer within {timeout:g}s")
+    return pdns.Lookup(name, "TLSA", "error", error=error, errors=(error,))
 
 
-async def _shared(future: asyncio.Future[_T]) -> _T:
-    return future.result() if future.done() else await asyncio.shield(future)
+class _Memo(Generic[_T]):
+    """Futures by host: those in flight, and of the settled ones those `keep` accepts, at most
+    `limit` (the least recently used leave first)."""
+
+    def __init__(self, keep: Callable[[_T], bool], limit: int = 0) -> None:
+        self._keep = keep
+        self._limit = limit or MEMO_HOSTS
+        self._futures: OrderedDict[str, asyncio.Future[_T]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def get(self, host: str) -> asyncio.Future[_T] | None:
+        future = self._futures.get(host)
+        if future is not None:
+            self._futures.move_to_end(host)
+        return future
+
+    def reserve(self, hosts: list[str]) -> list[asyncio.Future[_T]]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[_T]] = []
+        for host in hosts:
+            future: asyncio.Future[_T] = loop.create_future()
+            future.add_done_callback(functools.partial(self._settled, host))
+            self._futures[host] = future
+            futures.append(future)
+        while len(self._futures) > self._limit:
+            oldest = next(iter(self._futures.values()))
+            if not oldest.done():
+                break  # in flight: bounded by the scan's concurrency
+            self._futures.popitem(last=False)
+        return futures
+
+    def _settled(self, host: str, future: asyncio.Future[_T]) -> None:
+        # Retrieved here, so an exception nobody awaited (all cancelled) is not logged as lost.
+        failed = future.cancelled() or future.exception() is not None
+        if (failed or not self._keep(future.result())) and self._futures.get(host) is future:
+            del self._futures[host]
 
 
 async def _listed(job: Awaitable[_T]) -> list[_T]:
@@ -235,11 +294,9 @@ async def _scan(domain: str, observed_at: str, run: _Run) -> DomainPosture:
             errors=found.errors,
         )
         hosts = list(dict.fromkeys(mx.hosts))[:MAX_MX_HOSTS]
-        tlsa_job = group.create_task(run.hosts.tlsa_of(hosts, resolver))
+        tlsa_job = group.create_task(run.hosts.tlsa_of(hosts, resolver, run))
         probe_jobs = (
-            {host: group.create_task(run.hosts.probe_of(host, resolver, run)) for host in hosts}
-            if options.smtp
-            else {}
+            {host: group.create_task(run.hosts.probe_of(host, run)) for host in hosts} if options.smtp else {}
         )
         tlsrpt = judge_tlsrpt(tlsrpt_name(domain), tlsrpt_answer)
     mta_sts = mta_sts_job.result()

@@ -30,13 +30,16 @@ def sts(env: PostureEnv, resolver: dns.resolver.Resolver, domain: str, timeout: 
     return check_mta_sts(domain, resolver=resolver, timeout=timeout, ca_file=env.ca_file, port=env.https_port)
 
 
+def options_for(env: PostureEnv, *, smtp: bool = True, timeout: float = 5.0) -> ScanOptions:
+    return ScanOptions(
+        timeout=timeout, ca_file=env.ca_file, smtp=smtp, smtp_port=env.smtp_port, https_port=env.https_port
+    )
+
+
 def scan(
     env: PostureEnv, resolver: dns.resolver.Resolver, domain: str, *, smtp: bool = True, timeout: float = 5.0
 ) -> DomainPosture:
-    options = ScanOptions(
-        timeout=timeout, ca_file=env.ca_file, smtp=smtp, smtp_port=env.smtp_port, https_port=env.https_port
-    )
-    return scan_domain(domain, resolver=resolver, options=options)
+    return scan_domain(domain, resolver=resolver, options=options_for(env, smtp=smtp, timeout=timeout))
 
 
 def types(errors: object) -> set[str]:
@@ -473,13 +476,7 @@ def test_trust_store_is_read_once_per_run(
     import sys
 
     assert posture_env.ca_file is not None
-    options = ScanOptions(
-        timeout=5.0,
-        ca_file=posture_env.ca_file,
-        smtp=True,
-        smtp_port=posture_env.smtp_port,
-        https_port=posture_env.https_port,
-    )
+    options = options_for(posture_env)
     sys.addaudithook(_count_opens)  # a real observation of the file system, not a stand-in
     _WATCH.add(posture_env.ca_file)
     try:
@@ -555,13 +552,7 @@ def test_a_shared_mx_host_is_asked_and_probed_once_per_scan(
     domains = ["good.test", "testing.test", "none.test", "nosts.test"]  # all MX mx.good.test
     counting = _CountingResolver(posture_resolver)
     before = len(posture_env.smtp.sessions("mx.good.test"))
-    options = ScanOptions(
-        timeout=5.0,
-        ca_file=posture_env.ca_file,
-        smtp=True,
-        smtp_port=posture_env.smtp_port,
-        https_port=posture_env.https_port,
-    )
+    options = options_for(posture_env)
     report = scan_domains(domains, resolver=counting, options=options, concurrency=4, processes=1)
     assert len(posture_env.smtp.sessions("mx.good.test")) - before == 1
     tlsa = [q for q in counting.counts.questions if q[1] == "TLSA"]

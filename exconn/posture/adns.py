@@ -137,8 +137,7 @@ def _no_socket(name: str, rdtype: str, exc: OSError) -> pdns.Lookup:
         f"{rdtype} {name}: not asked: this process cannot open a socket ({exc.strerror}); "
         "lower --concurrency or raise the open-files limit (ulimit -n)"
     )
-    error = ProbeError("dns-error", detail)
-    return pdns.Lookup(name, rdtype, "error", error=error, errors=(error,))
+    return pdns.failed_lookup(name, rdtype, ProbeError("dns-error", detail))
 
 
 async def addresses(resolver: dns.resolver.Resolver, host: str) -> tuple[list[str], list[ProbeError]]:

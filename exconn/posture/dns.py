@@ -185,28 +185,30 @@ def lookup(resolver: dns.resolver.Resolver, name: str, rdtype: str, *, check_bog
             name, rdtype, "nxdomain", authenticated=authenticated, server=describe_resolver(resolver)
         )
     except dns.resolver.LifetimeTimeout as exc:
-        return _failed(name, rdtype, ProbeError("dns-timeout", f"{rdtype} {name}: no answer in time ({exc})"))
+        detail = f"{rdtype} {name}: no answer in time ({exc})"
+        return failed_lookup(name, rdtype, ProbeError("dns-timeout", detail))
     except dns.resolver.NoNameservers as exc:
         error = ProbeError("dns-servfail", f"{rdtype} {name}: {_servfail_detail(exc)}")
         loop = _cname_loop(resolver, name)
         if loop is not None:  # a resolver SERVFAILs a loop; that is neither an outage nor bogus data
-            return _failed(name, rdtype, _loop_error(name, rdtype, loop))
+            return failed_lookup(name, rdtype, _loop_error(name, rdtype, loop))
         if check_bogus and _resolves_with_cd(resolver, name, rdtype):
             error = ProbeError(
                 "dnssec-invalid",
                 f"{rdtype} {name}: the validating resolver {describe_resolver(resolver)} returned SERVFAIL, "
                 "and the records resolve with checking disabled (CD): DNSSEC validation failed (bogus)",
             )
-        return _failed(name, rdtype, error)
+        return failed_lookup(name, rdtype, error)
     except dns.resolver.NoResolverConfiguration as exc:
-        return _failed(name, rdtype, ProbeError("dns-error", f"no resolver configured: {exc}"))
+        return failed_lookup(name, rdtype, ProbeError("dns-error", f"no resolver configured: {exc}"))
     except dns.message.ChainTooLong as exc:  # the answer itself chains CNAMEs without end
         loop = _cname_loop(resolver, name) or (name,)
-        return _failed(name, rdtype, _loop_error(name, rdtype, loop, f" ({exc})"))
+        return failed_lookup(name, rdtype, _loop_error(name, rdtype, loop, f" ({exc})"))
     except (dns.name.EmptyLabel, dns.name.LabelTooLong, dns.name.NameTooLong) as exc:
-        return _failed(name, rdtype, ProbeError("dns-error", f"{rdtype} {name}: bad name: {exc}"))
+        return failed_lookup(name, rdtype, ProbeError("dns-error", f"{rdtype} {name}: bad name: {exc}"))
     except dns.exception.DNSException as exc:
-        return _failed(name, rdtype, ProbeError("dns-error", f"{rdtype} {name}: {type(exc).__name__}: {exc}"))
+        detail = f"{rdtype} {name}: {type(exc).__name__}: {exc}"
+        return failed_lookup(name, rdtype, ProbeError("dns-error", detail))
     response = answer.response
     authenticated = bool(response.flags & dns.flags.AD)
     server = _server_of(answer)
@@ -338,7 +340,7 @@ def quick_results(
             elapsed = time.monotonic() - started
             exc = dns.resolver.LifetimeTimeout(timeout=elapsed, errors=[])  # type: ignore[no-untyped-call]
             detail = f"{question.rdtype} {question.name}: no answer in time ({exc})"
-            quick = _failed(question.name, question.rdtype, ProbeError("dns-timeout", detail))
+            quick = failed_lookup(question.name, question.rdtype, ProbeError("dns-timeout", detail))
         results.append(quick)
     return results
 
@@ -381,7 +383,8 @@ def quick_path(resolver: dns.resolver.Resolver, *, several: bool = False) -> boo
     )
 
 
-def _failed(name: str, rdtype: str, error: ProbeError) -> Lookup:
+def failed_lookup(name: str, rdtype: str, error: ProbeError) -> Lookup:
+    """A look-up that produced no answer, for `error`."""
     return Lookup(name, rdtype, "error", error=error, errors=(error,))
 
 

@@ -131,16 +131,15 @@ class _PerHost:
 def _tlsa_timeout(host: str, timeout: float) -> pdns.Lookup:
     name = tlsa_name(host)
     error = ProbeError("dns-timeout", f"TLSA {name}: no answer within {timeout:g}s")
-    return pdns.Lookup(name, "TLSA", "error", error=error, errors=(error,))
+    return pdns.failed_lookup(name, "TLSA", error)
 
 
 class _Memo(Generic[_T]):
     """Futures by host: those in flight, and of the settled ones those `keep` accepts, at most
     `limit` (the least recently used leave first)."""
 
-    def __init__(self, keep: Callable[[_T], bool], limit: int = 0) -> None:
-        self._keep = keep
-        self._limit = limit or MEMO_HOSTS
+    def __init__(self, keep: Callable[[_T], bool], limit: int = MEMO_HOSTS) -> None:
+        self._keep, self._limit = keep, limit
         self._futures: OrderedDict[str, asyncio.Future[_T]] = OrderedDict()
 
     def __len__(self) -> int:

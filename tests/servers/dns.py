@@ -403,10 +403,16 @@ class TruncatingUdp(SilentUdp):
                 query = dns.message.from_wire(data)
             except Exception:  # noqa: BLE001 - not DNS: ignore, as a server would
                 continue
-            response = dns.message.make_response(query)
-            response.flags |= dns.flags.TC
-            with contextlib.suppress(OSError):
-                self._udp.sendto(response.to_wire(), peer)
+            self.respond(query, peer)
+
+    def respond(self, query: dns.message.Message, peer: tuple[str, int]) -> None:
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.TC
+        self.send(response, peer)
+
+    def send(self, response: dns.message.Message, peer: tuple[str, int]) -> None:
+        with contextlib.suppress(OSError):
+            self._udp.sendto(response.to_wire(), peer)
 
 
 class NxdomainUdp(TruncatingUdp):
@@ -416,27 +422,18 @@ class NxdomainUdp(TruncatingUdp):
     def __init__(self, ip: str = "127.0.53.5") -> None:
         super().__init__(ip)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                data, peer = self._udp.recvfrom(4096)
-            except OSError:
-                return
-            try:
-                query = dns.message.from_wire(data)
-            except Exception:  # noqa: BLE001 - not DNS: ignore, as a server would
-                continue
-            response = dns.message.make_response(query)
-            response.flags |= dns.flags.RA
-            response.set_rcode(dns.rcode.NXDOMAIN)
-            with contextlib.suppress(OSError):
-                self._udp.sendto(response.to_wire(), peer)
+    def respond(self, query: dns.message.Message, peer: tuple[str, int]) -> None:
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.RA
+        response.set_rcode(dns.rcode.NXDOMAIN)
+        self.send(response, peer)
 
 
-class ScriptedUdp(SilentUdp):
+class ScriptedUdp(TruncatingUdp):
     """Answers from `records` ({(name, type): [rdata text]}), each after its `delays` seconds, and
     never answers a question it has no records for: one slow or missing answer among quick ones,
-    which Unbound in front of a healthy zone cannot show. `asked` lists the questions received."""
+    which Unbound in front of a healthy zone cannot show. `asked` lists the questions received.
+    Its TCP port never answers."""
 
     def __init__(
         self,
@@ -444,29 +441,18 @@ class ScriptedUdp(SilentUdp):
         delays: dict[tuple[str, str], float] | None = None,
         ip: str = "127.0.53.6",
     ) -> None:
-        super().__init__(ip)
         self.records, self.delays = records, delays or {}
         self.asked: list[tuple[str, str]] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(ip)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                data, peer = self._udp.recvfrom(4096)
-            except OSError:
-                return
-            try:
-                query = dns.message.from_wire(data)
-            except Exception:  # noqa: BLE001 - not DNS: ignore, as a server would
-                continue
-            question = query.question[0]
-            key = (question.name.to_text().rstrip(".").lower(), dns.rdatatype.to_text(question.rdtype))
-            self.asked.append(key)
-            if key in self.records:
-                timer = threading.Timer(self.delays.get(key, 0.0), self._answer, (query, key, peer))
-                timer.daemon = True
-                timer.start()
+    def respond(self, query: dns.message.Message, peer: tuple[str, int]) -> None:
+        question = query.question[0]
+        key = (question.name.to_text().rstrip(".").lower(), dns.rdatatype.to_text(question.rdtype))
+        self.asked.append(key)
+        if key in self.records:
+            timer = threading.Timer(self.delays.get(key, 0.0), self._answer, (query, key, peer))
+            timer.daemon = True
+            timer.start()
 
     def _answer(self, query: dns.message.Message, key: tuple[str, str], peer: tuple[str, int]) -> None:
         import dns.rrset
@@ -474,5 +460,4 @@ class ScriptedUdp(SilentUdp):
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
         response.answer.append(dns.rrset.from_text(key[0] + ".", 300, "IN", key[1], *self.records[key]))
-        with contextlib.suppress(OSError):
-            self._udp.sendto(response.to_wire(), peer)
+        self.send(response, peer)
